@@ -1,0 +1,166 @@
+"""The public entry points: :func:`load` and :func:`quantize`.
+
+Both follow the same path: pick backend/engine/device (:mod:`phi3.selection`), resolve the model
+(:mod:`phi3.sources`), get the artifact from the cache or build it (:mod:`phi3.cache`), and for
+``load`` open a session (``phi3_load``). Everything the user can get wrong is checked before the
+first slow step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from phi3.cache import ArtifactCache, ArtifactSpec, is_artifact, read_artifact
+from phi3.errors import ConfigError, PluginError
+from phi3.model import Model
+from phi3.plugins import PluginRegistry, get_registry
+from phi3.selection import Selection, select, split_options
+from phi3.sources import resolve_model
+from phi3.types import Artifact, LoadRequest, Progress, QuantizeRequest, SessionHandle
+
+log = logging.getLogger("phi3")
+
+
+def _quiet_progress(message: str, completed: int | None = None, total: int | None = None) -> None:
+    log.debug("progress: %s %s/%s", message, completed, total)
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _prepare(model: str | os.PathLike[str], backend: str, device: str | None, precision: str | None, engine: str | None,
+             revision: str | None, options: Mapping[str, Any], registry: PluginRegistry,
+             cache: ArtifactCache) -> tuple[Selection, dict[str, Any], dict[str, Any], Artifact | None, str]:
+    """Resolve everything cheap; return the selection, split options and a prebuilt artifact, if any."""
+    model_path = Path(os.fspath(model)).expanduser()
+    prebuilt: Artifact | None = None
+    if model_path.is_dir() and is_artifact(model_path):
+        prebuilt = read_artifact(model_path.resolve(), from_cache=True)
+        if backend == "auto":
+            backend = prebuilt.backend
+        elif backend != prebuilt.backend:
+            raise ConfigError(f"{model_path} is an artifact of backend {prebuilt.backend!r}, not {backend!r}",
+                              hint=f"pass --backend {prebuilt.backend} or the original model instead")
+        if precision is not None and precision != prebuilt.precision:
+            raise ConfigError(f"{model_path} is a {prebuilt.precision} artifact, not {precision}")
+        precision = prebuilt.precision
+    precision = precision or "int4"
+    for name, value in (("backend", backend), ("precision", precision)):
+        _check_text(name, value)
+    if device is not None:
+        _check_text("device", device)
+    selection = select(registry, backend, device, precision, engine)
+    if prebuilt is not None and prebuilt.artifact_format != selection.engine.artifact_format:
+        raise ConfigError(f"{model_path} holds a {prebuilt.artifact_format!r} artifact; engine "
+                          f"{selection.engine.name!r} needs {selection.engine.artifact_format!r}")
+    artifact_opts, load_opts = split_options(selection.info, options)
+    return selection, artifact_opts, load_opts, prebuilt, precision
+
+
+def _build_artifact(registry: PluginRegistry, cache: ArtifactCache, selection: Selection, model: str | os.PathLike[str],
+                    revision: str | None, artifact_opts: dict[str, Any], progress: Progress,
+                    output: Path | None, trust_remote_code: bool) -> Artifact:
+    source = resolve_model(model, cache.root, revision)
+    spec = ArtifactSpec(
+        backend=selection.backend,
+        source=source,
+        precision=selection.precision,
+        artifact_format=selection.engine.artifact_format,
+        options=artifact_opts,
+        library_versions=selection.info.library_versions,
+    )
+    request = QuantizeRequest(source=source, precision=selection.precision, engine=selection.engine.name,
+                              options=artifact_opts, trust_remote_code=trust_remote_code)
+
+    def build(folder: Path) -> Mapping[str, Any]:
+        progress(f"quantizing {source.model_id} to {selection.precision} for {selection.backend}")
+        extra = registry.call(selection.backend, "phi3_quantize", request=request, output_dir=folder,
+                              progress=progress)
+        if extra is not None and not isinstance(extra, Mapping):
+            raise PluginError(f"backend {selection.backend!r} returned {type(extra).__name__} from phi3_quantize")
+        return {"engine": selection.engine.name, **(extra or {})}
+
+    def waiting() -> None:
+        progress("waiting for another phi3 process that is building the same artifact")
+
+    if output is not None:
+        return cache.build_to(spec, build, output)
+    return cache.get_or_build(spec, build, on_wait=waiting)
+
+
+def load(
+    model: str | os.PathLike[str],
+    backend: str = "auto",
+    device: str = "auto",
+    precision: str | None = None,
+    *,
+    engine: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    progress: Progress | None = None,
+    **backend_options: Any,
+) -> Model:
+    """Load a Phi-3 model on a backend, quantizing it into the cache first if needed.
+
+    ``model`` is a catalogue alias (``phi3-mini-4k``), a Hugging Face id, a local checkpoint folder,
+    an artifact folder written by :func:`quantize`, or ``"smoke"`` (the built-in tiny model).
+    ``precision`` defaults to ``int4`` (or the artifact's own). ``backend_options`` are passed to
+    the backend; names it does not declare are refused. The returned model says what was picked:
+    ``model.backend``, ``model.engine``, ``model.device`` and ``model.selection_reason``.
+    """
+    registry = get_registry()
+    cache = ArtifactCache()
+    progress = progress or _quiet_progress
+    selection, artifact_opts, load_opts, artifact, _ = _prepare(
+        model, backend, device, precision, engine, revision, backend_options, registry, cache)
+    if selection.reason:
+        log.info("%s", selection.reason)
+    if artifact is None:
+        artifact = _build_artifact(registry, cache, selection, model, revision, artifact_opts, progress, None,
+                                   trust_remote_code)
+    progress(f"loading on {selection.backend}/{selection.engine.name} ({selection.device})")
+    request = LoadRequest(artifact=artifact, engine=selection.engine.name, device=selection.device,
+                          options=load_opts, cache_dir=cache.compiled_dir(selection.backend))
+    session = registry.call(selection.backend, "phi3_load", request=request)
+    if not isinstance(session, SessionHandle):
+        raise PluginError(f"backend {selection.backend!r} returned {type(session).__name__} from phi3_load, "
+                          "not phi3.SessionHandle")
+    return Model(registry, session, artifact, selection)
+
+
+def quantize(
+    model: str | os.PathLike[str],
+    backend: str = "auto",
+    precision: str | None = None,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    engine: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    progress: Progress | None = None,
+    **backend_options: Any,
+) -> Artifact:
+    """Build (or find in the cache) the artifact ``load`` would use, optionally into ``output``.
+
+    With ``output`` the artifact is written there (atomically) instead of the cache; load it later
+    with ``phi3.load(output)``.
+    """
+    registry = get_registry()
+    cache = ArtifactCache()
+    selection, artifact_opts, _, prebuilt, _ = _prepare(
+        model, backend, None, precision, engine, revision, backend_options, registry, cache)
+    if prebuilt is not None:
+        raise ConfigError(f"{model} is already a quantized artifact")
+    out = Path(os.fspath(output)) if output is not None else None
+    return _build_artifact(registry, cache, selection, model, revision, artifact_opts, progress or _quiet_progress,
+                           out, trust_remote_code)
+
+
+__all__ = ["load", "quantize"]

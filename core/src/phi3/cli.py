@@ -1,0 +1,455 @@
+"""The ``phi3`` command line (also ``python -m phi3``).
+
+User errors exit 1 with one line (``Error: ...``) plus the fix; usage errors exit 2 (click);
+``--debug`` shows tracebacks. Generated text streams to stdout; everything else (what was picked,
+progress, timings) goes to stderr, so ``phi3 generate ... > answer.txt`` keeps only the answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import phi3
+from phi3 import __version__
+from phi3.cache import ArtifactCache
+from phi3.errors import ConfigError, Phi3Error
+from phi3.generation_config import GenerationConfig
+from phi3.hookspecs import PLUGIN_API_VERSION
+from phi3.model import Model, TextStream
+from phi3.plugins import BackendEntry, get_registry
+from phi3.progress import CliProgress
+from phi3.types import BackendStatus, DeviceInfo, GenerationResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSTALL_HINT = (
+    "No phi3 backend is installed. Add one:\n"
+    "  pip install phi3-openvino   # OpenVINO: Intel CPU / GPU / NPU\n"
+    "  pip install phi3-dml        # ONNX Runtime GenAI: DirectML GPUs on Windows, CPU elsewhere\n"
+    "  pip install phi3-npu        # Intel NPU (Core Ultra)"
+)
+
+
+def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    if hint:
+        click.echo(f"  {hint}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn phi3 errors (and surprises) into one line and exit 1, unless --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except Phi3Error as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(exc.message, exc.hint)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}",
+                  "this is a bug in phi3; run with --debug for the traceback and report it")
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'-O/--option'")
+        options[key.strip()] = _parse_value(value)
+    return options
+
+
+# -- shared options ----------------------------------------------------------------------------
+
+def backend_options(func: F) -> F:
+    decorators = [
+        click.option("-b", "--backend", default="auto", show_default=True, help="Backend name, or auto."),
+        click.option("-d", "--device", default="auto", show_default=True, help="Device (e.g. CPU, GPU.0, NPU), or auto."),
+        click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default), int8, fp16."),
+        click.option("-e", "--engine", default=None, help="Backend engine (default: the backend's first usable)."),
+        click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                     help="Backend option (value parsed as JSON when possible), repeatable."),
+        click.option("--revision", default=None, help="Hugging Face revision of a hub model."),
+        click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def generation_options(func: F) -> F:
+    decorators = [
+        click.option("-n", "--max-new-tokens", type=int, default=None, help="Most tokens to generate [256]."),
+        click.option("--temperature", type=float, default=None),
+        click.option("--top-p", type=float, default=None),
+        click.option("--top-k", type=int, default=None),
+        click.option("--sample/--greedy", "do_sample", default=None, help="Sample, or greedy decoding [greedy]."),
+        click.option("--seed", type=int, default=None),
+        click.option("--stop", multiple=True, help="Stop string, repeatable."),
+        click.option("--repetition-penalty", type=float, default=None),
+        click.option("--ignore-eos", is_flag=True, default=None, help="Keep decoding past end-of-sequence."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _generation_config(**values: Any) -> GenerationConfig:
+    if values.get("stop") == ():
+        values["stop"] = None
+    return GenerationConfig.from_options(**values)
+
+
+def _load(model: str, backend: str, device: str, precision: str | None, engine: str | None,
+          options: Sequence[str], revision: str | None, trust_remote_code: bool, quiet: bool = False) -> Model:
+    progress = CliProgress(enabled=not quiet)
+    try:
+        loaded = phi3.load(model, backend=backend, device=device, precision=precision, engine=engine,
+                           revision=revision, trust_remote_code=trust_remote_code, progress=progress,
+                           **_parse_options(options))
+    finally:
+        progress.close()
+    if not quiet:
+        reason = f" ({loaded.selection_reason})" if loaded.selection_reason else ""
+        cached = "cached artifact" if loaded.artifact.from_cache else "new artifact"
+        click.echo(f"phi3: {loaded.backend}/{loaded.engine} on {loaded.device}, {loaded.precision}, "
+                   f"{cached}{reason}", err=True)
+    return loaded
+
+
+def _stats_line(result: GenerationResult) -> str:
+    return (f"[{result.backend}/{result.engine} on {result.device}, {result.precision}] "
+            f"{result.prompt_tokens} prompt + {result.new_tokens} new tokens, "
+            f"first token {result.time_to_first_token_s * 1000:.0f} ms, "
+            f"{result.decode_tokens_per_s:.1f} tokens/s, stop: {result.finish_reason}")
+
+
+def _print_stream(stream: TextStream) -> GenerationResult:
+    for piece in stream:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+    return stream.result
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="phi3",
+                      message=f"%(prog)s %(version)s (plugin API {PLUGIN_API_VERSION})")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def cli(debug: bool) -> None:
+    """Run Microsoft's Phi-3 family on AI-PC accelerators (NPU, GPU, CPU).
+
+    MODEL is an alias (phi3-mini-4k, phi3.5-mini, phi4-mini, ...; `smoke` is a tiny built-in
+    test model), a Hugging Face id, a local checkpoint folder, or a folder made by `phi3 quantize -o`.
+    """
+
+
+def _entry_row(entry: BackendEntry) -> list[str]:
+    info = entry.info
+    origin = f"{entry.distribution} {entry.version}" if entry.distribution else "(not installed)"
+    if info is None:
+        return [entry.name, entry.status.value, origin, "-", "-", "-"]
+    default = info.default_engine
+    engines = ", ".join(f"{e.name}{'*' if e.name == default else ''}{'' if e.available else ' (unusable)'}"
+                        for e in info.engines)
+    devices = ", ".join(d.name for d in info.devices) or "none"
+    if info.override_devices:
+        devices += " (override: " + ", ".join(d.name for d in info.override_devices) + ")"
+    return [entry.name, entry.status.value, origin, engines, devices, ", ".join(info.precisions)]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+@cli.command("list-backends")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def list_backends(as_json: bool) -> None:
+    """List installed backends: status, engines, devices, precisions (fast: loads no vendor library)."""
+    registry = get_registry()
+    entries = registry.entries()
+    if as_json:
+        click.echo(json.dumps({
+            "phi3_version": __version__,
+            "plugin_api_version": PLUGIN_API_VERSION,
+            "backends": [e.as_dict() for e in entries],
+            "disabled": registry.disabled,
+        }, indent=2))
+        return
+    if not entries:
+        click.echo(INSTALL_HINT)
+        if registry.disabled:
+            click.echo(f"(disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)})")
+        return
+    headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS"]
+    click.echo(_table(headers, [_entry_row(e) for e in entries]))
+    for entry in entries:
+        if entry.status is not BackendStatus.AVAILABLE and entry.detail:
+            click.echo(f"  {entry.name}: {entry.detail}")
+    if registry.disabled:
+        click.echo(f"disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
+
+
+@cli.command()
+@click.option("-b", "--backend", default=None, help="Only this backend.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def devices(backend: str | None, as_json: bool) -> None:
+    """Ask each backend's runtime which devices it really sees (may load vendor libraries)."""
+    registry = get_registry()
+    entries = [registry.entry(backend)] if backend else registry.entries()
+    report: list[dict[str, Any]] = []
+    for entry in entries:
+        row: dict[str, Any] = {"backend": entry.name, "status": entry.status.value, "detail": entry.detail,
+                               "devices": [], "override_devices": []}
+        if entry.info is not None and entry.status is not BackendStatus.MISSING_DEPENDENCY:
+            found: Sequence[DeviceInfo] = entry.info.devices
+            if registry.has_hook(entry.name, "phi3_devices"):
+                try:
+                    found = registry.call(entry.name, "phi3_devices") or ()
+                except Phi3Error as exc:
+                    row["detail"] = str(exc)
+            row["devices"] = [vars(d) for d in found]
+            row["override_devices"] = [vars(d) for d in entry.info.override_devices]
+        report.append(row)
+    if as_json:
+        click.echo(json.dumps({"backends": report}, indent=2))
+        return
+    if not report:
+        click.echo(INSTALL_HINT)
+        return
+    for row in report:
+        click.echo(f"{row['backend']} ({row['status']})")
+        for device in row["devices"]:
+            driver = f", driver {device['driver_version']}" if device.get("driver_version") else ""
+            click.echo(f"  {device['name']:<10} {device['kind']:<4} {device['description']}{driver}")
+        if not row["devices"]:
+            click.echo("  no device" + (f": {row['detail']}" if row["detail"] else ""))
+        for device in row["override_devices"]:
+            click.echo(f"  {device['name']:<10} {device['kind']:<4} only with --device {device['name']}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-b", "--backend", default="auto", show_default=True, help="Backend name, or auto.")
+@click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default), int8, fp16.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write the artifact to this new folder instead of phi3's cache.")
+@click.option("-e", "--engine", default=None, help="Engine whose artifact format to build.")
+@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, repeatable.")
+@click.option("--revision", default=None, help="Hugging Face revision of a hub model.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the artifact's manifest as JSON.")
+@handle_errors
+def quantize(model: str, backend: str, precision: str | None, output: Path | None, engine: str | None,
+             options: Sequence[str], revision: str | None, trust_remote_code: bool, as_json: bool) -> None:
+    """Quantize MODEL for a backend (into the cache, or -o DIR)."""
+    progress = CliProgress()
+    try:
+        artifact = phi3.quantize(model, backend=backend, precision=precision, output=output, engine=engine,
+                                 revision=revision, trust_remote_code=trust_remote_code, progress=progress,
+                                 **_parse_options(options))
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps({"path": str(artifact.path), "from_cache": artifact.from_cache,
+                               "manifest": artifact.manifest}, indent=2, default=str))
+        return
+    state = "already in the cache" if artifact.from_cache else "built"
+    click.echo(f"{artifact.backend} {artifact.precision} artifact {state}: {artifact.path}")
+    click.echo(f"key {artifact.key}; load it with: phi3 generate {artifact.path} \"Hello\"")
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("prompt")
+@backend_options
+@generation_options
+@click.option("--system", default=None, help="System message (chat template mode).")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the model's chat template.")
+@click.option("--no-stream", is_flag=True, help="Print the answer only when it is complete.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (implies --no-stream).")
+@handle_errors
+def generate(model: str, prompt: str, backend: str, device: str, precision: str | None, engine: str | None,
+             options: Sequence[str], revision: str | None, trust_remote_code: bool, system: str | None, raw: bool,
+             no_stream: bool, as_json: bool, **generation: Any) -> None:
+    """Generate an answer to PROMPT ('-' reads it from stdin); streams by default."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    config = _generation_config(**generation)
+    if raw and system:
+        raise ConfigError("--system needs the chat template; drop --raw")
+    with _load(model, backend, device, precision, engine, options, revision, trust_remote_code,
+               quiet=as_json) as loaded:
+        if raw:
+            text_prompt = prompt
+        else:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+            text_prompt = loaded.apply_chat_template(messages)
+        if as_json:
+            click.echo(json.dumps(loaded.generate(text_prompt, config).as_dict(), indent=2, ensure_ascii=False))
+            return
+        if no_stream:
+            result = loaded.generate(text_prompt, config)
+            click.echo(result.text)
+        else:
+            result = _print_stream(loaded.stream(text_prompt, config))
+        click.echo(_stats_line(result), err=True)
+
+
+@cli.command()
+@click.argument("model")
+@backend_options
+@generation_options
+@click.option("--system", default=None, help="System message for the conversation.")
+@click.option("--stats/--no-stats", default=True, help="Print timings after each answer (stderr).")
+@handle_errors
+def chat(model: str, backend: str, device: str, precision: str | None, engine: str | None, options: Sequence[str],
+         revision: str | None, trust_remote_code: bool, system: str | None, stats: bool, **generation: Any) -> None:
+    """Chat with MODEL; keeps the conversation. Type /reset to forget it, /exit (or Ctrl-D) to quit.
+
+    Works with a pipe too: each line of stdin is one user message.
+    """
+    config = _generation_config(**generation)
+    interactive = sys.stdin.isatty()
+    start: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    with _load(model, backend, device, precision, engine, options, revision, trust_remote_code) as loaded:
+        if interactive:
+            click.echo("Chatting; /reset forgets the conversation, /exit or Ctrl-D quits.", err=True)
+        while True:
+            if interactive:
+                click.echo(">>> ", nl=False, err=True)
+            line = sys.stdin.readline()
+            if not line:
+                break
+            message = line.rstrip("\n")
+            if not message.strip():
+                continue
+            if message.strip() in ("/exit", "/quit"):
+                break
+            if message.strip() == "/reset":
+                history = list(start)
+                click.echo("(conversation reset)", err=True)
+                continue
+            history.append({"role": "user", "content": message})
+            result = _print_stream(loaded.chat_stream(history, config))
+            history.append({"role": "assistant", "content": result.text})
+            if stats:
+                click.echo(_stats_line(result), err=True)
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and clean phi3's artifact cache."""
+
+
+@cache.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def cache_list(as_json: bool) -> None:
+    """List cached artifacts."""
+    store = ArtifactCache()
+    rows = []
+    for artifact in store.artifacts():
+        m = artifact.manifest
+        rows.append({
+            "key": artifact.key, "backend": artifact.backend, "precision": artifact.precision,
+            "format": artifact.artifact_format, "model": m.get("source", {}).get("model_id"),
+            "size_bytes": store.size_of(artifact.path), "created": m.get("created"), "path": str(artifact.path),
+        })
+    if as_json:
+        click.echo(json.dumps({"root": str(store.root), "artifacts": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"No artifacts in {store.root}")
+        return
+    table = [[r["key"][:12], r["backend"], r["precision"], r["model"] or "?", f"{r['size_bytes'] / 1e6:.1f} MB",
+              r["created"] or "?"] for r in rows]
+    click.echo(_table(["KEY", "BACKEND", "PRECISION", "MODEL", "SIZE", "CREATED"], table))
+    click.echo(f"({store.root})")
+
+
+@cache.command("rm")
+@click.argument("keys", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every artifact.")
+@handle_errors
+def cache_rm(keys: Sequence[str], remove_all: bool) -> None:
+    """Remove artifacts by KEY (a unique prefix is enough)."""
+    store = ArtifactCache()
+    if remove_all:
+        targets = [a.path for a in store.artifacts()]
+    elif not keys:
+        raise click.UsageError("name at least one KEY, or pass --all")
+    else:
+        targets = []
+        for key in keys:
+            found = store.find(key)
+            if not found:
+                raise Phi3Error(f"no cached artifact has a key starting with {key!r}", hint="see phi3 cache list")
+            if len(found) > 1:
+                raise Phi3Error(f"key prefix {key!r} matches {len(found)} artifacts", hint="give more characters")
+            targets.extend(found)
+    for path in targets:
+        store.remove(path)
+        click.echo(f"removed {path}")
+
+
+@cache.command("prune")
+@click.option("--older-than", type=float, default=None, metavar="DAYS", help="Also remove artifacts older than DAYS.")
+@handle_errors
+def cache_prune(older_than: float | None) -> None:
+    """Remove leftovers of interrupted builds and corrupt artifacts (and old ones with --older-than)."""
+    removed = ArtifactCache().prune(older_than_days=older_than)
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"{len(removed)} item(s) removed")
+
+
+@cache.command("path")
+def cache_path() -> None:
+    """Print the cache folder (PHI3_HOME)."""
+    click.echo(str(ArtifactCache().root))
+
+
+def main() -> None:
+    cli(prog_name="phi3")
+
+
+__all__ = ["cli", "main"]

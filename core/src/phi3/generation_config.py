@@ -1,0 +1,126 @@
+"""One generation config for every backend, validated before any backend runs.
+
+Backends map these fields onto their own option names (OpenVINO GenAI's ``GenerationConfig``,
+ONNX Runtime GenAI's search options, transformers' ``generate`` kwargs). phi3 itself enforces
+``stop`` strings and ``max_new_tokens`` on the stream, so a backend that lacks them natively still
+behaves the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from phi3.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to generate. Greedy by default, so results are reproducible.
+
+    ``do_sample=False`` is greedy decoding and ignores temperature/top_p/top_k/seed.
+    ``top_k=0`` and ``top_p=1.0`` disable those filters. ``ignore_eos`` keeps decoding past
+    end-of-sequence tokens (benchmarks use it so every run decodes the same number of tokens).
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    do_sample: bool = False
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            # A bare string would otherwise be iterated character by character.
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        _validate(self)
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        """A copy with ``changes`` applied (and validated). Unknown names are a ConfigError."""
+        return GenerationConfig.from_options(self, **changes)
+
+    @classmethod
+    def from_options(cls, base: GenerationConfig | None = None, **options: Any) -> GenerationConfig:
+        """Build from keyword options, ignoring ``None`` values (unset CLI flags)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown generation option(s): {', '.join(unknown)}",
+                hint=f"valid options are {', '.join(sorted(known))}",
+            )
+        values = dataclasses.asdict(base) if base is not None else {}
+        values.update({k: v for k, v in options.items() if v is not None})
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _validate(config: GenerationConfig) -> None:
+    problems: list[str] = []
+    if not _is_int(config.max_new_tokens) or config.max_new_tokens < 1:
+        problems.append(f"max_new_tokens must be a whole number >= 1, got {config.max_new_tokens!r}")
+    if not _is_number(config.temperature) or config.temperature < 0:
+        problems.append(f"temperature must be a number >= 0, got {config.temperature!r}")
+    elif config.do_sample and config.temperature == 0:
+        problems.append("temperature 0 with do_sample=True is undefined; use do_sample=False for greedy")
+    if not _is_number(config.top_p) or not 0 < config.top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {config.top_p!r}")
+    if not _is_int(config.top_k) or config.top_k < 0:
+        problems.append(f"top_k must be a whole number >= 0 (0 disables it), got {config.top_k!r}")
+    if not isinstance(config.do_sample, bool):
+        problems.append(f"do_sample must be true or false, got {config.do_sample!r}")
+    if config.seed is not None and (not _is_int(config.seed) or not 0 <= config.seed < 2**32):
+        problems.append(f"seed must be a whole number in [0, 2**32), got {config.seed!r}")
+    if not all(isinstance(s, str) and s for s in config.stop):
+        problems.append(f"stop must be non-empty strings, got {list(config.stop)!r}")
+    if not _is_number(config.repetition_penalty) or config.repetition_penalty <= 0:
+        problems.append(f"repetition_penalty must be a number > 0, got {config.repetition_penalty!r}")
+    if not isinstance(config.ignore_eos, bool):
+        problems.append(f"ignore_eos must be true or false, got {config.ignore_eos!r}")
+    if problems:
+        raise ConfigError("invalid generation config: " + "; ".join(problems))
+
+
+def coerce_config(config: GenerationConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GenerationConfig:
+    """Merge a config (object, mapping or None) with keyword overrides into a validated config."""
+    if config is None:
+        base = None
+    elif isinstance(config, GenerationConfig):
+        base = config
+    elif isinstance(config, Mapping):
+        base = GenerationConfig.from_options(**config)
+    else:
+        raise ConfigError(f"config must be a GenerationConfig or a mapping, got {type(config).__name__}")
+    if not overrides and base is not None:
+        return base
+    return GenerationConfig.from_options(base, **overrides)
+
+
+def find_stop(text: str, stops: Iterable[str]) -> int:
+    """Index of the earliest stop string in ``text``, or -1."""
+    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(positions) if positions else -1
+
+
+__all__ = ["GenerationConfig", "coerce_config", "find_stop"]

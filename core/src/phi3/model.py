@@ -1,0 +1,254 @@
+"""A loaded model: the session a backend opened, and the generate/stream/chat API on top.
+
+phi3 does the parts that must behave the same on every backend: config validation, stop strings
+(text that might begin a stop string is held back, never shown and then retracted),
+``max_new_tokens`` as a hard cap, timing (time to first token, decode tokens/s) and the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from phi3.errors import BackendError, ConfigError, PluginError
+from phi3.generation_config import GenerationConfig, coerce_config, find_stop
+from phi3.plugins import PluginRegistry
+from phi3.selection import Selection
+from phi3.types import Artifact, ChatMessage, Chunk, FinishReason, GenerationResult, SessionHandle
+
+log = logging.getLogger("phi3")
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+class TextStream:
+    """Iterator of text pieces; after it is exhausted, ``result`` holds the full result.
+
+    Closing it early (``close()``, or leaving a ``for`` loop and dropping it) closes the backend's
+    generator too, so the backend stops decoding.
+    """
+
+    def __init__(self, model: Model, prompt: str, config: GenerationConfig) -> None:
+        self._model = model
+        self._prompt = prompt
+        self._config = config
+        self._result: GenerationResult | None = None
+        self._iterator = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        self._iterator.close()
+
+    @property
+    def result(self) -> GenerationResult:
+        if self._result is None:
+            raise RuntimeError("the stream has not finished yet: iterate it to the end first")
+        return self._result
+
+    def _run(self) -> Iterator[str]:
+        model, config = self._model, self._config
+        registry, name = model._registry, model.backend
+        stops = config.stop
+        start = time.perf_counter()
+        chunks = registry.call(name, "phi3_generate", session=model.session, prompt=self._prompt, config=config)
+        if chunks is None:
+            raise PluginError(f"backend {name!r} returned nothing from phi3_generate")
+        text, emitted, ids = "", 0, []
+        prompt_tokens: int | None = None
+        first_at: float | None = None
+        last_at = start
+        finish: FinishReason = "eos"
+        iterator = iter(chunks)
+        try:
+            while True:
+                with registry.guard(name, "phi3_generate"):
+                    try:
+                        chunk = next(iterator)
+                    except StopIteration:
+                        break
+                if not isinstance(chunk, Chunk):
+                    raise PluginError(f"backend {name!r} yielded {type(chunk).__name__}, not phi3.Chunk")
+                now = time.perf_counter()
+                if chunk.prompt_tokens is not None and prompt_tokens is None:
+                    prompt_tokens = chunk.prompt_tokens
+                if chunk.token_ids:
+                    if first_at is None:
+                        first_at = now
+                    last_at = now
+                    ids.extend(chunk.token_ids)
+                text += chunk.text
+                cut = find_stop(text, stops) if stops else -1
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    if cut > emitted:
+                        yield text[emitted:cut]
+                    emitted = cut
+                    break
+                safe = len(text) - (_held_back(text, stops) if stops else 0)
+                if safe > emitted:
+                    yield text[emitted:safe]
+                    emitted = safe
+                if len(ids) >= config.max_new_tokens:
+                    finish = "length"
+                    break
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with registry.guard(name, "phi3_generate"):
+                    close()
+        if finish != "stop" and emitted < len(text):
+            yield text[emitted:]
+        if len(ids) > config.max_new_tokens:
+            raise BackendError(f"backend {name!r} produced {len(ids)} tokens, over max_new_tokens="
+                               f"{config.max_new_tokens}", hint="this is a backend bug; report it")
+        end = time.perf_counter()
+        ttft = (first_at if first_at is not None else end) - start
+        decode_s = last_at - first_at if first_at is not None else 0.0
+        decode_rate = (len(ids) - 1) / decode_s if len(ids) > 1 and decode_s > 0 else 0.0
+        self._result = GenerationResult(
+            text=text,
+            token_ids=tuple(ids),
+            prompt_tokens=prompt_tokens if prompt_tokens is not None else 0,
+            finish_reason=finish,
+            time_to_first_token_s=ttft,
+            decode_tokens_per_s=decode_rate,
+            total_s=end - start,
+            backend=name,
+            engine=model.engine,
+            device=model.device,
+            precision=model.precision,
+        )
+
+
+class Model:
+    """A Phi-3 model loaded on one backend/engine/device. Create it with :func:`phi3.load`."""
+
+    def __init__(self, registry: PluginRegistry, session: SessionHandle, artifact: Artifact,
+                 selection: Selection) -> None:
+        self._registry = registry
+        self.session = session
+        self.artifact = artifact
+        self.selection = selection
+        self._closed = False
+
+    # -- what is running ----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return self.session.backend
+
+    @property
+    def engine(self) -> str:
+        return self.session.engine
+
+    @property
+    def device(self) -> str:
+        """The device really used, as the backend reports it."""
+        return self.session.device
+
+    @property
+    def precision(self) -> str:
+        return self.artifact.precision
+
+    @property
+    def selection_reason(self) -> str:
+        return self.selection.reason
+
+    def __repr__(self) -> str:
+        return (f"<phi3.Model {self.artifact.manifest.get('source', {}).get('model_id', '?')} "
+                f"backend={self.backend} engine={self.engine} device={self.device} precision={self.precision}>")
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def stream(self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None,
+               **options: Any) -> TextStream:
+        """Generate from a raw (already formatted) prompt, yielding text pieces as they decode."""
+        self._check_open()
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        return TextStream(self, prompt, coerce_config(config, options))
+
+    def generate(self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None,
+                 **options: Any) -> GenerationResult:
+        """Generate from a raw prompt and return the whole result."""
+        stream = self.stream(prompt, config, **options)
+        for _ in stream:
+            pass
+        return stream.result
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """Render chat messages with the model's own template (ending with the assistant turn)."""
+        self._check_open()
+        checked = _check_messages(messages)
+        rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session,
+                                       messages=checked)
+        if not isinstance(rendered, str):
+            raise PluginError(f"backend {self.backend!r} returned {type(rendered).__name__} from "
+                              "phi3_apply_chat_template, not str")
+        return rendered
+
+    def chat_stream(self, messages: Sequence[ChatMessage], config: GenerationConfig | Mapping[str, Any] | None = None,
+                    **options: Any) -> TextStream:
+        """Like :meth:`chat`, streaming."""
+        gen_config = coerce_config(config, options)
+        return TextStream(self, self.apply_chat_template(messages), gen_config)
+
+    def chat(self, messages: Sequence[ChatMessage], config: GenerationConfig | Mapping[str, Any] | None = None,
+             **options: Any) -> GenerationResult:
+        """Answer the last user turn of ``messages`` using the model's chat template."""
+        stream = self.chat_stream(messages, config, **options)
+        for _ in stream:
+            pass
+        return stream.result
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._registry.has_hook(self.backend, "phi3_unload"):
+            self._registry.call(self.backend, "phi3_unload", session=self.session)
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("this model is closed; load it again")
+
+
+def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) \
+                or not isinstance(message.get("content"), str):
+            raise ConfigError(f"message {i} must be a mapping with string 'role' and 'content', got {message!r}")
+        if message["role"] not in ("system", "user", "assistant"):
+            raise ConfigError(f"message {i} has role {message['role']!r}; use system, user or assistant")
+        checked.append({"role": message["role"], "content": message["content"]})
+    return checked
+
+
+__all__ = ["Model", "TextStream"]

@@ -1,0 +1,175 @@
+"""Choosing backend, engine and device, and splitting backend options, before any work starts.
+
+``backend="auto"`` ranks every *available* backend by the best device it reports (NPU > GPU >
+CPU, then the backend's own priority) and says what it picked and why. Nothing here falls back
+silently: a backend without its device is an error that names the override, never a quiet switch
+to the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from phi3.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DeviceNotFoundError,
+    PrecisionNotSupportedError,
+)
+from phi3.plugins import BackendEntry, PluginRegistry
+from phi3.types import BackendInfo, BackendStatus, DeviceInfo, EngineInfo
+
+KIND_RANK = {"npu": 3, "gpu": 2, "cpu": 1}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What will run, and a sentence saying why (shown by the CLI, kept on ``Model``)."""
+
+    backend: str
+    info: BackendInfo
+    engine: EngineInfo
+    device: str
+    precision: str
+    reason: str
+
+
+def _describe(entry: BackendEntry) -> str:
+    return f"{entry.name}: {entry.status.value}" + (f" ({entry.detail})" if entry.detail else "")
+
+
+def _best_device(info: BackendInfo) -> DeviceInfo | None:
+    ranked = sorted(info.devices, key=lambda d: KIND_RANK.get(d.kind, 0), reverse=True)
+    return ranked[0] if ranked else None
+
+
+def _match_device(devices: tuple[DeviceInfo, ...] | list[DeviceInfo], wanted: str) -> DeviceInfo | None:
+    for device in devices:
+        if device.name.lower() == wanted.lower():
+            return device
+    return None
+
+
+def _pick_auto_backend(registry: PluginRegistry, precision: str) -> tuple[BackendEntry, str]:
+    entries = registry.entries()
+    if not entries:
+        raise BackendUnavailableError("no phi3 backend is installed", hint=registry.install_hint())
+    ranked: list[tuple[int, int, str, BackendEntry, DeviceInfo]] = []
+    for entry in entries:
+        info = entry.info
+        if info is None or entry.status is not BackendStatus.AVAILABLE or precision not in info.precisions:
+            continue
+        device = _best_device(info)
+        if device is None or info.default_engine is None:
+            continue
+        ranked.append((KIND_RANK.get(device.kind, 0), info.priority, entry.name, entry, device))
+    if not ranked:
+        states = "; ".join(_describe(e) for e in entries)
+        raise BackendUnavailableError(
+            f"no installed backend can run precision {precision!r} here ({states})",
+            hint="fix one of the backends above, or pass --backend/--device/--precision explicitly",
+        )
+    ranked.sort(key=lambda item: (item[0], item[1], item[2]), reverse=True)
+    _, _, _, entry, device = ranked[0]
+    others = [f"{r[3].name} ({r[4].name})" for r in ranked[1:]]
+    reason = f"auto: picked backend {entry.name} on {device.name} ({device.kind}, the best device found)"
+    if others:
+        reason += f"; also usable: {', '.join(others)}"
+    skipped = [e.name for e in entries if e.name not in {r[3].name for r in ranked}]
+    if skipped:
+        reason += f"; not usable: {', '.join(skipped)} (see phi3 list-backends)"
+    return entry, reason
+
+
+def _resolve_device(registry: PluginRegistry, entry: BackendEntry, info: BackendInfo, device: str) -> tuple[str, str]:
+    if device.lower() == "auto":
+        if entry.status is BackendStatus.NO_DEVICE:
+            overrides = ", ".join(d.name for d in info.override_devices)
+            hint = f"pass --device {info.override_devices[0].name} to run on it explicitly" if overrides else None
+            raise BackendUnavailableError(f"backend {entry.name}: {info.detail or 'no device'}", hint=hint)
+        best = _best_device(info)
+        if best is None:
+            raise BackendUnavailableError(f"backend {entry.name} reports no device", hint=info.detail or None)
+        return best.name, f"device auto: {best.name} ({best.kind}, the best {entry.name} reports)"
+    found = _match_device(info.devices, device) or _match_device(info.override_devices, device)
+    if found is None and registry.has_hook(entry.name, "phi3_devices"):
+        # The cheap probe may not enumerate everything (GPU.1, AUTO ...): ask the runtime.
+        deep = registry.call(entry.name, "phi3_devices") or []
+        found = _match_device(list(deep), device)
+        known = [d.name for d in deep] + [d.name for d in info.override_devices]
+    else:
+        known = [d.name for d in (*info.devices, *info.override_devices)]
+    if found is None:
+        raise DeviceNotFoundError(
+            f"device {device!r} is not available to backend {entry.name}",
+            hint=f"devices present: {', '.join(dict.fromkeys(known)) or 'none'}",
+        )
+    if found in info.override_devices and found not in info.devices:
+        return found.name, f"device {found.name} (explicit override: {info.detail or 'not the default device'})"
+    return found.name, f"device {found.name} (requested)"
+
+
+def _resolve_engine(entry: BackendEntry, info: BackendInfo, engine: str | None) -> EngineInfo:
+    if engine is None:
+        name = info.default_engine
+        if name is None:
+            details = "; ".join(f"{e.name}: {e.detail}" for e in info.engines) or "it declares none"
+            raise BackendUnavailableError(f"backend {entry.name} has no usable engine ({details})")
+        engine = name
+    found = info.engine(engine)
+    if found is None:
+        raise ConfigError(f"backend {entry.name} has no engine {engine!r}",
+                          hint=f"engines: {', '.join(e.name for e in info.engines)}")
+    if not found.available:
+        raise BackendUnavailableError(f"engine {engine!r} of backend {entry.name} is not usable here: {found.detail}")
+    return found
+
+
+def select(registry: PluginRegistry, backend: str, device: str | None, precision: str,
+           engine: str | None) -> Selection:
+    """Validate and resolve the user's backend/device/precision/engine choice.
+
+    ``device=None`` skips device resolution: quantizing needs no device (an NPU artifact can be
+    built on a machine without an NPU).
+    """
+    reasons = []
+    if backend.lower() == "auto":
+        entry, reason = _pick_auto_backend(registry, precision)
+        reasons.append(reason)
+    else:
+        entry = registry.entry(backend)
+    info = entry.info
+    if info is None:
+        raise BackendUnavailableError(f"backend {entry.name} is broken: {entry.error}",
+                                      hint=f"reinstall or uninstall {entry.distribution or entry.name}")
+    if entry.status is BackendStatus.MISSING_DEPENDENCY:
+        raise BackendUnavailableError(f"backend {entry.name} is missing a dependency: {info.detail}")
+    if precision not in info.precisions:
+        raise PrecisionNotSupportedError(
+            f"backend {entry.name} does not offer precision {precision!r}",
+            hint=f"it offers: {', '.join(info.precisions)}",
+        )
+    device_name, device_reason = ("", "") if device is None else _resolve_device(registry, entry, info, device)
+    if backend.lower() != "auto" and device_reason:
+        reasons.append(device_reason)
+    engine_info = _resolve_engine(entry, info, engine)
+    return Selection(entry.name, info, engine_info, device_name, precision, "; ".join(reasons))
+
+
+def split_options(info: BackendInfo, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split backend options into (artifact-shaping, load-time); refuse unknown names."""
+    unknown = sorted(set(options) - set(info.artifact_options) - set(info.load_options))
+    if unknown:
+        accepted = sorted({*info.artifact_options, *info.load_options})
+        raise ConfigError(
+            f"backend {info.name} does not accept option(s) {', '.join(unknown)}",
+            hint=f"it accepts: {', '.join(accepted) or 'no options'}",
+        )
+    artifact = {k: v for k, v in options.items() if k in info.artifact_options}
+    load = {k: v for k, v in options.items() if k in info.load_options}
+    return artifact, load
+
+
+__all__ = ["KIND_RANK", "Selection", "select", "split_options"]

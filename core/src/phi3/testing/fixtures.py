@@ -1,0 +1,70 @@
+"""pytest fixtures for backend test suites: ``pytest_plugins = ["phi3.testing.fixtures"]``.
+
+- ``phi3_home`` (session, autouse): an isolated ``PHI3_HOME`` shared by the whole test session, so
+  artifacts built by one test are cache hits in the next, and nothing touches the user's cache.
+  It also sets ``HF_HUB_OFFLINE=1``: tests never reach for the hub.
+- ``tiny_phi3`` (session): the tiny Phi-3 checkpoint built offline by :func:`make_tiny_phi3`.
+- ``run_phi3``: runs the real ``phi3`` CLI in a subprocess (``python -m phi3 ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from phi3 import plugins
+
+
+@pytest.fixture(scope="session", autouse=True)
+def phi3_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("phi3-home")
+    saved = {name: os.environ.get(name) for name in ("PHI3_HOME", "HF_HUB_OFFLINE")}
+    os.environ["PHI3_HOME"] = str(home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield home
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    return make_tiny_phi3(tmp_path_factory.mktemp("models") / "tiny-phi3")
+
+
+@pytest.fixture
+def fresh_registry() -> Iterator[None]:
+    """Reload plugins from entry points before and after the test (for env-var experiments)."""
+    plugins.reset_registry()
+    yield
+    plugins.reset_registry()
+
+
+RunPhi3 = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_phi3(phi3_home: Path, tmp_path: Path) -> RunPhi3:
+    """Run ``python -m phi3 ARGS`` for real, in an empty working directory, and return the result."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "PHI3_HOME": str(phi3_home), "HF_HUB_OFFLINE": "1", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "phi3", *args],
+            input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
+            cwd=cwd or tmp_path, check=False,
+        )
+
+    return run

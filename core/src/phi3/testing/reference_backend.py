@@ -1,0 +1,207 @@
+"""A real backend on plain transformers + PyTorch (CPU): phi3-core's own test subject.
+
+It is not an accelerator backend and is not registered by default. It exists so that phi3-core
+can test its whole contract (cache, CLI, streaming, stop strings, kills mid-quantization) against a
+real model without any vendor stack, and so backend authors can read a complete, short
+implementation of every hook. Register it with::
+
+    import phi3.plugins
+    from phi3.testing import reference_backend
+    phi3.plugins.register(reference_backend, "reference")
+
+The artifact option ``pause_after_write`` (seconds) sleeps after the weights are written and
+before ``phi3_quantize`` returns: tests use it to kill a quantization at a known point.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from phi3.errors import ArtifactError, ConfigError, DeviceNotFoundError, PromptTooLongError
+from phi3.generation_config import GenerationConfig
+from phi3.hookspecs import hookimpl
+from phi3.probing import installed_versions, module_available
+from phi3.types import (
+    BackendInfo,
+    BackendStatus,
+    ChatMessage,
+    Chunk,
+    DeviceInfo,
+    EngineInfo,
+    LoadRequest,
+    Progress,
+    QuantizeRequest,
+    SessionHandle,
+)
+
+NAME = "reference"
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+CPU = DeviceInfo("cpu", "cpu", "PyTorch CPU")
+
+
+@hookimpl
+def phi3_backend_info() -> BackendInfo:
+    ready = module_available("torch") and module_available("transformers")
+    return BackendInfo(
+        name=NAME,
+        description="transformers + PyTorch on the CPU (reference for tests; no quantization)",
+        engines=(EngineInfo("transformers", "Hugging Face transformers generate()", ready,
+                            "" if ready else 'pip install "phi3-core[testing]"', "hf-safetensors"),),
+        devices=(CPU,) if ready else (),
+        precisions=tuple(DTYPES),
+        status=BackendStatus.AVAILABLE if ready else BackendStatus.MISSING_DEPENDENCY,
+        detail="" if ready else 'needs torch and transformers: pip install "phi3-core[testing]"',
+        library_versions=installed_versions("torch", "transformers"),
+        artifact_options=("pause_after_write",),
+        load_options=(),
+        priority=-100,
+    )
+
+
+@hookimpl
+def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pause = request.options.get("pause_after_write", 0)
+    if not isinstance(pause, (int, float)) or pause < 0:
+        raise ConfigError(f"pause_after_write must be a number of seconds >= 0, got {pause!r}")
+    progress("loading weights", 0, 2)
+    model = AutoModelForCausalLM.from_pretrained(request.source.path, dtype=getattr(torch, DTYPES[request.precision]),
+                                                 trust_remote_code=request.trust_remote_code)
+    progress("writing weights", 1, 2)
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(request.source.path).save_pretrained(output_dir)
+    progress("done", 2, 2)
+    if pause:
+        time.sleep(float(pause))
+    return {"context_length": int(model.config.max_position_embeddings)}
+
+
+@hookimpl
+def phi3_load(request: LoadRequest) -> SessionHandle:
+    if request.device.lower() != "cpu":
+        raise DeviceNotFoundError(f"device {request.device!r} is not available to backend {NAME}",
+                                  hint="devices present: cpu")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            request.artifact.path, dtype=getattr(torch, DTYPES[request.artifact.precision]))
+        tokenizer = AutoTokenizer.from_pretrained(request.artifact.path)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read artifact {request.artifact.path}: {exc}",
+                            hint="delete it with phi3 cache rm and run again") from None
+    model.eval()
+    context = int(model.config.max_position_embeddings)
+    return SessionHandle(NAME, "transformers", "cpu", (model, tokenizer), context_length=context)
+
+
+@hookimpl
+def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+    _, tokenizer = session.native
+    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+
+
+@hookimpl
+def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    model, tokenizer = session.native
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    if session.context_length is not None and ids.shape[1] + 1 > session.context_length:
+        raise PromptTooLongError(f"the prompt has {ids.shape[1]} tokens; the model's context is "
+                                 f"{session.context_length}", hint="shorten the prompt")
+    return _stream(model, tokenizer, ids, config)
+
+
+def _generate_kwargs(config: GenerationConfig, eos_ids: list[int]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
+                              "repetition_penalty": config.repetition_penalty}
+    if config.do_sample:
+        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if config.ignore_eos:
+        kwargs["suppress_tokens"] = eos_ids
+    return kwargs
+
+
+def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> Iterator[Chunk]:
+    """Run transformers' generate() in a thread, forwarding each new token as a Chunk."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
+
+    tokens: queue.Queue[object] = queue.Queue()
+    cancelled = threading.Event()
+    done = object()
+
+    class Forward(BaseStreamer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.prompt_seen = False
+
+        def put(self, value: Any) -> None:
+            if not self.prompt_seen:  # generate() first echoes the prompt
+                self.prompt_seen = True
+                return
+            for token in value.reshape(-1).tolist():
+                tokens.put(int(token))
+
+        def end(self) -> None:
+            tokens.put(done)
+
+    class Cancel(StoppingCriteria):  # type: ignore[misc]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+    eos = model.generation_config.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            if config.seed is not None:
+                torch.manual_seed(config.seed)
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), streamer=Forward(),
+                               stopping_criteria=StoppingCriteriaList([Cancel()]),
+                               pad_token_id=tokenizer.pad_token_id or eos_ids[0],
+                               **_generate_kwargs(config, eos_ids))
+        except BaseException as exc:  # handed to the consumer thread
+            errors.append(exc)
+            tokens.put(done)
+
+    thread = threading.Thread(target=work, name="phi3-reference-generate", daemon=True)
+    thread.start()
+    new: list[int] = []
+    shown = ""
+    first = True
+    try:
+        while True:
+            item = tokens.get()
+            if item is done:
+                break
+            assert isinstance(item, int)
+            if not config.ignore_eos and item in eos_ids:
+                continue
+            new.append(item)
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more bytes
+                piece = ""
+            else:
+                piece, shown = text[len(shown):], text
+            yield Chunk(piece, (item,), prompt_tokens=int(ids.shape[1]) if first else None)
+            first = False
+        if errors:
+            raise errors[0]
+    finally:
+        cancelled.set()
+        thread.join()
+
+
+__all__ = ["NAME"]

@@ -1,0 +1,278 @@
+"""The typed values that cross the plugin contract.
+
+Read this with :mod:`phi3.hookspecs`. Data flows model id -> :class:`ModelSource` ->
+:class:`QuantizeRequest` -> :class:`Artifact` -> :class:`LoadRequest` -> session -> :class:`Chunk`
+stream -> :class:`GenerationResult`. All of these are frozen dataclasses with primitive fields so
+that a plugin built against one phi3-core release keeps working with the next one of the same
+contract version (:data:`phi3.hookspecs.PLUGIN_API_VERSION`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+DeviceKind = Literal["npu", "gpu", "cpu"]
+"""What kind of silicon a device is. ``backend="auto"`` prefers npu > gpu > cpu."""
+
+FinishReason = Literal["eos", "length", "stop"]
+"""Why generation ended: an end-of-sequence token, ``max_new_tokens``, or a stop string."""
+
+ChatMessage = Mapping[str, str]
+"""One chat turn, ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
+
+
+class BackendStatus(str, enum.Enum):
+    """Whether a backend can run here, as shown by ``phi3 list-backends``."""
+
+    AVAILABLE = "available"
+    """Installed, its dependencies import, and at least one device it targets by default is present."""
+    NO_DEVICE = "no device"
+    """Installed and importable, but its target hardware is absent (it may still run with an
+    explicit ``device=`` override; see :attr:`BackendInfo.override_devices`)."""
+    MISSING_DEPENDENCY = "missing dependency"
+    """A vendor library it needs is not installed; ``BackendInfo.detail`` says which and how."""
+    BROKEN = "broken"
+    """The plugin failed to import, to register, or its probe raised. Set by phi3, not by plugins."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device a backend can run on.
+
+    ``name`` is what the user passes as ``device=`` (the vendor's own spelling, e.g. ``"CPU"``,
+    ``"GPU.1"``, ``"NPU"``, ``"dml:0"``).
+    """
+
+    name: str
+    kind: DeviceKind
+    description: str = ""
+    driver_version: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """One way a backend runs a model (e.g. OpenVINO's ``genai`` and ``optimum`` engines).
+
+    Engines whose ``artifact_format`` is equal share a cached artifact; different formats get
+    different cache keys.
+    """
+
+    name: str
+    description: str = ""
+    available: bool = True
+    detail: str = ""
+    """Why the engine is unavailable and how to fix it, e.g. ``pip install "phi3-npu[library]"``."""
+    artifact_format: str = ""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend's cheap probe (:func:`phi3.hookspecs.phi3_backend_info`) reports.
+
+    Building it must not import a vendor library: use :mod:`phi3.probing` helpers
+    (``importlib.util.find_spec``, ``importlib.metadata``, device nodes) instead.
+    """
+
+    name: str
+    description: str
+    engines: tuple[EngineInfo, ...]
+    devices: tuple[DeviceInfo, ...]
+    """Devices actually present that this backend uses without being told to."""
+    precisions: tuple[str, ...]
+    """Precisions ``phi3_quantize`` accepts, best default first (e.g. ``("int4", "int8", "fp16")``)."""
+    status: BackendStatus
+    detail: str = ""
+    """Human explanation of ``status`` that names the fix when it is not ``available``."""
+    override_devices: tuple[DeviceInfo, ...] = ()
+    """Devices that work only when the user asks for them explicitly (e.g. the NPU backend's CPU
+    fallback). ``auto`` never picks these: phi3 has no silent fallbacks."""
+    library_versions: Mapping[str, str] = field(default_factory=dict)
+    """Vendor distributions and their versions (from ``importlib.metadata``). They are part of the
+    artifact cache key, so upgrading the library re-quantizes instead of loading a stale artifact."""
+    artifact_options: tuple[str, ...] = ()
+    """Names of backend options that change the artifact (e.g. ``group_size``). They go into the
+    cache key and to ``phi3_quantize``."""
+    load_options: tuple[str, ...] = ()
+    """Names of backend options ``phi3_load`` accepts (e.g. ``ov_config``). An option in neither
+    list is refused with a message listing both, before any work starts."""
+    api_version: int = 1
+    """The plugin contract version this backend was written for."""
+    priority: int = 0
+    """Tie-breaker for ``backend="auto"`` between backends offering the same device kind."""
+
+    @property
+    def default_engine(self) -> str | None:
+        """The first available engine: the one used when the user names none."""
+        for engine in self.engines:
+            if engine.available:
+                return engine.name
+        return None
+
+    def engine(self, name: str) -> EngineInfo | None:
+        for engine in self.engines:
+            if engine.name == name:
+                return engine
+        return None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A Phi-3 checkpoint resolved to a local folder, with the identity that keys the cache."""
+
+    path: Path
+    """Local folder holding config.json, weights and tokenizer files."""
+    model_id: str
+    """The Hugging Face id (``microsoft/Phi-3-mini-4k-instruct``) or the folder's resolved path."""
+    revision: str
+    """The hub commit hash, or ``sha256:<hex>`` content hash of a local folder."""
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """What ``phi3_quantize`` is asked to build."""
+
+    source: ModelSource
+    precision: str
+    engine: str
+    options: Mapping[str, Any]
+    """Only the options named in :attr:`BackendInfo.artifact_options`."""
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished, manifest-bearing artifact folder (in the cache, or a user-named output)."""
+
+    path: Path
+    backend: str
+    precision: str
+    artifact_format: str
+    key: str
+    manifest: Mapping[str, Any]
+    from_cache: bool = False
+    """True when an earlier run built it: this load did no quantization."""
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.manifest.get("context_length")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What ``phi3_load`` is asked to open."""
+
+    artifact: Artifact
+    engine: str
+    device: str
+    options: Mapping[str, Any]
+    """Backend options not in ``artifact_options`` (e.g. OpenVINO's ``ov_config``)."""
+    cache_dir: Path
+    """A per-backend folder inside phi3's cache for compiled blobs and the like: a backend must not
+    write anywhere else (never into the user's working directory)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a generation stream as ``phi3_generate`` yields it.
+
+    ``token_ids`` are the new tokens this piece covers (possibly several, possibly none when a
+    backend flushes buffered text); ``text`` their decoded text, which may be empty while a
+    multi-byte character is incomplete. The first chunk carries ``prompt_tokens``.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Everything a finished generation reports."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+    finish_reason: FinishReason
+    time_to_first_token_s: float
+    decode_tokens_per_s: float
+    """New tokens after the first divided by the time after the first token (0.0 for < 2 tokens)."""
+    total_s: float
+    backend: str
+    engine: str
+    device: str
+    """The device that really ran the model, as the backend reports it."""
+    precision: str
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form used by ``--json`` output."""
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "finish_reason": self.finish_reason,
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "total_s": self.total_s,
+            "backend": self.backend,
+            "engine": self.engine,
+            "device": self.device,
+            "precision": self.precision,
+        }
+
+
+class Progress(Protocol):
+    """How a backend reports long work (export, weight compression) to the user.
+
+    phi3 renders it as a progress bar on stderr in the CLI and ignores it in quiet API use.
+    """
+
+    def __call__(self, message: str, completed: int | None = None, total: int | None = None) -> None:
+        """Report a stage (``message``) and, where known, how far along it is."""
+
+
+@dataclass
+class SessionHandle:
+    """What ``phi3_load`` returns: the backend's live model plus the facts phi3 reports.
+
+    ``native`` is the backend's own object (an ``LLMPipeline``, an ``og.Model`` ...). phi3 never
+    touches it; it hands the handle back to the same backend's ``phi3_generate``,
+    ``phi3_apply_chat_template`` and ``phi3_unload``.
+    """
+
+    backend: str
+    engine: str
+    device: str
+    """The device really used (e.g. ``"CPU"`` when ``AUTO`` resolved to it)."""
+    native: Any
+    context_length: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Anything else worth showing the user (provider, ov_config actually applied, ...)."""
+
+
+__all__ = [
+    "Artifact",
+    "BackendInfo",
+    "BackendStatus",
+    "ChatMessage",
+    "Chunk",
+    "DeviceInfo",
+    "DeviceKind",
+    "EngineInfo",
+    "FinishReason",
+    "GenerationResult",
+    "LoadRequest",
+    "ModelSource",
+    "Progress",
+    "QuantizeRequest",
+    "SessionHandle",
+]
