@@ -204,7 +204,8 @@ class PluginRegistry:
         try:
             info = self.call(name, "phi3_backend_info")
         except Exception as exc:
-            return BackendEntry(name, distribution, version, None, f"probe failed: {_one_line(exc)}",
+            cause = exc.__cause__ if isinstance(exc, BackendError) and exc.__cause__ else exc
+            return BackendEntry(name, distribution, version, None, f"probe failed: {_one_line(cause)}",
                                 traceback.format_exc())
         if not isinstance(info, BackendInfo):
             return BackendEntry(name, distribution, version, None,

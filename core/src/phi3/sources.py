@@ -119,8 +119,8 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
-    local_hint = ("download it on a connected machine (huggingface-cli download "
-                  f"{repo_id} --local-dir DIR) and pass that folder instead of the id")
+    local_hint = (f"download it on a connected machine (hf download {repo_id} --local-dir DIR), "
+                  "then pass that local folder instead of the id")
     try:
         folder = Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
     except hf_errors.LocalEntryNotFoundError:
@@ -130,7 +130,7 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
                                  hint=local_hint) from None
     except hf_errors.RepositoryNotFoundError:
         raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face hub (or it is private)",
-                                 hint="check the id, or run `huggingface-cli login` for a private repo") from None
+                                 hint="check the id, or run `hf auth login` for a private repo") from None
     except hf_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}") from None
     except hf_errors.GatedRepoError:

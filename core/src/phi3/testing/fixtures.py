@@ -58,13 +58,23 @@ RunPhi3 = Callable[..., "subprocess.CompletedProcess[str]"]
 def run_phi3(phi3_home: Path, tmp_path: Path) -> RunPhi3:
     """Run ``python -m phi3 ARGS`` for real, in an empty working directory, and return the result."""
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 900,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "PHI3_HOME": str(phi3_home), "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "phi3", *args],
-            input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
-            cwd=cwd or tmp_path, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd or tmp_path,
+            check=False,
         )
 
     return run

@@ -50,8 +50,15 @@ def phi3_backend_info() -> BackendInfo:
     return BackendInfo(
         name=NAME,
         description="transformers + PyTorch on the CPU (reference for tests; no quantization)",
-        engines=(EngineInfo("transformers", "Hugging Face transformers generate()", ready,
-                            "" if ready else 'pip install "phi3-core[testing]"', "hf-safetensors"),),
+        engines=(
+            EngineInfo(
+                "transformers",
+                "Hugging Face transformers generate()",
+                ready,
+                "" if ready else 'pip install "phi3-core[testing]"',
+                "hf-safetensors",
+            ),
+        ),
         devices=(CPU,) if ready else (),
         precisions=tuple(DTYPES),
         status=BackendStatus.AVAILABLE if ready else BackendStatus.MISSING_DEPENDENCY,
@@ -72,8 +79,11 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
     if not isinstance(pause, (int, float)) or pause < 0:
         raise ConfigError(f"pause_after_write must be a number of seconds >= 0, got {pause!r}")
     progress("loading weights", 0, 2)
-    model = AutoModelForCausalLM.from_pretrained(request.source.path, dtype=getattr(torch, DTYPES[request.precision]),
-                                                 trust_remote_code=request.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        request.source.path,
+        dtype=getattr(torch, DTYPES[request.precision]),
+        trust_remote_code=request.trust_remote_code,
+    )
     progress("writing weights", 1, 2)
     model.save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(request.source.path).save_pretrained(output_dir)
@@ -86,18 +96,21 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
 @hookimpl
 def phi3_load(request: LoadRequest) -> SessionHandle:
     if request.device.lower() != "cpu":
-        raise DeviceNotFoundError(f"device {request.device!r} is not available to backend {NAME}",
-                                  hint="devices present: cpu")
+        raise DeviceNotFoundError(
+            f"device {request.device!r} is not available to backend {NAME}", hint="devices present: cpu"
+        )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            request.artifact.path, dtype=getattr(torch, DTYPES[request.artifact.precision]))
+            request.artifact.path, dtype=getattr(torch, DTYPES[request.artifact.precision])
+        )
         tokenizer = AutoTokenizer.from_pretrained(request.artifact.path)
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read artifact {request.artifact.path}: {exc}",
-                            hint="delete it with phi3 cache rm and run again") from None
+        raise ArtifactError(
+            f"cannot read artifact {request.artifact.path}: {exc}", hint="delete it with phi3 cache rm and run again"
+        ) from None
     model.eval()
     context = int(model.config.max_position_embeddings)
     return SessionHandle(NAME, "transformers", "cpu", (model, tokenizer), context_length=context)
@@ -114,14 +127,19 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
     model, tokenizer = session.native
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     if session.context_length is not None and ids.shape[1] + 1 > session.context_length:
-        raise PromptTooLongError(f"the prompt has {ids.shape[1]} tokens; the model's context is "
-                                 f"{session.context_length}", hint="shorten the prompt")
+        raise PromptTooLongError(
+            f"the prompt has {ids.shape[1]} tokens; the model's context is {session.context_length}",
+            hint="shorten the prompt",
+        )
     return _stream(model, tokenizer, ids, config)
 
 
 def _generate_kwargs(config: GenerationConfig, eos_ids: list[int]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
-                              "repetition_penalty": config.repetition_penalty}
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": config.max_new_tokens,
+        "do_sample": config.do_sample,
+        "repetition_penalty": config.repetition_penalty,
+    }
     if config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
     else:
@@ -168,10 +186,14 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             with torch.inference_mode():
-                model.generate(ids, attention_mask=torch.ones_like(ids), streamer=Forward(),
-                               stopping_criteria=StoppingCriteriaList([Cancel()]),
-                               pad_token_id=tokenizer.pad_token_id or eos_ids[0],
-                               **_generate_kwargs(config, eos_ids))
+                model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=Forward(),
+                    stopping_criteria=StoppingCriteriaList([Cancel()]),
+                    pad_token_id=tokenizer.pad_token_id or eos_ids[0],
+                    **_generate_kwargs(config, eos_ids),
+                )
         except BaseException as exc:  # handed to the consumer thread
             errors.append(exc)
             tokens.put(done)
@@ -194,7 +216,7 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
             if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more bytes
                 piece = ""
             else:
-                piece, shown = text[len(shown):], text
+                piece, shown = text[len(shown) :], text
             yield Chunk(piece, (item,), prompt_tokens=int(ids.shape[1]) if first else None)
             first = False
         if errors:

@@ -34,8 +34,18 @@ from phi3.testing.overrides import OVERRIDE_ATTRIBUTE
 from phi3.types import BackendStatus
 
 VENDOR_MODULES = (
-    "torch", "transformers", "openvino", "openvino_genai", "openvino_tokenizers", "optimum", "nncf",
-    "onnxruntime", "onnxruntime_genai", "onnx", "intel_npu_acceleration_library", "tokenizers",
+    "torch",
+    "transformers",
+    "openvino",
+    "openvino_genai",
+    "openvino_tokenizers",
+    "optimum",
+    "nncf",
+    "onnxruntime",
+    "onnxruntime_genai",
+    "onnx",
+    "intel_npu_acceleration_library",
+    "tokenizers",
 )
 """Modules that ``import phi3`` and listing backends must not import."""
 
@@ -80,9 +90,14 @@ class BackendConformanceSuite:
             metafunc.parametrize("precision", self._precisions())
 
     def load(self, model: Path, precision: str | None = None, **options: Any) -> phi3.Model:
-        return phi3.load(model, backend=self.backend, device=self.device,
-                         precision=precision or self._precisions()[0], engine=self.engine,
-                         **{**self.backend_options, **options})
+        return phi3.load(
+            model,
+            backend=self.backend,
+            device=self.device,
+            precision=precision or self._precisions()[0],
+            engine=self.engine,
+            **{**self.backend_options, **options},
+        )
 
     @pytest.fixture(scope="class")
     def loaded_model(self, tiny_phi3: Path) -> Iterator[phi3.Model]:
@@ -111,8 +126,7 @@ class BackendConformanceSuite:
             f"vendor = {VENDOR_MODULES!r}\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in vendor)))\n"
         )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              check=False)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == [], "listing backends imported vendor modules"
 
@@ -136,8 +150,15 @@ class BackendConformanceSuite:
         assert first.text == second.text
 
     def test_seeded_sampling_is_reproducible(self, loaded_model: phi3.Model) -> None:
-        config = phi3.GenerationConfig(max_new_tokens=self.new_tokens, do_sample=True, temperature=0.9,
-                                       top_p=0.95, top_k=50, seed=1234, ignore_eos=True)
+        config = phi3.GenerationConfig(
+            max_new_tokens=self.new_tokens,
+            do_sample=True,
+            temperature=0.9,
+            top_p=0.95,
+            top_k=50,
+            seed=1234,
+            ignore_eos=True,
+        )
         first = loaded_model.generate(PROMPT, config)
         second = loaded_model.generate(PROMPT, config)
         assert first.new_tokens == self.new_tokens
@@ -148,8 +169,7 @@ class BackendConformanceSuite:
         pieces = list(stream)
         assert len(pieces) >= 2, "a streaming backend yields more than one piece"
         assert "".join(pieces) == stream.result.text
-        assert stream.result.text == loaded_model.generate(PROMPT, max_new_tokens=self.new_tokens,
-                                                           ignore_eos=True).text
+        assert stream.result.text == loaded_model.generate(PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True).text
 
     def test_max_new_tokens_is_honoured(self, loaded_model: phi3.Model) -> None:
         for n in (1, 5):
@@ -161,8 +181,8 @@ class BackendConformanceSuite:
         full = loaded_model.generate(PROMPT, max_new_tokens=24, ignore_eos=True).text
         visible = full.strip()
         assert len(visible) >= 4, f"need some text to pick a stop string from, got {full!r}"
-        stop = visible[len(visible) // 2:len(visible) // 2 + 2]
-        expected = full[:full.index(stop)]
+        stop = visible[len(visible) // 2 : len(visible) // 2 + 2]
+        expected = full[: full.index(stop)]
         result = loaded_model.generate(PROMPT, max_new_tokens=24, ignore_eos=True, stop=[stop])
         assert result.finish_reason == "stop"
         assert result.text == expected
@@ -172,7 +192,8 @@ class BackendConformanceSuite:
         from transformers import AutoTokenizer
 
         expected = AutoTokenizer.from_pretrained(tiny_phi3).apply_chat_template(
-            MESSAGES, tokenize=False, add_generation_prompt=True)
+            MESSAGES, tokenize=False, add_generation_prompt=True
+        )
         assert loaded_model.apply_chat_template(MESSAGES) == expected
         result = loaded_model.chat(MESSAGES, max_new_tokens=4, ignore_eos=True)
         assert result.new_tokens == 4
@@ -192,8 +213,7 @@ class BackendConformanceSuite:
     # -- errors -------------------------------------------------------------------------------
 
     def test_bad_config_is_refused_before_the_backend_runs(self, loaded_model: phi3.Model) -> None:
-        for bad in ({"temperature": -1.0}, {"top_p": 0.0}, {"max_new_tokens": 0}, {"top_k": -3},
-                    {"no_such_option": 1}):
+        for bad in ({"temperature": -1.0}, {"top_p": 0.0}, {"max_new_tokens": 0}, {"top_k": -3}, {"no_such_option": 1}):
             with pytest.raises(phi3.ConfigError):
                 loaded_model.generate(PROMPT, **bad)
 
@@ -203,8 +223,14 @@ class BackendConformanceSuite:
 
     def test_unknown_device_is_a_phi3_error(self, tiny_phi3: Path) -> None:
         with pytest.raises(phi3.DeviceNotFoundError) as info:
-            phi3.load(tiny_phi3, backend=self.backend, device="NO-SUCH-DEVICE-7", engine=self.engine,
-                      precision=self._precisions()[0], **self.backend_options)
+            phi3.load(
+                tiny_phi3,
+                backend=self.backend,
+                device="NO-SUCH-DEVICE-7",
+                engine=self.engine,
+                precision=self._precisions()[0],
+                **self.backend_options,
+            )
         assert "NO-SUCH-DEVICE-7" in str(info.value)
 
     def test_too_long_prompt_is_a_phi3_error(self, loaded_model: phi3.Model) -> None:

@@ -13,14 +13,14 @@ reproduce exactly. Heavy libraries are imported lazily: importing this module st
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import json
 import os
 import pathlib
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from glob import escape as glob_escape
 from typing import Any, Final
 
 __all__ = [
@@ -195,14 +195,18 @@ def make_tiny_phi3(
     if _read_stamp(target) == stamp:
         return target
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and _read_stamp(target) is None)):
-        raise FileExistsError(f"{target} exists and is not a tiny Phi-3 model built by make_tiny_phi3; not overwriting it")
+        raise FileExistsError(
+            f"{target} exists and is not a tiny Phi-3 model built by make_tiny_phi3; not overwriting it"
+        )
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    _remove_dead_builds(target)
+    tmp = _sibling(target, "tmp")
     tmp.mkdir()  # mode 0o777 & ~umask, unlike tempfile.mkdtemp's 0o700
     try:
         _build(tmp, args)
         _write_json(tmp / _STAMP_FILE, stamp)  # last: its presence marks a complete build
+        _normalize_modes(tmp, (tmp / _STAMP_FILE).stat().st_mode & 0o777)
         _install(tmp, target, stamp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,6 +278,37 @@ def _read_stamp(path: pathlib.Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _sibling(target: pathlib.Path, kind: str) -> pathlib.Path:
+    """A hidden scratch name next to ``target`` (same filesystem, so renames are atomic).
+
+    It embeds our pid so a later build can tell the leftovers of a killed build from a live one.
+    """
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _remove_dead_builds(target: pathlib.Path) -> None:
+    """Delete scratch folders that builds killed midway left next to ``target`` (up to 2.6 GB each).
+
+    Only folders whose owning process no longer exists on this machine are removed.
+    """
+    for kind in ("tmp", "old"):
+        for leftover in target.parent.glob(f".{glob_escape(target.name)}.{kind}-*-*"):
+            pid = leftover.name[len(f".{target.name}.{kind}-") :].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process we may not signal still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _install(tmp: pathlib.Path, target: pathlib.Path, stamp: dict[str, Any]) -> None:
     """Move the finished build to ``target`` with renames only, so readers see all or nothing.
 
@@ -284,7 +319,7 @@ def _install(tmp: pathlib.Path, target: pathlib.Path, stamp: dict[str, Any]) -> 
         if _read_stamp(target) == stamp:
             return
         if any(target.iterdir()):
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+            old = _sibling(target, "old")
             target.rename(old)
         else:
             target.rmdir()
@@ -296,6 +331,16 @@ def _install(tmp: pathlib.Path, target: pathlib.Path, stamp: dict[str, Any]) -> 
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _normalize_modes(folder: pathlib.Path, mode: int) -> None:
+    """Give every file the umask-derived ``mode``.
+
+    safetensors writes 0600, which breaks sharing a model folder between users or containers.
+    """
+    for file in folder.iterdir():
+        if file.is_file():
+            file.chmod(mode)
 
 
 def _write_json(path: pathlib.Path, data: Any) -> None:
@@ -468,10 +513,11 @@ def _save_tokenizer(
     for content, special, rstrip in spec:  # add_special_tokens would force special=True on "</s>"
         added = AddedToken(content, special=special, rstrip=rstrip, lstrip=False, normalized=False, single_word=False)
         (tok.add_special_tokens if special else tok.add_tokens)([added])
-    ids = {content: tok.token_to_id(content) for content, _, _ in spec}
+    contents = [content for content, _, _ in spec]
     expected_ids = [*range(len(_CONTROL_TOKENS)), *range(_BASE_VOCAB_SIZE, tokenizer_vocab_size())]
-    if [ids[c] for c, _, _ in spec] != expected_ids:
-        raise RuntimeError(f"unexpected special token ids {ids}")
+    if [tok.token_to_id(content) for content in contents] != expected_ids:
+        raise RuntimeError("the added tokens did not get Phi-3's ids")
+    ids = dict(zip(contents, expected_ids, strict=True))
     tok.post_processor = processors.TemplateProcessing(
         single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", ids["<s>"])]
     )
@@ -536,24 +582,15 @@ def _save_tokenizer(
     return ids
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (restored afterwards)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) -> None:
     """Create the random-weight Phi3ForCausalLM and save it with config and generation config."""
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
-    from transformers.initialization import no_init_weights
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
 
     eot, end = ids["<|endoftext|>"], ids["<|end|>"]
     cfg: Any = Phi3Config(
@@ -580,8 +617,9 @@ def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) ->
         for name, module in model.named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
                 module.weight.normal_(0.0, std, generator=generator)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
+                bias: Any = getattr(module, "bias", None)
+                if bias is not None:
+                    bias.zero_()
             elif "RMSNorm" in type(module).__name__:
                 module.weight.fill_(1.0)
             elif any(True for _ in module.parameters(recurse=False)):
@@ -590,7 +628,7 @@ def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) ->
         # real tokens' random logits, so greedy decoding only emits decodable ids.
         model.get_input_embeddings().weight[used:].zero_()
         model.get_output_embeddings().weight[used:].zero_()
-    model = model.to(getattr(torch, args["dtype"]))
-    model.config.dtype = args["dtype"]
-    model.generation_config = GenerationConfig(bos_token_id=ids["<s>"], eos_token_id=[eot, end], pad_token_id=eot)
+    model = model.to(getattr(torch, args["dtype"]))  # save_pretrained records the dtype in config.json
+    make_generation_config: Any = GenerationConfig
+    model.generation_config = make_generation_config(bos_token_id=ids["<s>"], eos_token_id=[eot, end], pad_token_id=eot)
     model.save_pretrained(str(out))

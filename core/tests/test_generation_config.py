@@ -1,0 +1,72 @@
+import math
+
+import pytest
+
+from phi3 import ConfigError, GenerationConfig
+from phi3.generation_config import coerce_config, find_stop
+
+
+def test_defaults_are_greedy_and_valid() -> None:
+    config = GenerationConfig()
+    assert config.do_sample is False
+    assert config.max_new_tokens == 256
+    assert config.stop == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": math.nan}, "temperature"),
+        ({"temperature": 0.0, "do_sample": True}, "do_sample=False"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": -5}, "seed"),
+        ({"seed": 2**40}, "seed"),
+        ({"stop": [""]}, "stop"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"do_sample": "yes"}, "do_sample"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_field_named(options: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        GenerationConfig(**options)  # type: ignore[arg-type]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        GenerationConfig(max_new_tokens=0, top_p=2.0)
+    assert "max_new_tokens" in str(info.value) and "top_p" in str(info.value)
+
+
+def test_a_bare_stop_string_is_one_stop_not_characters() -> None:
+    assert GenerationConfig(stop="###").stop == ("###",)  # type: ignore[arg-type]
+    assert GenerationConfig(stop=["a", "b"]).stop == ("a", "b")  # type: ignore[arg-type]
+
+
+def test_unknown_options_name_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="max_tokens") as info:
+        GenerationConfig.from_options(max_tokens=3)
+    assert "max_new_tokens" in (info.value.hint or "")
+
+
+def test_from_options_ignores_unset_values_and_keeps_the_base() -> None:
+    base = GenerationConfig(max_new_tokens=7, seed=3)
+    merged = GenerationConfig.from_options(base, temperature=None, top_k=5)
+    assert (merged.max_new_tokens, merged.seed, merged.top_k) == (7, 3, 5)
+    assert base.replace(seed=4).seed == 4
+
+
+def test_coerce_accepts_mappings_and_rejects_other_types() -> None:
+    assert coerce_config({"max_new_tokens": 3}, {"seed": 1}) == GenerationConfig(max_new_tokens=3, seed=1)
+    with pytest.raises(ConfigError):
+        coerce_config(42, {})  # type: ignore[arg-type]
+
+
+def test_find_stop_returns_the_earliest_match() -> None:
+    assert find_stop("abc STOP def END", ["END", "STOP"]) == 4
+    assert find_stop("nothing here", ["END"]) == -1
