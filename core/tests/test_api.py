@@ -113,7 +113,7 @@ def test_no_backend_installed_says_how_to_install_one(tiny_phi3: Path) -> None:
 def test_model_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(phi3.ModelNotFoundError, match="no such model folder"):
         phi3.load(tmp_path / "missing", backend="reference", precision="fp32")
-    with pytest.raises(phi3.ModelNotFoundError, match="config.json"):
+    with pytest.raises(phi3.ModelNotFoundError, match=r"config\.json"):
         phi3.load(tmp_path, backend="reference", precision="fp32")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(phi3.ModelNotFoundError, match="Phi-3 family"):

@@ -18,7 +18,7 @@ class TestReferenceBackend(BackendConformanceSuite):
 
 def test_overriding_a_standard_test_needs_a_reason() -> None:
     with pytest.raises(TypeError, match="override"):
-        class Sneaky(BackendConformanceSuite):  # noqa: F841
+        class Sneaky(BackendConformanceSuite):
             backend = "reference"
 
             def test_greedy_is_deterministic(self, loaded_model: Any) -> None:

@@ -94,7 +94,8 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 def backend_options(func: F) -> F:
     decorators = [
         click.option("-b", "--backend", default="auto", show_default=True, help="Backend name, or auto."),
-        click.option("-d", "--device", default="auto", show_default=True, help="Device (e.g. CPU, GPU.0, NPU), or auto."),
+        click.option("-d", "--device", default="auto", show_default=True,
+                     help="Device (e.g. CPU, GPU.0, NPU), or auto."),
         click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default), int8, fp16."),
         click.option("-e", "--engine", default=None, help="Backend engine (default: the backend's first usable)."),
         click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",

@@ -102,7 +102,9 @@ def _validate(config: GenerationConfig) -> None:
         raise ConfigError("invalid generation config: " + "; ".join(problems))
 
 
-def coerce_config(config: GenerationConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GenerationConfig:
+def coerce_config(
+    config: GenerationConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+) -> GenerationConfig:
     """Merge a config (object, mapping or None) with keyword overrides into a validated config."""
     if config is None:
         base = None

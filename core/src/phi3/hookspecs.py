@@ -41,7 +41,16 @@ from typing import Any
 import pluggy
 
 from phi3.generation_config import GenerationConfig
-from phi3.types import BackendInfo, ChatMessage, Chunk, DeviceInfo, LoadRequest, Progress, QuantizeRequest, SessionHandle
+from phi3.types import (
+    BackendInfo,
+    ChatMessage,
+    Chunk,
+    DeviceInfo,
+    LoadRequest,
+    Progress,
+    QuantizeRequest,
+    SessionHandle,
+)
 
 PROJECT_NAME = "phi3"
 PLUGIN_API_VERSION = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from phi3.errors import BackendError, ConfigError, PluginError
@@ -44,7 +44,7 @@ class TextStream:
         self._prompt = prompt
         self._config = config
         self._result: GenerationResult | None = None
-        self._iterator = self._run()
+        self._iterator: Generator[str, None, None] = self._run()
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -61,7 +61,7 @@ class TextStream:
             raise RuntimeError("the stream has not finished yet: iterate it to the end first")
         return self._result
 
-    def _run(self) -> Iterator[str]:
+    def _run(self) -> Generator[str, None, None]:
         model, config = self._model, self._config
         registry, name = model._registry, model.backend
         stops = config.stop
@@ -69,7 +69,8 @@ class TextStream:
         chunks = registry.call(name, "phi3_generate", session=model.session, prompt=self._prompt, config=config)
         if chunks is None:
             raise PluginError(f"backend {name!r} returned nothing from phi3_generate")
-        text, emitted, ids = "", 0, []
+        text, emitted = "", 0
+        ids: list[int] = []
         prompt_tokens: int | None = None
         first_at: float | None = None
         last_at = start

@@ -117,7 +117,7 @@ class PluginRegistry:
                 continue
             try:
                 plugin = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - any import failure, even SystemExit, is contained
+            except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 self._mark_broken(ep.name, dist_name, dist_version, f"import failed: {_one_line(exc)}",

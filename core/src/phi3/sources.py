@@ -25,6 +25,9 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.tikt
 """What a Phi3ForCausalLM checkpoint needs: configs, safetensors weights, tokenizer files."""
 SMOKE_MODEL_ID = "phi3:smoke"
 SMOKE_FOLDER = "smoke-v1"
+SMOKE_HIDDEN, SMOKE_INTERMEDIATE, SMOKE_CONTEXT = 128, 256, 1024
+"""Tiny, but with widths that default int4 group sizes (32, 64, 128) divide, so every backend's
+defaults work on it."""
 SUPPORTED_ARCHITECTURES = {"Phi3ForCausalLM"}
 
 
@@ -105,7 +108,8 @@ def smoke_source(cache_root: Path) -> ModelSource:
     except ImportError as exc:  # pragma: no cover - the module itself is pure Python
         raise ModelNotFoundError(f"the smoke model needs phi3.testing: {exc}") from None
     try:
-        folder = make_tiny_phi3(cache_root / "models" / SMOKE_FOLDER)
+        folder = make_tiny_phi3(cache_root / "models" / SMOKE_FOLDER, hidden_size=SMOKE_HIDDEN,
+                                intermediate_size=SMOKE_INTERMEDIATE, max_position_embeddings=SMOKE_CONTEXT)
     except ImportError as exc:
         raise ModelNotFoundError(
             f"building the smoke model needs torch, transformers and tokenizers ({exc})",

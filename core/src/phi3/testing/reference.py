@@ -42,16 +42,16 @@ def reference_greedy_ids(
     way backends mask EOS in benchmarks, so exactly ``max_new_tokens`` ids come back. Without it,
     generation stops after the first EOS, which is included (as transformers returns it).
     """
-    import torch
-
     if (prompt is None) == (input_ids is None):
         raise ValueError("pass exactly one of prompt and input_ids")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    model, tokenizer = _load(model_dir)  # first: it raises the helpful ImportError
+    import torch
+
     ids = encode_prompt(model_dir, prompt) if prompt is not None else [int(i) for i in input_ids or ()]
     if not ids:
         raise ValueError("the prompt must have at least one token")
-    model, tokenizer = _load(model_dir)
     eos = _eos_ids(model, tokenizer)
     extra: dict[str, Any] = {"suppress_tokens": eos, "min_new_tokens": max_new_tokens} if ignore_eos else {}
     with torch.no_grad():
@@ -77,13 +77,13 @@ def reference_next_token_logits(
 
     A string is encoded with :func:`encode_prompt` (so it starts with ``<s>``); ids are used as is.
     """
+    model, _ = _load(model_dir)  # first: it raises the helpful ImportError
     import numpy as np
     import torch
 
     ids = encode_prompt(model_dir, prompt_or_ids) if isinstance(prompt_or_ids, str) else [int(i) for i in prompt_or_ids]
     if not ids:
         raise ValueError("the prompt must have at least one token")
-    model, _ = _load(model_dir)
     with torch.no_grad():
         logits = model(torch.tensor([ids], dtype=torch.long), use_cache=False).logits
     return np.array(logits[0, -1].to(torch.float32).numpy(), dtype=np.float32)

@@ -89,19 +89,23 @@ class BackendConformanceSuite:
         if "precision" in metafunc.fixturenames:
             metafunc.parametrize("precision", self._precisions())
 
-    def load(self, model: Path, precision: str | None = None, **options: Any) -> phi3.Model:
+    @classmethod
+    def load(cls, model: Path, precision: str | None = None, **options: Any) -> phi3.Model:
+        """``phi3.load`` with the suite's backend, device, engine and options."""
         return phi3.load(
             model,
-            backend=self.backend,
-            device=self.device,
-            precision=precision or self._precisions()[0],
-            engine=self.engine,
-            **{**self.backend_options, **options},
+            backend=cls.backend,
+            device=cls.device,
+            precision=precision or cls._precisions()[0],
+            engine=cls.engine,
+            **{**cls.backend_options, **options},
         )
 
     @pytest.fixture(scope="class")
-    def loaded_model(self, tiny_phi3: Path) -> Iterator[phi3.Model]:
-        model = self.load(tiny_phi3)
+    @classmethod
+    def loaded_model(cls, tiny_phi3: Path) -> Iterator[phi3.Model]:
+        """One model per test class (first precision), shared by the tests that only read it."""
+        model = cls.load(tiny_phi3)
         yield model
         model.close()
 

@@ -156,8 +156,8 @@ def make_tiny_phi3(
 
     The folder holds what a Phi-3 checkpoint holds: ``config.json``, ``generation_config.json``,
     ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json`` (with the chat template,
-    which ONNX Runtime GenAI and OpenVINO read from there), ``chat_template.jinja`` (transformers 5's
-    own place), ``special_tokens_map.json`` and, with ``sentencepiece_model=True``, a SentencePiece
+    where ONNX Runtime GenAI and older transformers look), ``chat_template.jinja`` (transformers 5's
+    place for it), ``special_tokens_map.json`` and, with ``sentencepiece_model=True``, a SentencePiece
     ``tokenizer.model`` (llama.cpp's GGUF converter needs one), in which case ``tokenizer.json`` is
     derived from it so both encode identically.
 
@@ -199,6 +199,7 @@ def make_tiny_phi3(
             f"{target} exists and is not a tiny Phi-3 model built by make_tiny_phi3; not overwriting it"
         )
 
+    _require("torch", "transformers", "tokenizers", *(["sentencepiece"] if sentencepiece_model else []))
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(target)
     tmp = _sibling(target, "tmp")
@@ -371,7 +372,6 @@ def _require(*modules: str) -> None:
 
 def _build(out: pathlib.Path, args: dict[str, Any]) -> None:
     """Write tokenizer and model files into the empty folder ``out``."""
-    _require("torch", "transformers", "tokenizers", *(["sentencepiece"] if args["sentencepiece_model"] else []))
     if args["sentencepiece_model"]:
         sp_bytes, vocab, merges = _train_sentencepiece()
         (out / "tokenizer.model").write_bytes(sp_bytes)
@@ -582,15 +582,21 @@ def _save_tokenizer(
     return ids
 
 
+def _no_init_weights() -> Any:
+    """transformers' context manager that skips weight init (it moved in transformers 5)."""
+    import contextlib
+    import importlib
+
+    for module in ("transformers.initialization", "transformers.modeling_utils"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return importlib.import_module(module).no_init_weights()
+    return contextlib.nullcontext()  # only slower: every tensor is overwritten anyway
+
+
 def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) -> None:
     """Create the random-weight Phi3ForCausalLM and save it with config and generation config."""
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
-
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x
-        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
 
     eot, end = ids["<|endoftext|>"], ids["<|end|>"]
     cfg: Any = Phi3Config(
@@ -608,7 +614,7 @@ def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) ->
         tie_word_embeddings=False,
         sliding_window=None,
     )
-    with no_init_weights():  # skip transformers' slow double init; every tensor is filled below
+    with _no_init_weights():  # skip transformers' slow double init; every tensor is filled below
         model: Any = Phi3ForCausalLM(cfg)
     generator = torch.Generator().manual_seed(args["seed"])
     std = float(cfg.initializer_range)

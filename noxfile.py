@@ -1,0 +1,123 @@
+"""Test matrix: every distribution in its own virtualenv, then all of them together.
+
+    nox                      # everything CI runs
+    nox -s "tests(package='openvino')"
+    nox -s demo              # the README's main job: a streamed answer from the smoke model
+
+Each package session installs phi3-core plus that one package with its own CI constraints
+(``<package>/ci-constraints.txt``) on top of ``ci/constraints.txt``, so one plugin's pins never
+leak into another's. A plugin whose folder does not exist yet is skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CORE = ROOT / "core"
+PLUGINS = {
+    "openvino": ROOT / "plugins" / "phi3-openvino",
+    "dml": ROOT / "plugins" / "phi3-dml",
+    "npu": ROOT / "plugins" / "phi3-npu",
+}
+PACKAGES = {"core": CORE, **PLUGINS}
+COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
+PYTEST = ["pytest", "-ra", "--durations=10"]
+
+nox.options.sessions = ["lint", "typecheck", "tests", "dml_skew", "integration"]
+nox.options.reuse_venv = "no"
+nox.options.error_on_external_run = True
+
+
+def _constraints(*folders: Path) -> list[str]:
+    args = ["-c", str(COMMON_CONSTRAINTS)]
+    for folder in folders:
+        pinned = folder / "ci-constraints.txt"
+        if pinned.is_file():
+            args += ["-c", str(pinned)]
+    return args
+
+
+def _quiet_env(session: nox.Session) -> None:
+    # No hub access here, and none wanted in tests: fail fast instead of retrying the network.
+    session.env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                        "HF_HUB_DISABLE_TELEMETRY": "1"})
+
+
+def _install_plugin(session: nox.Session, name: str, extras: str = "test") -> None:
+    folder = PLUGINS[name]
+    session.install(*_constraints(CORE, folder), f"{CORE}[testing]", f"{folder}[{extras}]")
+    setup = folder / "ci" / "setup.py"
+    if setup.is_file():  # e.g. phi3-npu builds intel-npu-acceleration-library offline
+        session.run("python", str(setup))
+
+
+@nox.session(python=False if os.environ.get("PHI3_NOX_NO_VENV") else None)
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """One package's own tests in its own virtualenv."""
+    folder = PACKAGES[package]
+    if not folder.is_dir():
+        session.skip(f"{folder.relative_to(ROOT)} does not exist yet")
+    _quiet_env(session)
+    if package == "core":
+        session.install(*_constraints(CORE), f"{CORE}[testing]",
+                        str(CORE / "tests" / "distributions" / "phi3-reference-backend"))
+    else:
+        _install_plugin(session, package)
+    session.run(*PYTEST, str(folder / "tests"), *session.posargs)
+
+
+@nox.session
+def dml_skew(session: nox.Session) -> None:
+    """phi3-dml artifacts built by the newest builder load under the older runtime users really have."""
+    folder = PLUGINS["dml"]
+    recipe = folder / "ci" / "skew.py"
+    if not recipe.is_file():
+        session.skip("phi3-dml has no version-skew recipe yet")
+    _quiet_env(session)
+    session.run("python", str(recipe), *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Every distribution installed together: the CLI end to end across plugins."""
+    present = [name for name, folder in PLUGINS.items() if folder.is_dir()]
+    _quiet_env(session)
+    folders = [PLUGINS[name] for name in present]
+    session.install(*_constraints(CORE, *folders), f"{CORE}[testing]", *(f"{f}[test]" for f in folders))
+    for folder in folders:
+        setup = folder / "ci" / "setup.py"
+        if setup.is_file():
+            session.run("python", str(setup))
+    session.env["PHI3_EXPECTED_BACKENDS"] = ",".join(present)
+    session.run(*PYTEST, str(ROOT / "tests"), *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over every package."""
+    session.install("ruff==0.17.5")
+    session.run("ruff", "check", str(ROOT))
+    session.run("ruff", "format", "--check", "--diff", str(ROOT))
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on phi3-core's public package (plugins type-check against it)."""
+    session.install(*_constraints(CORE), "mypy==2.4.1", f"{CORE}")
+    session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), str(CORE / "src" / "phi3"))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: a streamed chat answer from the built-in smoke model on the best backend here."""
+    best = next((name for name in ("npu", "openvino", "dml") if PLUGINS[name].is_dir()), None)
+    session.install(*_constraints(CORE, *([PLUGINS[best]] if best else [])), f"{CORE}[testing]",
+                    *([str(PLUGINS[best])] if best else []))
+    session.env["HF_HUB_OFFLINE"] = "1"
+    session.run("phi3", "list-backends")
+    session.run("phi3", "generate", "smoke", "Tell me about AI PCs.", "--max-new-tokens", "48", *session.posargs)

@@ -1,0 +1,3 @@
+"""Cross-package tests: run by the nox `integration` session with every plugin installed together."""
+
+pytest_plugins = ["phi3.testing.fixtures"]
