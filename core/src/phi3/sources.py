@@ -125,8 +125,11 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
 
     local_hint = (f"download it on a connected machine (hf download {repo_id} --local-dir DIR), "
                   "then pass that local folder instead of the id")
+    from phi3.progress import download_progress_bars
+
     try:
-        folder = Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        with download_progress_bars():
+            folder = Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
     except hf_errors.LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
