@@ -27,7 +27,7 @@ PACKAGES = {"core": CORE, **PLUGINS}
 COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "tests", "dml_skew", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
 
@@ -69,6 +69,17 @@ def tests(session: nox.Session, package: str) -> None:
     else:
         _install_plugin(session, package)
     session.run(*PYTEST, str(folder / "tests"), *session.posargs)
+
+
+@nox.session
+def core_alone(session: nox.Session) -> None:
+    """`pip install ./core` with nothing else: the CLI works and says how to add a backend."""
+    session.install(str(CORE))
+    session.run("python", "-c", "import phi3, sys; assert not {'torch', 'transformers'} & set(sys.modules)")
+    listing = session.run("phi3", "list-backends", silent=True) or ""
+    if "pip install phi3-openvino" not in listing:
+        session.error(f"phi3 list-backends did not say how to install a backend:\n{listing}")
+    session.run("phi3", "--version")
 
 
 @nox.session
