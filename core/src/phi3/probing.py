@@ -63,29 +63,37 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def linux_npus(root: Path = Path("/")) -> list[PciDevice]:
-    """NPUs exposed by the Linux ``accel`` subsystem (Intel's ``intel_vpu`` driver uses it)."""
-    devices = []
-    for node in sorted((root / "dev" / "accel").glob("accel*")):
-        sys_dir = root / "sys" / "class" / "accel" / node.name / "device"
-        vendor = _read(sys_dir / "vendor") or ""
+def _device_nodes(root: Path, dev_dir: str, pattern: str, sys_class: str) -> list[tuple[Path, Path, str | None]]:
+    """(node, sysfs device dir, bound kernel driver) for device nodes matching ``pattern``."""
+    found = []
+    for node in sorted((root / "dev" / dev_dir).glob(pattern)):
+        sys_dir = root / "sys" / "class" / sys_class / node.name / "device"
         driver_link = sys_dir / "driver"
-        driver = driver_link.resolve().name if driver_link.exists() else None
+        found.append((node, sys_dir, driver_link.resolve().name if driver_link.exists() else None))
+    return found
+
+
+def _vendor(sys_dir: Path) -> str:
+    vendor = _read(sys_dir / "vendor") or ""
+    return PCI_VENDORS.get(vendor, vendor or "unknown")
+
+
+def linux_npus(root: Path = Path("/")) -> list[PciDevice]:
+    """NPUs exposed by the Linux ``accel`` subsystem (Intel's ``intel_vpu`` driver uses it).
+
+    ``driver`` is the driver module's version where the kernel exposes one, else its name.
+    """
+    devices = []
+    for node, sys_dir, driver in _device_nodes(root, "accel", "accel*", "accel"):
         version = _read(root / "sys" / "module" / (driver or "intel_vpu") / "version")
-        devices.append(PciDevice(str(node), PCI_VENDORS.get(vendor, vendor or "unknown"), version or driver))
+        devices.append(PciDevice(str(node), _vendor(sys_dir), version or driver))
     return devices
 
 
 def linux_gpus(root: Path = Path("/")) -> list[PciDevice]:
     """GPUs with a DRM render node (what OpenCL, Level Zero and Vulkan runtimes open)."""
-    devices = []
-    for node in sorted((root / "dev" / "dri").glob("renderD*")):
-        sys_dir = root / "sys" / "class" / "drm" / node.name / "device"
-        vendor = _read(sys_dir / "vendor") or ""
-        driver_link = sys_dir / "driver"
-        driver = driver_link.resolve().name if driver_link.exists() else None
-        devices.append(PciDevice(str(node), PCI_VENDORS.get(vendor, vendor or "unknown"), driver))
-    return devices
+    return [PciDevice(str(node), _vendor(sys_dir), driver)
+            for node, sys_dir, driver in _device_nodes(root, "dri", "renderD*", "drm")]
 
 
 def is_windows() -> bool:
