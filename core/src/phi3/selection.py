@@ -102,10 +102,9 @@ def _resolve_device(registry: PluginRegistry, entry: BackendEntry, info: Backend
     else:
         known = [d.name for d in (*info.devices, *info.override_devices)]
     if found is None:
-        raise DeviceNotFoundError(
-            f"device {device!r} is not available to backend {entry.name}",
-            hint=f"devices present: {', '.join(dict.fromkeys(known)) or 'none'}",
-        )
+        hint = f"devices present: {', '.join(dict.fromkeys(known)) or 'none'}"
+        raise DeviceNotFoundError(f"device {device!r} is not available to backend {entry.name}",
+                                  hint=hint + (f"; {info.detail}" if info.detail else ""))
     if found in info.override_devices and found not in info.devices:
         return found.name, f"device {found.name} (explicit override: {info.detail or 'not the default device'})"
     return found.name, f"device {found.name} (requested)"

@@ -1,0 +1,62 @@
+"""``phi3_generate``: the ``og.Generator`` loop, streamed through the runtime's tokenizer stream.
+
+Checks happen when the hook is called (too-long and empty prompts raise at once); the work
+(prefill, then one token per step) happens only as the caller iterates, so a stream that is
+closed early, e.g. by phi3 at a stop string, stops decoding and frees the generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from phi3.errors import ConfigError, PromptTooLongError
+from phi3.generation_config import GenerationConfig
+from phi3.types import Chunk, SessionHandle
+
+from phi3_dml.search_options import search_options
+from phi3_dml.session import Runtime
+
+
+def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    """Validate, then return the lazy token stream."""
+    runtime: Runtime | None = session.native
+    if runtime is None or runtime.model is None:
+        raise ConfigError("this model has been unloaded; load it again")
+    ids = runtime.encode(prompt)
+    if not ids:
+        raise ConfigError("the prompt encodes to no tokens", hint="pass a non-empty prompt")
+    context = runtime.context_length
+    if context and len(ids) + 1 > context:
+        raise PromptTooLongError(
+            f"the prompt has {len(ids)} tokens, but the model's context is {context} tokens "
+            "(and at least one must be left to generate)",
+            hint="shorten the prompt",
+        )
+    return _stream(runtime, ids, config)
+
+
+def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig) -> Iterator[Chunk]:
+    og = runtime.og
+    params = og.GeneratorParams(runtime.model)
+    context = runtime.context_length or len(ids) + config.max_new_tokens
+    params.set_search_options(**search_options(config, len(ids), context))
+    generator = og.Generator(runtime.model, params)
+    try:
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        stream = runtime.tokenizer.create_stream()
+        produced = 0
+        while produced < config.max_new_tokens and not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if token in runtime.eos_ids and not config.ignore_eos:
+                break
+            produced += 1
+            yield Chunk(stream.decode(token), (token,), prompt_tokens=len(ids) if produced == 1 else None)
+        if produced == 0:
+            yield Chunk("", (), prompt_tokens=len(ids))
+    finally:
+        del generator
+
+
+__all__ = ["generate"]

@@ -1,0 +1,221 @@
+"""``phi3_load``: open an artifact with ONNX Runtime GenAI on the provider the user asked for.
+
+Everything that can be checked from files is checked before the runtime is touched, so a broken
+cache entry is an :class:`~phi3.errors.ArtifactError` naming the file and the fix, not a C++
+message: the genai_config.json must parse, the model files it names must be there, and the
+installed runtime must be new enough for the configs (:func:`phi3_dml.compat.check_runtime`).
+Errors the runtime still raises while opening are translated the same way.
+
+Tokenization follows the checkpoint, not the runtime's defaults: onnxruntime-genai's tokenizer does
+not add the BOS token even when the model's tokenizer config says ``add_bos_token: true`` (Phi-3's
+does), while transformers, which the model was trained with, does. The session adds it, so the
+model sees the same ids as under transformers (and greedy output matches the fp32 reference).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from phi3 import probing
+from phi3.errors import ArtifactError, BackendError, BackendUnavailableError, ConfigError, DeviceNotFoundError
+from phi3.types import ChatMessage, LoadRequest, SessionHandle
+
+from phi3_dml import BACKEND_NAME, compat, probe, providers
+
+LOAD_OPTIONS = ("provider_options", "intra_op_num_threads")
+"""Backend options ``phi3_load`` accepts: extra execution-provider options for dml/cuda (e.g.
+``{"enable_graph_capture": "0"}``, which works around DirectML drivers that replay captured graphs
+wrongly) and the CPU thread count."""
+
+
+@dataclass
+class Runtime:
+    """The live objects and the facts about them that generation needs."""
+
+    og: ModuleType
+    model: Any
+    tokenizer: Any
+    context_length: int
+    eos_ids: frozenset[int]
+    bos_id: int | None
+    add_bos: bool
+    chat_template: str | None
+    runtime_version: str
+
+    def encode(self, text: str) -> list[int]:
+        ids = [int(i) for i in self.tokenizer.encode(text)]
+        if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            ids.insert(0, self.bos_id)
+        return ids
+
+
+def import_runtime() -> ModuleType:
+    """``onnxruntime_genai``, or BackendUnavailableError with the install command."""
+    try:
+        return importlib.import_module("onnxruntime_genai")
+    except ImportError as exc:
+        package = probe.DIRECTML_PACKAGE if probing.is_windows() else probe.CPU_PACKAGE
+        raise BackendUnavailableError(f"onnxruntime-genai cannot be imported: {exc}",
+                                      hint=f"pip install {package}") from None
+
+
+def _fix(key: str) -> str:
+    return f"delete it (phi3 cache rm {key[:12]}) and run again to rebuild it"
+
+
+def _read_json(path: Path, key: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"the artifact has no {path.name} ({path})", hint=_fix(key)) from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is corrupt: {exc}", hint=_fix(key)) from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} is corrupt: not a JSON object", hint=_fix(key))
+    return data
+
+
+def _check_files(folder: Path, genai: Mapping[str, Any], manifest: Mapping[str, Any], key: str) -> None:
+    decoder = genai.get("model", {}).get("decoder", {}) if isinstance(genai.get("model"), dict) else {}
+    filename = decoder.get("filename") if isinstance(decoder, dict) else None
+    if not isinstance(filename, str):
+        raise ArtifactError(f"{folder / 'genai_config.json'} names no decoder model", hint=_fix(key))
+    wanted = [filename, *(manifest.get("model_files") or [])]
+    for name in dict.fromkeys(wanted):
+        if not (folder / name).is_file():
+            raise ArtifactError(f"the artifact {folder} is missing {name}", hint=_fix(key))
+
+
+def _translate(exc: Exception, folder: Path, device: providers.Device, key: str) -> Exception:
+    """A phi3 error for a runtime failure while opening the model."""
+    text = " ".join(str(exc).split())
+    if "not been built with DML" in text or "not been built with CUDA" in text:
+        return DeviceNotFoundError(f"device {device.name!r}: {text}", hint=providers.why_missing(device.provider))
+    device_markers = {"dml": ("DXGI", "D3D12", "adapter", "DirectML.dll"),
+                      "cuda": ("cudaError", "CUDA failure", "CUDA error", "no CUDA-capable device", "libcudart")}
+    if any(marker in text for marker in device_markers.get(device.provider, ())):
+        return DeviceNotFoundError(f"device {device.name!r} could not be opened: {text}",
+                                   hint=providers.why_missing(device.provider)
+                                   + " (for dml:N / cuda:N, N must be an existing adapter: see phi3 devices)")
+    unreadable = ("JSON Error", "Unknown value", "Unsupported tokenizer", "genai_config", "tokenizer",
+                  "Load model from", "No such file", "external data", "Protobuf parsing", "invalid model",
+                  "Invalid model", "model.onnx")
+    if any(marker in text for marker in unreadable):
+        return ArtifactError(f"onnxruntime-genai cannot read the artifact {folder}: {text}", hint=_fix(key))
+    return BackendError(f"onnxruntime-genai could not open the model on {device.name}: {text}",
+                        hint="run with --debug for the full traceback")
+
+
+def _chat_template(folder: Path, tokenizer_config: Mapping[str, Any]) -> str | None:
+    template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # transformers' named templates: [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if isinstance(template, str) and template:
+        return template
+    jinja = folder / "chat_template.jinja"
+    return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
+
+
+def _adds_bos(folder: Path, tokenizer_config: Mapping[str, Any]) -> bool:
+    """Whether transformers would start the prompt with BOS for this tokenizer."""
+    flag = tokenizer_config.get("add_bos_token")
+    if isinstance(flag, bool):
+        return flag
+    try:
+        tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    single = ((tokenizer.get("post_processor") or {}).get("single") or []) if isinstance(tokenizer, dict) else []
+    return bool(single) and "SpecialToken" in single[0]
+
+
+def _load_options(options: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
+    provider_options = options.get("provider_options") or {}
+    if not isinstance(provider_options, Mapping) or not all(isinstance(k, str) for k in provider_options):
+        raise ConfigError(f"provider_options must be a mapping of option names to values, got {provider_options!r}")
+    threads = options.get("intra_op_num_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"intra_op_num_threads must be a whole number >= 1, got {threads!r}")
+    return {k: str(v) for k, v in provider_options.items()}, threads
+
+
+def load(request: LoadRequest) -> SessionHandle:
+    """Open the artifact on the requested device; report the provider really used."""
+    device = providers.parse_device(request.device)
+    provider_options, threads = _load_options(request.options)
+    artifact = request.artifact
+    folder, key, manifest = artifact.path, artifact.key, artifact.manifest
+    genai = _read_json(folder / "genai_config.json", key)
+    _check_files(folder, genai, manifest, key)
+    tokenizer_config = _read_json(folder / "tokenizer_config.json", key)
+    providers.check_artifact_target(device, manifest.get("execution_provider"), artifact.precision)
+    og = import_runtime()
+    compat.check_runtime(manifest, og.__version__, key)
+    providers.check_available(device, og)
+    try:
+        config = og.Config(str(folder))
+        providers.configure(config, device, provider_options)
+        if threads is not None:
+            config.overlay(json.dumps(
+                {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        model = og.Model(config)
+        tokenizer = og.Tokenizer(model)
+    except ConfigError:
+        raise
+    except RuntimeError as exc:
+        raise _translate(exc, folder, device, key) from exc
+    model_section = genai.get("model", {})
+    eos = model_section.get("eos_token_id")
+    eos_ids = frozenset(int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None)
+    context = int(model_section.get("context_length") or manifest.get("context_length") or 0)
+    bos = model_section.get("bos_token_id")
+    runtime = Runtime(
+        og=og, model=model, tokenizer=tokenizer, context_length=context, eos_ids=eos_ids,
+        bos_id=int(bos) if isinstance(bos, int) else None, add_bos=_adds_bos(folder, tokenizer_config),
+        chat_template=_chat_template(folder, tokenizer_config), runtime_version=og.__version__,
+    )
+    return SessionHandle(
+        backend=BACKEND_NAME,
+        engine=request.engine,
+        device=device.name,
+        native=runtime,
+        context_length=context or None,
+        details={
+            "provider": str(model.device_type),
+            "runtime": f"onnxruntime-genai {og.__version__}",
+            "built_for": manifest.get("execution_provider"),
+        },
+    )
+
+
+def apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+    """Render with the model's own template through the runtime tokenizer's template engine."""
+    runtime: Runtime = session.native
+    if not runtime.chat_template:
+        raise ConfigError("this model ships no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
+    payload = json.dumps([dict(m) for m in messages], ensure_ascii=False)
+    try:
+        return str(runtime.tokenizer.apply_chat_template(payload, template_str=runtime.chat_template,
+                                                         add_generation_prompt=True))
+    except RuntimeError as exc:
+        raise ConfigError(f"the model's chat template failed to render these messages: {' '.join(str(exc).split())}",
+                          hint="send a raw prompt instead (phi3 generate --raw)") from exc
+
+
+def unload(session: SessionHandle) -> None:
+    """Drop the runtime objects so their native memory is freed now, not at interpreter exit."""
+    runtime: Runtime | None = session.native
+    if runtime is not None:
+        runtime.tokenizer = None
+        runtime.model = None
+    session.native = None
+
+
+__all__ = ["LOAD_OPTIONS", "Runtime", "apply_chat_template", "import_runtime", "load", "unload"]

@@ -1,0 +1,89 @@
+"""Artifacts built with the newest builder, run under the runtime a DirectML user really has.
+
+Runs only when ``PHI3_DML_SKEW_ARTIFACTS`` names a folder made by ``build_skew_artifacts.py``, in
+an environment with onnxruntime-genai 0.13.1 + onnxruntime 1.24.4 and no builder dependencies
+(see the README's "Version-skew session"). Elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import phi3
+import pytest
+
+ARTIFACTS = os.environ.get("PHI3_DML_SKEW_ARTIFACTS")
+
+pytestmark = [
+    pytest.mark.skew,
+    pytest.mark.skipif(not ARTIFACTS, reason="set PHI3_DML_SKEW_ARTIFACTS (see build_skew_artifacts.py)"),
+]
+
+
+@pytest.fixture(scope="module")
+def out() -> Path:
+    assert ARTIFACTS
+    return Path(ARTIFACTS)
+
+
+@pytest.fixture(scope="module")
+def expected(out: Path) -> dict[str, Any]:
+    return json.loads((out / "expected.json").read_text())
+
+
+def _cases() -> list[str]:
+    if not ARTIFACTS or not (Path(ARTIFACTS) / "expected.json").is_file():
+        return ["missing-expected-json"]
+    return sorted(json.loads((Path(ARTIFACTS) / "expected.json").read_text())["cases"])
+
+
+def test_this_is_really_an_older_runtime_without_the_builder(expected: dict[str, Any]) -> None:
+    import onnxruntime_genai
+
+    from phi3_dml.compat import OLDEST_RUNTIME, parse_version
+
+    assert parse_version(onnxruntime_genai.__version__) < parse_version(expected["builder_version"])
+    assert onnxruntime_genai.__version__ == OLDEST_RUNTIME
+    assert importlib.util.find_spec("torch") is None, "loading and generating must not need torch"
+    assert importlib.util.find_spec("transformers") is None, "loading and generating must not need transformers"
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_artifact_runs_with_the_same_ids(out: Path, expected: dict[str, Any], case: str) -> None:
+    want = expected["cases"][case]
+    with phi3.load(out / case, backend="dml", device="cpu") as model:
+        assert model.session.details["runtime"].endswith(" 0.13.1")
+        assert model.session.details["provider"] == "CPU"
+        result = model.generate(expected["prompt"], max_new_tokens=expected["new_tokens"], ignore_eos=True)
+        assert list(result.token_ids) == want["ids"], "0.13.1 must decode what the newest runtime decodes"
+        assert result.text == want["text"]
+        assert model.apply_chat_template(expected["messages"]) == want["chat_prompt"]
+        stop = result.text.strip()[2:4]
+        cut = model.generate(expected["prompt"], max_new_tokens=expected["new_tokens"], ignore_eos=True, stop=[stop])
+        assert cut.finish_reason == "stop" and stop not in cut.text
+        with pytest.raises(phi3.PromptTooLongError):
+            model.generate("hello world " * 600, max_new_tokens=2)
+    if case.startswith("fp32"):
+        assert want["ids"] == expected["reference_ids"], "fp32 equals the transformers reference"
+    assert "torch" not in sys.modules and "transformers" not in sys.modules
+
+
+def test_the_window_case_really_needed_down_levelling(expected: dict[str, Any]) -> None:
+    changes = expected["cases"]["int4-cpu-window"]["manifest"]["compat_changes"]
+    assert any("cache_slack" in c for c in changes) and any("TokenizersBackend" in c for c in changes)
+
+
+def test_an_artifact_for_a_newer_runtime_is_refused_clearly(out: Path, expected: dict[str, Any]) -> None:
+    with pytest.raises(phi3.ArtifactError, match=f"needs onnxruntime-genai >= {expected['builder_version']}") as info:
+        phi3.load(out / "needs-newer", backend="dml", device="cpu")
+    assert "0.13.1 is installed" in str(info.value) and "phi3 cache rm" in str(info.value)
+
+
+def test_a_config_the_old_runtime_cannot_read_is_an_artifact_error(out: Path) -> None:
+    with pytest.raises(phi3.ArtifactError, match=r"cannot read the artifact.*TokenizersBackend"):
+        phi3.load(out / "raw-builder-config", backend="dml", device="cpu")

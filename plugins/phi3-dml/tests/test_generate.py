@@ -1,0 +1,98 @@
+"""GenerationConfig -> search options, checked by running the real runtime."""
+
+from __future__ import annotations
+
+import phi3
+import pytest
+from phi3.generation_config import GenerationConfig
+
+from conftest import CHAT, PROMPT, LoadDml
+from phi3_dml.search_options import search_options
+
+
+def test_ignore_eos_decodes_past_the_eos_a_sampled_run_hits(load_dml: LoadDml) -> None:
+    model = load_dml("fp32")
+    prompt = model.apply_chat_template(CHAT)
+    for seed in range(60):
+        config = GenerationConfig(max_new_tokens=40, do_sample=True, temperature=1.5, seed=seed)
+        stopped = model.generate(prompt, config)
+        if stopped.finish_reason == "eos":
+            break
+    else:
+        pytest.fail("no seed in 0..59 produced an EOS within 40 tokens")
+    assert stopped.new_tokens < 40
+    assert not set(stopped.token_ids) & model.session.native.eos_ids, "EOS ids are not part of the output"
+    longer = model.generate(prompt, config.replace(ignore_eos=True))
+    assert longer.new_tokens == 40 and longer.finish_reason == "length"
+    assert longer.token_ids[: stopped.new_tokens] == stopped.token_ids, "same draws up to the masked EOS"
+
+
+def test_seeds_change_sampling_and_top_k_1_is_greedy(load_dml: LoadDml) -> None:
+    model = load_dml("fp32")
+    greedy = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
+    runs = {model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, seed=s).token_ids
+            for s in (1, 2, 3)}
+    assert len(runs) > 1, "different seeds must give different samples"
+    top1 = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, top_k=1, seed=5)
+    assert top1.token_ids == greedy.token_ids
+    big_seed = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, seed=2**32 - 1)
+    assert big_seed.new_tokens == 12  # the runtime takes 31-bit seeds; larger ones are folded
+
+
+def test_repetition_penalty_reaches_the_runtime(load_dml: LoadDml) -> None:
+    model = load_dml("fp32")
+    plain = model.generate(PROMPT, max_new_tokens=16, ignore_eos=True)
+    assert len(set(plain.token_ids)) < len(plain.token_ids), "the tiny model repeats itself greedily"
+    penalised = model.generate(PROMPT, max_new_tokens=16, ignore_eos=True, repetition_penalty=2.0)
+    assert penalised.token_ids != plain.token_ids
+
+
+def test_streaming_yields_each_token_and_the_first_chunk_counts_the_prompt(load_dml: LoadDml) -> None:
+    from phi3_dml.generate import generate
+
+    model = load_dml("int4")
+    chunks = list(generate(model.session, PROMPT, GenerationConfig(max_new_tokens=6, ignore_eos=True)))
+    assert [len(c.token_ids) for c in chunks] == [1] * 6
+    assert chunks[0].prompt_tokens is not None and chunks[0].prompt_tokens > 1
+    assert all(c.prompt_tokens is None for c in chunks[1:])
+
+
+def test_a_closed_stream_stops_decoding(load_dml: LoadDml) -> None:
+    model = load_dml("int4")
+    stream = model.stream(PROMPT, max_new_tokens=200, ignore_eos=True)
+    next(stream)
+    stream.close()
+    again = model.generate(PROMPT, max_new_tokens=3, ignore_eos=True)
+    assert again.new_tokens == 3
+
+
+def test_context_is_used_up_to_the_last_token(load_dml: LoadDml) -> None:
+    model = load_dml("int4")
+    context = model.session.context_length
+    assert context == model.artifact.context_length == 512
+    encode = model.session.native.encode
+    prompt = "a " * 2000
+    while len(encode(prompt)) > context - 2:
+        prompt = prompt[: int(len(prompt) * 0.9)]
+    tokens = len(encode(prompt))
+    result = model.generate(prompt, max_new_tokens=50, ignore_eos=True)
+    assert result.prompt_tokens == tokens
+    assert result.new_tokens == context - tokens, "generation stops at the context, without an error"
+    with pytest.raises(phi3.PromptTooLongError, match=f"context is {context}"):
+        model.generate("a " * 2000, max_new_tokens=1)
+
+
+def test_intra_op_threads_load_option(load_dml: LoadDml) -> None:
+    model = load_dml("int4", intra_op_num_threads=1)
+    assert model.generate(PROMPT, max_new_tokens=4, ignore_eos=True).new_tokens == 4
+
+
+def test_search_options_are_all_explicit() -> None:
+    greedy = search_options(GenerationConfig(max_new_tokens=10), prompt_tokens=5, context_length=512)
+    assert greedy == {"max_length": 15, "min_length": 0, "do_sample": False, "num_beams": 1, "batch_size": 1,
+                      "repetition_penalty": 1.0, "temperature": 1.0, "top_p": 1.0, "top_k": 1}
+    sampled = search_options(GenerationConfig(max_new_tokens=600, do_sample=True, temperature=0.5, top_p=0.9,
+                                              top_k=0, seed=2**31 + 7, ignore_eos=True),
+                             prompt_tokens=5, context_length=512)
+    assert sampled["max_length"] == sampled["min_length"] == 512
+    assert (sampled["top_k"], sampled["top_p"], sampled["temperature"], sampled["random_seed"]) == (0, 0.9, 0.5, 7)
