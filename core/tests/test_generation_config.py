@@ -59,6 +59,11 @@ def test_from_options_ignores_unset_values_and_keeps_the_base() -> None:
     merged = GenerationConfig.from_options(base, temperature=None, top_k=5)
     assert (merged.max_new_tokens, merged.seed, merged.top_k) == (7, 3, 5)
     assert base.replace(seed=4).seed == 4
+    assert base.replace(seed=None).seed is None  # replace can clear; from_options ignores None
+    with pytest.raises(ConfigError, match="bogus"):
+        base.replace(bogus=1)
+    with pytest.raises(ConfigError, match="top_p"):
+        base.replace(top_p=7)
 
 
 def test_coerce_accepts_mappings_and_rejects_other_types() -> None:

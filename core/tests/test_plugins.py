@@ -136,3 +136,18 @@ def test_plugin_returning_the_wrong_type_is_broken_not_fatal() -> None:
     entry = registry.entry("wrong")
     assert entry.status is BackendStatus.BROKEN and "not phi3.BackendInfo" in (entry.error or "")
     assert registry.entry("reference").status is BackendStatus.AVAILABLE
+
+
+def test_composite_device_names_go_to_the_backend() -> None:
+    from phi3.selection import select
+
+    class Composite(_NpuOnly):
+        @hookimpl
+        def phi3_resolve_device(self, name: str) -> DeviceInfo | None:
+            return DeviceInfo(name, "gpu", "composite") if name.startswith("AUTO:") else None
+
+    registry = plugins.get_registry()
+    registry.register(Composite("composite", (DeviceInfo("CPU", "cpu"),), BackendStatus.AVAILABLE), "composite")
+    assert select(registry, "composite", "AUTO:GPU,CPU", "fp32", None).device == "AUTO:GPU,CPU"
+    with pytest.raises(phi3.DeviceNotFoundError, match="TPU"):
+        select(registry, "composite", "TPU", "fp32", None)

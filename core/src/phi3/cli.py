@@ -25,7 +25,7 @@ from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
 from phi3.plugins import BackendEntry, get_registry
-from phi3.progress import CliProgress
+from phi3.progress import CliProgress, silence_vendor_progress_bars
 from phi3.types import BackendStatus, DeviceInfo, GenerationResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -220,7 +220,7 @@ def list_backends(as_json: bool) -> None:
     headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS"]
     click.echo(_table(headers, [_entry_row(e) for e in entries]))
     for entry in entries:
-        if entry.status is not BackendStatus.AVAILABLE and entry.detail:
+        if entry.detail:
             click.echo(f"  {entry.name}: {entry.detail}")
     if registry.disabled:
         click.echo(f"disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
@@ -449,7 +449,13 @@ def cache_path() -> None:
     click.echo(str(ArtifactCache().root))
 
 
+from phi3.bench_cli import bench  # noqa: E402
+
+cli.add_command(bench)
+
+
 def main() -> None:
+    silence_vendor_progress_bars()
     cli(prog_name="phi3")
 
 

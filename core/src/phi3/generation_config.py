@@ -45,19 +45,15 @@ class GenerationConfig:
         _validate(self)
 
     def replace(self, **changes: Any) -> GenerationConfig:
-        """A copy with ``changes`` applied (and validated). Unknown names are a ConfigError."""
-        return GenerationConfig.from_options(self, **changes)
+        """A copy with ``changes`` applied (and validated); ``None`` clears an optional field
+        such as ``seed``. Unknown names are a ConfigError."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_options(cls, base: GenerationConfig | None = None, **options: Any) -> GenerationConfig:
         """Build from keyword options, ignoring ``None`` values (unset CLI flags)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown generation option(s): {', '.join(unknown)}",
-                hint=f"valid options are {', '.join(sorted(known))}",
-            )
+        _check_names(options)
         values = dataclasses.asdict(base) if base is not None else {}
         values.update({k: v for k, v in options.items() if v is not None})
         return cls(**values)
@@ -66,6 +62,16 @@ class GenerationConfig:
         data = dataclasses.asdict(self)
         data["stop"] = list(self.stop)
         return data
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(GenerationConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown generation option(s): {', '.join(unknown)}",
+            hint=f"valid options are {', '.join(sorted(known))}",
+        )
 
 
 def _is_int(value: object) -> bool:

@@ -89,6 +89,15 @@ def phi3_devices() -> Sequence[DeviceInfo]:
 
 
 @hookspec(firstresult=True)
+def phi3_resolve_device(name: str) -> DeviceInfo | None:
+    """Optional: accept a device name that is in neither device list, e.g. ``AUTO:GPU,CPU``.
+
+    Called only for names phi3 did not find in ``phi3_backend_info`` or ``phi3_devices``. Return
+    the device it denotes, or None (phi3 then raises ``DeviceNotFoundError`` listing the devices).
+    """
+
+
+@hookspec(firstresult=True)
 def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
     """Build the artifact for ``request`` into ``output_dir`` (an empty temp folder).
 

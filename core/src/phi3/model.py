@@ -113,6 +113,9 @@ class TextStream:
             if close is not None:
                 with registry.guard(name, "phi3_generate"):
                     close()
+        context = model.session.context_length
+        if finish == "eos" and context and prompt_tokens is not None and prompt_tokens + len(ids) >= context:
+            finish = "length"  # the backend stopped because the context window is full
         if finish != "stop" and emitted < len(text):
             yield text[emitted:]
         if len(ids) > config.max_new_tokens:

@@ -226,13 +226,13 @@ class PluginRegistry:
         caller = getattr(self.pm.hook, hook)
         return any(impl.plugin_name == name for impl in caller.get_hookimpls())
 
-    def call(self, name: str, hook: str, **kwargs: Any) -> Any:
-        """Call ``hook`` on backend ``name`` only; vendor exceptions become one-line BackendErrors."""
-        if name not in self._origins:
-            raise BackendNotFoundError(f"no usable backend named {name!r}", hint=self.install_hint())
-        others = [plugin for other, plugin in self.pm.list_name_plugin() if other != name]
+    def call(self, backend: str, hook: str, /, **kwargs: Any) -> Any:
+        """Call ``hook`` on ``backend`` only; vendor exceptions become one-line BackendErrors."""
+        if backend not in self._origins:
+            raise BackendNotFoundError(f"no usable backend named {backend!r}", hint=self.install_hint())
+        others = [plugin for other, plugin in self.pm.list_name_plugin() if other != backend]
         caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
-        with self.guard(name, hook):
+        with self.guard(backend, hook):
             return caller(**kwargs)
 
     @contextlib.contextmanager

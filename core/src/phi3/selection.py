@@ -101,6 +101,8 @@ def _resolve_device(registry: PluginRegistry, entry: BackendEntry, info: Backend
         known = [d.name for d in deep] + [d.name for d in info.override_devices]
     else:
         known = [d.name for d in (*info.devices, *info.override_devices)]
+    if found is None and registry.has_hook(entry.name, "phi3_resolve_device"):
+        found = registry.call(entry.name, "phi3_resolve_device", name=device)
     if found is None:
         hint = f"devices present: {', '.join(dict.fromkeys(known)) or 'none'}"
         raise DeviceNotFoundError(f"device {device!r} is not available to backend {entry.name}",

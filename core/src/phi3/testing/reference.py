@@ -113,6 +113,9 @@ def _load(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
 def _load_cached(path: str, version: tuple[tuple[str, int, int], ...]) -> tuple[Any, Any]:
     """Load fp32/eager/CPU; ``version`` only keys the cache."""
     del version
+    from phi3.vendor_compat import hide_broken_torchvision
+
+    hide_broken_torchvision()
     try:
         import torch
         import transformers

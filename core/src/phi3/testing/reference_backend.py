@@ -38,6 +38,7 @@ from phi3.types import (
     QuantizeRequest,
     SessionHandle,
 )
+from phi3.vendor_compat import hide_broken_torchvision
 
 NAME = "reference"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -72,6 +73,7 @@ def phi3_backend_info() -> BackendInfo:
 
 @hookimpl
 def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
+    hide_broken_torchvision()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -357,6 +357,9 @@ def _require(*modules: str) -> None:
     """Import-check the optional dependencies up front, with an actionable message."""
     import importlib
 
+    from phi3.vendor_compat import hide_broken_torchvision
+
+    hide_broken_torchvision()  # a CUDA-only torchvision next to CPU torch would break transformers
     missing = []
     for name in modules:
         try:

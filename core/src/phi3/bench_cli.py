@@ -1,0 +1,141 @@
+"""``phi3 bench``: measure backends side by side (see :mod:`phi3.bench` for the method).
+
+Registered on the main CLI with ``cli.add_command(bench)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from phi3.errors import ConfigError
+from phi3.plugins import get_registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """:func:`phi3.cli.handle_errors`, looked up when the command runs.
+
+    phi3.cli imports this module to register the command, so importing phi3.cli here at import
+    time would be circular.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from phi3.cli import handle_errors as handle
+
+        return handle(func)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Bar:
+    """A tqdm bar on stderr counting measuring processes (nothing when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+
+    def __call__(self, message: str, completed: int, total: int) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True, unit="proc")
+        self._bar.set_description_str(message)
+        self._bar.n = completed
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@click.command()
+@click.argument("model")
+@click.option("-b", "--backends", default=None, metavar="A,B",
+              help="Backends to compare (default: every installed backend).")
+@click.option("-e", "--engines", default=None, metavar="E,F",
+              help="Engines: names, backend:engine, or all (default: each backend's default engine).")
+@click.option("-d", "--device", "devices", default=None, metavar="D,E",
+              help="Device(s) to run on, tried on every backend (default: auto).")
+@click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default: each backend's, int4).")
+@click.option("--prompt-tokens", type=int, default=128, show_default=True,
+              help="Exact prompt length, counted with the model's tokenizer.")
+@click.option("--new-tokens", type=int, default=128, show_default=True,
+              help="Tokens decoded per run (end-of-sequence is suppressed).")
+@click.option("--runs", type=int, default=5, show_default=True, help="Measured runs per target.")
+@click.option("--cold/--no-cold", default=True, show_default=True,
+              help="Also time cold loads (empty compiled-blob cache), one extra process per run.")
+@click.option("--revision", default=None, help="Hugging Face revision of a hub model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.png",
+              help="Also write a bar chart (needs matplotlib).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def bench(model: str, backends: str | None, engines: str | None, devices: str | None, precision: str | None,
+          prompt_tokens: int, new_tokens: int, runs: int, cold: bool, revision: str | None, as_json: bool,
+          plot: Path | None, quiet: bool) -> None:
+    """Benchmark MODEL on several backends: load, first token, decode rate, memory.
+
+    Every run is a new process: cold load (empty compiled-blob cache), then warm load (cache
+    filled) and a generation of --new-tokens tokens from a --prompt-tokens prompt. Runs are
+    interleaved across backends; the table shows the median (min-max). Artifacts are built into
+    phi3's cache first if needed (not timed as a run). Backends that cannot run are listed with why.
+    """
+    from phi3.bench import (  # here, not at the top: `phi3 list-backends` should not pay for it
+        BenchSettings,
+        build_report,
+        import_pyplot,
+        plan_targets,
+        plot_report,
+        run_benchmark,
+        table_rows,
+    )
+
+    settings = BenchSettings(model=model, precision=precision, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                             runs=runs, revision=revision, cold=cold)
+    if plot is not None:
+        import_pyplot()  # fail now, not after minutes of measuring
+    targets, unavailable = plan_targets(get_registry(), backends, engines, devices)
+    if not targets:
+        reasons = "; ".join(f"{u.backend}{'/' + u.engine if u.engine else ''}: {u.reason}" for u in unavailable)
+        raise ConfigError(f"no backend can be benchmarked here ({reasons or 'no backend is installed'})",
+                          hint="see phi3 list-backends")
+    bar = _Bar(enabled=not quiet)
+    try:
+        results, prompt = run_benchmark(settings, targets, progress=bar)
+    finally:
+        bar.close()
+    report = build_report(settings, results, unavailable, prompt)
+    if plot is not None and report["results"]:
+        plot_report(report, plot)
+        click.echo(f"phi3: chart written to {plot}", err=True)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from phi3.cli import _table
+
+        headers, rows = table_rows(report)
+        s = report["settings"]
+        click.echo(f"{model}: {s['prompt_tokens']}-token prompt, {s['new_tokens']} new tokens (EOS suppressed), "
+                   f"median (min-max) of {s['runs']} runs, each in a new process")
+        if rows:
+            click.echo(_table(headers, rows))
+        for item in report["unavailable"]:
+            what = item["backend"] + (f"/{item['engine']}" if item["engine"] else "")
+            click.echo(f"  not measured: {what}: {item['reason']}")
+    if not report["results"]:
+        sys.exit(1)
+
+
+__all__ = ["bench"]

@@ -1,0 +1,105 @@
+"""phi3's options mapped onto OpenVINO's: compile properties and each engine's generation config.
+
+Compile properties (``ov_config``): the guide's defaults, ``PERFORMANCE_HINT=LATENCY`` and
+``NUM_STREAMS=1`` (one conversation, lowest latency), plus ``CACHE_DIR`` inside phi3's cache so a
+second load reuses the compiled blob. The user's ``ov_config`` entries win over all three (``CACHE_DIR=""``
+turns caching off; it is passed on rather than dropped, because optimum-intel would otherwise put a
+cache for GPUs inside the artifact folder). ``INFERENCE_PRECISION_HINT`` is left to OpenVINO: on CPUs with
+AVX512-BF16/AMX that means bf16 (about twice the speed; outputs may differ from an fp32 reference
+in the last digits); pass ``{"INFERENCE_PRECISION_HINT": "f32"}`` for exact fp32 parity, as the
+tests do.
+
+Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` or
+transformers' ``generate`` keyword arguments. The two engines agree on the meaning of every field:
+
+- greedy unless ``do_sample``; ``top_k=0`` and ``top_p=1`` disable those filters;
+- ``seed`` seeds sampling; without one each call draws a fresh seed (genai would otherwise
+  always use seed 0 and every "random" sample would be the same);
+- ``ignore_eos`` suppresses end-of-sequence tokens until ``max_new_tokens`` (as the transformers
+  reference does), so exactly that many tokens come back;
+- ``stop`` strings: genai stops natively (``stop_strings``) and still streams the stop text, so
+  that phi3, which cuts the text at the first stop string, reports ``finish_reason="stop"``.
+  transformers' ``StopStringCriteria`` is not used: it matches the vocabulary's token strings,
+  which for byte-fallback tokens disagree with the decoded text (it stopped before the text
+  contained the stop string); phi3 finds the stop string in the decoded stream and closes it,
+  and the engine stops at the next token;
+- the prompt is never templated again (genai's ``apply_chat_template`` defaults to True, and phi3
+  hands over prompts that are already formatted).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phi3.generation_config import GenerationConfig
+
+if TYPE_CHECKING:
+    import openvino_genai
+
+DEFAULT_OV_CONFIG: Mapping[str, str] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
+def compile_properties(user: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+    """The properties to compile with: defaults, then CACHE_DIR, then the user's entries."""
+    props: dict[str, Any] = {**DEFAULT_OV_CONFIG, "CACHE_DIR": str(cache_dir)}
+    props.update(user)
+    return props
+
+
+def sampling_seed(config: GenerationConfig) -> int:
+    """The seed to use: the user's, or a fresh one (never a silent constant)."""
+    return config.seed if config.seed is not None else secrets.randbits(32)
+
+
+def to_genai(
+    config: GenerationConfig,
+    base: openvino_genai.GenerationConfig,
+    max_new_tokens: int,
+) -> openvino_genai.GenerationConfig:
+    """Fill ``base`` (the pipeline's own config: it carries the model's EOS/stop token ids)."""
+    base.max_new_tokens = max_new_tokens
+    base.apply_chat_template = False
+    base.num_return_sequences = 1
+    base.do_sample = config.do_sample
+    base.repetition_penalty = float(config.repetition_penalty)
+    if config.do_sample:
+        base.temperature = float(config.temperature)
+        base.top_p = float(config.top_p)
+        if config.top_k > 0:
+            base.top_k = config.top_k
+        base.rng_seed = sampling_seed(config)
+    base.ignore_eos = config.ignore_eos
+    base.min_new_tokens = max_new_tokens if config.ignore_eos else 0
+    base.stop_strings = set(config.stop)
+    base.include_stop_str_in_output = True
+    return base
+
+
+def to_transformers(
+    config: GenerationConfig,
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int],
+) -> dict[str, Any]:
+    """Keyword arguments for ``OVModelForCausalLM.generate`` (a transformers ``generate``)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": config.do_sample,
+        "repetition_penalty": float(config.repetition_penalty),
+        "num_beams": 1,
+    }
+    if config.do_sample:
+        kwargs.update(temperature=float(config.temperature), top_p=float(config.top_p), top_k=config.top_k)
+    else:  # unset, or transformers warns that sampling flags are ignored
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if eos_token_ids:
+        kwargs["eos_token_id"] = list(eos_token_ids)
+        kwargs["pad_token_id"] = eos_token_ids[0]
+    if config.ignore_eos and eos_token_ids:
+        kwargs.update(suppress_tokens=list(eos_token_ids), min_new_tokens=max_new_tokens)
+    return kwargs
+
+
+__all__ = ["DEFAULT_OV_CONFIG", "compile_properties", "sampling_seed", "to_genai", "to_transformers"]

@@ -1,0 +1,175 @@
+"""The phi3 hooks of the OpenVINO backend (entry point ``openvino = "phi3_openvino.plugin"``).
+
+This module is imported by ``phi3 list-backends`` for every user, so it imports only phi3 and the
+pure-Python :mod:`phi3_openvino.options`; OpenVINO, optimum, torch and transformers are imported
+inside the hooks that need them. The probe answers from package metadata and device nodes
+(:mod:`phi3.probing`); ``phi3_devices`` asks the OpenVINO runtime itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from phi3 import hookimpl
+from phi3.errors import ConfigError
+from phi3.generation_config import GenerationConfig
+from phi3.probing import installed_versions, is_windows, linux_gpus, linux_npus, module_available
+from phi3.types import (
+    BackendInfo,
+    BackendStatus,
+    ChatMessage,
+    Chunk,
+    DeviceInfo,
+    EngineInfo,
+    LoadRequest,
+    Progress,
+    QuantizeRequest,
+    SessionHandle,
+)
+from phi3_openvino._version import __version__
+from phi3_openvino.artifact import ARTIFACT_FORMAT
+from phi3_openvino.options import ARTIFACT_OPTIONS, LOAD_OPTIONS, PRECISIONS, resolve_ov_config
+
+NAME = "openvino"
+LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf", "transformers")
+"""Distributions whose versions key the artifact cache: each one shapes the exported bytes."""
+INTEL_PCI_VENDOR = "Intel"
+
+
+def _engines() -> tuple[EngineInfo, ...]:
+    genai_missing = [m for m in ("openvino_genai", "openvino_tokenizers") if not module_available(m)]
+    optimum_missing = [m for m in ("optimum", "transformers", "torch") if not module_available(m)]
+    return (
+        EngineInfo(
+            "genai",
+            "OpenVINO GenAI LLMPipeline: no torch at run time, prefix caching",
+            available=not genai_missing,
+            detail=f"missing {', '.join(genai_missing)}: pip install openvino-genai openvino-tokenizers"
+            if genai_missing
+            else "",
+            artifact_format=ARTIFACT_FORMAT,
+        ),
+        EngineInfo(
+            "optimum",
+            "optimum-intel OVModelForCausalLM with transformers' generate()",
+            available=not optimum_missing,
+            detail=f"missing {', '.join(optimum_missing)}: pip install optimum-intel" if optimum_missing else "",
+            artifact_format=ARTIFACT_FORMAT,
+        ),
+    )
+
+
+def _intel_opencl_icd(root: Path = Path("/")) -> bool:
+    """Whether Intel's OpenCL runtime is registered: OpenVINO's GPU plugin cannot load without it."""
+    return any((root / "etc" / "OpenCL" / "vendors").glob("intel*.icd"))
+
+
+def _probe_devices(root: Path = Path("/")) -> tuple[tuple[DeviceInfo, ...], str]:
+    """CPU always; Intel GPUs/NPUs from Linux device nodes; plus a note on what was left out.
+
+    A GPU node counts only with Intel's OpenCL ICD registered (otherwise OpenVINO's GPU plugin
+    fails with ``libOpenCL.so.1: cannot open shared object file``). ``phi3 devices`` asks the
+    runtime itself. On Windows no cheap probe exists: GPU/NPU work when named (``-d GPU``).
+    """
+    devices = [DeviceInfo("CPU", "cpu", "OpenVINO CPU plugin")]
+    if is_windows():
+        return tuple(devices), ""
+    note = ""
+    gpus = [g for g in linux_gpus(root) if g.vendor == INTEL_PCI_VENDOR]
+    if gpus and _intel_opencl_icd(root):
+        devices.insert(0, DeviceInfo("GPU", "gpu", f"Intel GPU ({gpus[0].node})", gpus[0].driver))
+    elif gpus:
+        note = "an Intel GPU is present but its OpenCL runtime is not installed (e.g. apt install intel-opencl-icd)"
+    npus = [n for n in linux_npus(root) if n.vendor == INTEL_PCI_VENDOR]
+    if npus:
+        devices.insert(0, DeviceInfo("NPU", "npu", f"Intel NPU ({npus[0].node})", npus[0].driver))
+    return tuple(devices), note
+
+
+@hookimpl
+def phi3_backend_info() -> BackendInfo:
+    """Cheap: metadata and device nodes only (no OpenVINO import)."""
+    engines = _engines()
+    versions = {**installed_versions(*LIBRARIES), "phi3-openvino": __version__}
+    devices, note = _probe_devices()
+    status, detail = BackendStatus.AVAILABLE, note
+    if not module_available("openvino"):
+        status = BackendStatus.MISSING_DEPENDENCY
+        detail = "the openvino package is not installed: pip install --force-reinstall phi3-openvino"
+    elif not any(engine.available for engine in engines):
+        status = BackendStatus.MISSING_DEPENDENCY
+        detail = "; ".join(f"engine {e.name}: {e.detail}" for e in engines)
+    return BackendInfo(
+        name=NAME,
+        description="Intel OpenVINO: int4/int8/fp16 via optimum-intel + NNCF, run with OpenVINO GenAI or optimum-intel",
+        engines=engines,
+        devices=devices,
+        precisions=PRECISIONS,
+        status=status,
+        detail=detail,
+        library_versions=versions,
+        artifact_options=ARTIFACT_OPTIONS,
+        load_options=LOAD_OPTIONS,
+        api_version=1,
+    )
+
+
+@hookimpl
+def phi3_devices() -> Sequence[DeviceInfo]:
+    """The runtime's own list (``Core().available_devices`` with FULL_DEVICE_NAME)."""
+    from phi3_openvino.devices import runtime_devices
+
+    return runtime_devices()
+
+
+@hookimpl
+def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
+    """Export + compress with optimum-intel/NNCF; see :mod:`phi3_openvino.export`."""
+    from phi3_openvino.export import quantize
+
+    return quantize(request, output_dir, progress)
+
+
+@hookimpl
+def phi3_load(request: LoadRequest) -> SessionHandle:
+    """Open the artifact with the requested engine on the resolved device."""
+    ov_config = resolve_ov_config(request.options)
+    engine: Any
+    if request.engine == "genai":
+        from phi3_openvino.genai_engine import GenAIEngine
+
+        engine = GenAIEngine(request.artifact, request.device, ov_config, request.cache_dir)
+    elif request.engine == "optimum":
+        from phi3_openvino.optimum_engine import OptimumEngine
+
+        engine = OptimumEngine(request.artifact, request.device, ov_config, request.cache_dir)
+    else:
+        raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
+    return SessionHandle(
+        backend=NAME,
+        engine=engine.name,
+        device=engine.device,
+        native=engine,
+        context_length=engine.context_length,
+        details=dict(engine.details),
+    )
+
+
+@hookimpl
+def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    """Forward to the engine (it checks the prompt length before returning the stream)."""
+    return session.native.generate(prompt, config)  # type: ignore[no-any-return]
+
+
+@hookimpl
+def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+    """The runtime tokenizer's own template (genai Tokenizer or transformers tokenizer)."""
+    return str(session.native.apply_chat_template(messages))
+
+
+@hookimpl
+def phi3_unload(session: SessionHandle) -> None:
+    """Drop the pipeline so its memory (and any device context) is released now, not at exit."""
+    session.native.close()

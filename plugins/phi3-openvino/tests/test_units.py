@@ -1,0 +1,175 @@
+"""Fast checks of the pure-Python parts: option rules, config mapping, incremental decoding, probe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import phi3
+from phi3.generation_config import GenerationConfig
+from phi3_openvino import options
+from phi3_openvino.config_mapping import compile_properties, to_transformers
+from phi3_openvino.options import ModelShape, resolve_quantization
+from phi3_openvino.streaming import IncrementalDecoder, stream_chunks
+
+TINY = ModelShape(hidden_size=64, intermediate_size=128, context_length=512)
+MINI = ModelShape(hidden_size=3072, intermediate_size=8192, context_length=4096)
+
+
+def test_int4_defaults_are_the_guides_on_real_phi3_shapes() -> None:
+    settings = resolve_quantization("int4", {}, MINI)
+    assert (settings.bits, settings.sym, settings.group_size, settings.ratio) == (4, True, 128, 0.6)
+    assert settings.note == ""
+
+
+def test_auto_group_size_on_a_tiny_model_says_what_it_picked() -> None:
+    settings = resolve_quantization("int4", {}, TINY)
+    assert settings.group_size == 64
+    assert "128 does not divide" in settings.note and "64" in settings.note
+
+
+def test_group_size_error_names_working_sizes_for_both_widths() -> None:
+    shape = ModelShape(hidden_size=3072, intermediate_size=8256, context_length=None)  # 8256 = 64 * 129
+    with pytest.raises(phi3.ConfigError) as info:
+        resolve_quantization("int4", {"group_size": 128}, shape)
+    assert "hidden size 3072 and intermediate size 8256" in str(info.value)
+    assert "16, 32, 64, -1" in str(info.value) and "128" not in str(info.value).split("work")[1]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(-1, -1), ("32", 32), ("AUTO", 64), (64, 64)])
+def test_group_size_spellings(given: object, expected: int) -> None:
+    assert resolve_quantization("int4", {"group_size": given}, TINY).group_size == expected
+
+
+def test_int8_and_fp16_settings() -> None:
+    assert resolve_quantization("int8", {}, TINY).sym is False
+    assert resolve_quantization("int8", {"sym": "true"}, TINY).sym is True
+    assert resolve_quantization("fp16", {}, TINY).bits is None
+    with pytest.raises(phi3.ConfigError, match="cannot build precision"):
+        resolve_quantization("int2", {}, TINY)
+
+
+def test_ov_config_from_cli_json_string() -> None:
+    assert options.resolve_ov_config({"ov_config": '{"NUM_STREAMS": 2}'}) == {"NUM_STREAMS": 2}
+    assert options.resolve_ov_config({}) == {}
+    with pytest.raises(phi3.ConfigError):
+        options.resolve_ov_config({"ov_config": {"A": [1]}})
+
+
+def test_compile_properties_user_wins(tmp_path: Path) -> None:
+    props = compile_properties({"NUM_STREAMS": "2", "CACHE_DIR": ""}, tmp_path)
+    assert props == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "2", "CACHE_DIR": ""}
+    assert compile_properties({}, tmp_path)["CACHE_DIR"] == str(tmp_path)
+
+
+def test_transformers_mapping_greedy_sampling_and_ignore_eos() -> None:
+    greedy = to_transformers(GenerationConfig(), 10, [2, 7])
+    assert greedy["do_sample"] is False and greedy["top_k"] is None and "suppress_tokens" not in greedy
+    sampled = to_transformers(GenerationConfig(do_sample=True, top_k=0, temperature=0.5, ignore_eos=True), 10, [2, 7])
+    assert sampled["top_k"] == 0 and sampled["temperature"] == 0.5
+    assert sampled["suppress_tokens"] == [2, 7] and sampled["min_new_tokens"] == 10
+
+
+def _decode(ids: list[int]) -> str:
+    """A toy SentencePiece-like decoder: drops the leading space, 9 is half of a 2-token char."""
+    pieces = {1: " hello", 2: " world", 3: "!", 9: "\xc3", 10: "\xa9"}
+    raw = "".join(pieces[i] for i in ids).encode("latin-1")
+    return raw.decode("utf-8", errors="replace").removeprefix(" ")
+
+
+def test_incremental_decoder_keeps_spaces_and_holds_partial_characters() -> None:
+    decoder = IncrementalDecoder(_decode)
+    pieces = [decoder.push([i]) for i in (1, 2, 9, 10, 3)]
+    assert pieces == ["hello", " world", "", "é", "!"]
+    assert "".join(pieces) == _decode([1, 2, 9, 10, 3])
+
+
+def test_incremental_decoder_flushes_an_unfinished_character() -> None:
+    decoder = IncrementalDecoder(_decode)
+    assert decoder.push([1]) == "hello"
+    assert decoder.push([9]) == ""
+    assert decoder.flush() == "\ufffd"
+
+
+def test_stream_stops_the_worker_when_closed() -> None:
+    produced: list[int] = []
+
+    def run(push: object) -> None:
+        for i in range(1000):
+            time.sleep(0.002)  # a token every 2 ms, like a (fast) model
+            produced.append(i)
+            if push([1]):  # type: ignore[operator]
+                return
+
+    busy = threading.Lock()
+    stream = stream_chunks(
+        run, lambda ids: "x" * len(ids), prompt_tokens=3, max_new_tokens=1000, busy=busy, translate=lambda e: e
+    )
+    first = next(stream)
+    assert first.prompt_tokens == 3 and first.token_ids == (1,)
+    stream.close()
+    assert len(produced) < 1000 and not busy.locked()
+
+
+def test_stream_hands_worker_errors_over_as_phi3_errors() -> None:
+    def run(push: object) -> None:
+        raise RuntimeError("Exception from src/core.cpp:1:\nboom")
+
+    stream = stream_chunks(
+        run,
+        str,
+        prompt_tokens=1,
+        max_new_tokens=4,
+        busy=threading.Lock(),
+        translate=lambda e: phi3.BackendError(f"failed: {e}"),
+    )
+    with pytest.raises(phi3.BackendError, match="boom"):
+        list(stream)
+
+
+def test_probe_is_cheap_and_imports_no_vendor_module() -> None:
+    code = (
+        "import sys, phi3\n"
+        "info = [b for b in phi3.backends() if b.name == 'openvino'][0].info\n"
+        "print(info.status.value, ','.join(d.name for d in info.devices))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('openvino', 'openvino_genai', 'optimum', "
+        "'torch', 'transformers', 'nncf', 'tokenizers', 'numpy')]\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    status, imported = done.stdout.splitlines()
+    assert status == "available CPU"
+    assert imported == "[]"
+
+
+def test_probe_lists_an_intel_gpu_only_with_its_opencl_runtime(tmp_path: Path) -> None:
+    from phi3_openvino.plugin import _probe_devices
+
+    node = tmp_path / "sys" / "class" / "drm" / "renderD128" / "device"
+    node.mkdir(parents=True)
+    (node / "vendor").write_text("0x8086\n")
+    (tmp_path / "dev" / "dri").mkdir(parents=True)
+    (tmp_path / "dev" / "dri" / "renderD128").touch()
+    devices, note = _probe_devices(tmp_path)
+    assert [d.name for d in devices] == ["CPU"] and "OpenCL" in note
+    (tmp_path / "etc" / "OpenCL" / "vendors").mkdir(parents=True)
+    (tmp_path / "etc" / "OpenCL" / "vendors" / "intel.icd").write_text("libigdrcl.so\n")
+    devices, note = _probe_devices(tmp_path)
+    assert [(d.name, d.kind) for d in devices] == [("GPU", "gpu"), ("CPU", "cpu")] and note == ""
+
+
+def test_probe_reports_a_missing_runtime_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phi3_openvino import plugin
+
+    monkeypatch.setattr(plugin, "module_available", lambda name: name not in ("openvino_genai", "optimum"))
+    info = plugin.phi3_backend_info()
+    assert info.status is phi3.BackendStatus.MISSING_DEPENDENCY
+    assert "pip install" in info.detail and info.default_engine is None
+    monkeypatch.setattr(plugin, "module_available", lambda name: name != "openvino_genai")
+    info = plugin.phi3_backend_info()
+    assert info.status is phi3.BackendStatus.AVAILABLE and info.default_engine == "optimum"
