@@ -52,8 +52,19 @@ def test_device_names_resolve_to_what_really_runs(
         assert model.generate(PROMPT, max_new_tokens=2, ignore_eos=True).device == "CPU"
 
 
+@pytest.mark.parametrize(("device", "runs_on"), [("AUTO:GPU,CPU", "CPU"), ("HETERO:CPU", "HETERO:CPU")])
+def test_composite_devices_through_phi3(
+    tiny_phi3: Path, artifacts: dict[str, phi3.Artifact], device: str, runs_on: str
+) -> None:
+    """phi3-core hands names it does not list to phi3_resolve_device; the load reports the real device."""
+    with phi3.load(tiny_phi3, backend="openvino", device=device, precision="int8", engine="genai") as model:
+        assert model.device == runs_on
+    with pytest.raises(phi3.DeviceNotFoundError, match="GPU"):
+        phi3.load(tiny_phi3, backend="openvino", device="HETERO:GPU,CPU", precision="int8")
+
+
 def test_device_lists_resolve_like_openvino() -> None:
-    """AUTO:/HETERO: lists (phi3-core only routes names phi3_devices lists, so checked directly)."""
+    """AUTO:/HETERO: lists resolved by the plugin's own resolver."""
     from phi3_openvino import devices
 
     assert devices.resolve("AUTO:GPU,CPU") == "CPU"

@@ -125,6 +125,17 @@ def phi3_devices() -> Sequence[DeviceInfo]:
 
 
 @hookimpl
+def phi3_resolve_device(name: str) -> DeviceInfo | None:
+    """Composite names (``AUTO:GPU,CPU``, ``HETERO:GPU,CPU``, ``MULTI:...``) checked part by part."""
+    from phi3_openvino.devices import VIRTUAL_PREFIXES, kind_of, resolve
+
+    if name.strip().split(":")[0].upper() not in VIRTUAL_PREFIXES:
+        return None
+    target = resolve(name)  # raises DeviceNotFoundError naming the missing parts
+    return DeviceInfo(name, kind_of(target.partition(":")[2] or target), f"OpenVINO {name} -> {target}")
+
+
+@hookimpl
 def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
     """Export + compress with optimum-intel/NNCF; see :mod:`phi3_openvino.export`."""
     from phi3_openvino.export import quantize
