@@ -44,8 +44,7 @@ def _constraints(*folders: Path) -> list[str]:
 
 def _quiet_env(session: nox.Session) -> None:
     # No hub access here, and none wanted in tests: fail fast instead of retrying the network.
-    session.env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "HF_HUB_DISABLE_TELEMETRY": "1"})
+    session.env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"})
 
 
 def _install_plugin(session: nox.Session, name: str, extras: str = "test") -> None:
@@ -65,8 +64,9 @@ def tests(session: nox.Session, package: str) -> None:
         session.skip(f"{folder.relative_to(ROOT)} does not exist yet")
     _quiet_env(session)
     if package == "core":
-        session.install(*_constraints(CORE), f"{CORE}[testing]",
-                        str(CORE / "tests" / "distributions" / "phi3-reference-backend"))
+        session.install(
+            *_constraints(CORE), f"{CORE}[testing]", str(CORE / "tests" / "distributions" / "phi3-reference-backend")
+        )
     else:
         _install_plugin(session, package)
     session.run(*PYTEST, str(folder / "tests"), *session.posargs)
@@ -102,10 +102,31 @@ def dml_skew(session: nox.Session) -> None:
     old = tmp / "dml-skew-venv"
     session.run(sys.executable, "-m", "venv", "--clear", str(old), external=True)
     python = str(old / ("Scripts" if sys.platform == "win32" else "bin") / "python")
-    session.run(python, "-m", "pip", "install", "--quiet", "-c", str(folder / "ci-constraints-skew.txt"), str(CORE),
-                str(folder), "pytest>=8", external=True)
-    session.run(python, "-m", "pytest", "-ra", str(folder / "tests" / "skew"), "-m", "skew", *session.posargs,
-                env={"PHI3_DML_SKEW_ARTIFACTS": str(artifacts)}, external=True)
+    session.run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "-c",
+        str(folder / "ci-constraints-skew.txt"),
+        str(CORE),
+        str(folder),
+        "pytest>=8",
+        external=True,
+    )
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-ra",
+        str(folder / "tests" / "skew"),
+        "-m",
+        "skew",
+        *session.posargs,
+        env={"PHI3_DML_SKEW_ARTIFACTS": str(artifacts)},
+        external=True,
+    )
 
 
 @nox.session
@@ -142,8 +163,11 @@ def typecheck(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: a streamed chat answer from the built-in smoke model on the best backend here."""
     best = next((name for name in ("npu", "openvino", "dml") if PLUGINS[name].is_dir()), None)
-    session.install(*_constraints(CORE, *([PLUGINS[best]] if best else [])), f"{CORE}[testing]",
-                    *([str(PLUGINS[best])] if best else []))
+    session.install(
+        *_constraints(CORE, *([PLUGINS[best]] if best else [])),
+        f"{CORE}[testing]",
+        *([str(PLUGINS[best])] if best else []),
+    )
     session.env["HF_HUB_OFFLINE"] = "1"
     session.run("phi3", "list-backends")
     session.run("phi3", "generate", "smoke", "Tell me about AI PCs.", "--max-new-tokens", "48", *session.posargs)

@@ -51,8 +51,9 @@ def test_generate_through_each_backend_on_cpu(run_phi3: Any, backend: str) -> No
     info = _listed(run_phi3)[backend]
     if info["status"] == "missing dependency":
         pytest.skip(f"{backend}: {info['detail']}")
-    done = run_phi3("generate", "smoke", "Hi", "-b", backend, "-d", _cpu_device(info), "-n", "6",
-                    "--ignore-eos", "--json")
+    done = run_phi3(
+        "generate", "smoke", "Hi", "-b", backend, "-d", _cpu_device(info), "-n", "6", "--ignore-eos", "--json"
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["backend"] == backend and result["new_tokens"] == 6

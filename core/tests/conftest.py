@@ -38,6 +38,19 @@ def reference_registered() -> Iterator[None]:
 def broken_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """phi3-broken-example pip-installed (a real wheel with entry points) into a --target folder."""
     target = tmp_path_factory.mktemp("broken-plugins")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(DISTRIBUTIONS / "phi3-broken-example")], check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(DISTRIBUTIONS / "phi3-broken-example"),
+        ],
+        check=True,
+        timeout=600,
+    )
     return target

@@ -28,7 +28,11 @@ def test_generate_reports_counts_timing_and_what_ran(tiny_phi3: Path) -> None:
     assert result.finish_reason == "length"
     assert 0 < result.time_to_first_token_s <= result.total_s
     assert (result.backend, result.engine, result.device, result.precision) == (
-        "reference", "transformers", "cpu", "fp32")
+        "reference",
+        "transformers",
+        "cpu",
+        "fp32",
+    )
     assert json.loads(json.dumps(result.as_dict()))["new_tokens"] == 6
 
 
@@ -47,7 +51,7 @@ def test_stop_string_text_is_never_shown(tiny_phi3: Path) -> None:
         stop = full.strip()[4:6]
         stream = model.stream("Hello", max_new_tokens=20, ignore_eos=True, stop=[stop])
         shown = "".join(stream)
-    assert shown == full[:full.index(stop)] == stream.result.text
+    assert shown == full[: full.index(stop)] == stream.result.text
     assert stream.result.finish_reason == "stop"
 
 
@@ -89,8 +93,9 @@ def test_closed_model_refuses_work(tiny_phi3: Path) -> None:
         ({"backend": "reference", "precision": "fp32", "colour": "red"}, phi3.ConfigError, "pause_after_write"),
     ],
 )
-def test_bad_choices_fail_before_any_work(tiny_phi3: Path, phi3_home: Path, kwargs: dict[str, str],
-                                          error: type[Exception], fragment: str) -> None:
+def test_bad_choices_fail_before_any_work(
+    tiny_phi3: Path, phi3_home: Path, kwargs: dict[str, str], error: type[Exception], fragment: str
+) -> None:
     before = sorted(p.name for p in phi3_home.rglob("*"))
     with pytest.raises(error) as info:
         phi3.load(tiny_phi3, **kwargs)

@@ -19,8 +19,12 @@ from phi3.types import ModelSource
 
 def _spec(**changes: object) -> ArtifactSpec:
     values: dict[str, object] = {
-        "backend": "b", "source": ModelSource(Path("/m"), "org/model", "abc"), "precision": "int4",
-        "artifact_format": "f", "options": {"group_size": 128}, "library_versions": {"lib": "1.0"},
+        "backend": "b",
+        "source": ModelSource(Path("/m"), "org/model", "abc"),
+        "precision": "int4",
+        "artifact_format": "f",
+        "options": {"group_size": 128},
+        "library_versions": {"lib": "1.0"},
     }
     values.update(changes)
     return ArtifactSpec(**values)  # type: ignore[arg-type]
@@ -30,9 +34,13 @@ def test_key_covers_every_input_and_is_stable() -> None:
     base = _spec()
     assert base.key == _spec().key
     variants = [
-        _spec(backend="c"), _spec(source=ModelSource(Path("/m"), "org/model", "abd")),
-        _spec(source=ModelSource(Path("/m"), "org/other", "abc")), _spec(precision="int8"),
-        _spec(artifact_format="g"), _spec(options={"group_size": 64}), _spec(library_versions={"lib": "1.1"}),
+        _spec(backend="c"),
+        _spec(source=ModelSource(Path("/m"), "org/model", "abd")),
+        _spec(source=ModelSource(Path("/m"), "org/other", "abc")),
+        _spec(precision="int8"),
+        _spec(artifact_format="g"),
+        _spec(options={"group_size": 64}),
+        _spec(library_versions={"lib": "1.1"}),
     ]
     assert len({base.key, *(v.key for v in variants)}) == len(variants) + 1
     # the local path is not part of the identity: moving a model keeps its artifacts
@@ -82,15 +90,28 @@ def test_prune_removes_corrupt_artifacts_and_old_ones(tmp_path: Path) -> None:
 
 
 def _quantize_cmd(model: Path, pause: float) -> list[str]:
-    return [sys.executable, "-m", "phi3", "quantize", str(model), "-b", "reference", "-p", "fp32",
-            "-O", f"pause_after_write={pause}", "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "phi3",
+        "quantize",
+        str(model),
+        "-b",
+        "reference",
+        "-p",
+        "fp32",
+        "-O",
+        f"pause_after_write={pause}",
+        "--json",
+    ]
 
 
 def test_killed_quantization_leaves_nothing_a_later_load_trusts(tiny_phi3: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "PHI3_HOME": str(home)}
-    proc = subprocess.Popen(_quantize_cmd(tiny_phi3, 120), env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _quantize_cmd(tiny_phi3, 120), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     written: list[Path] = []
     while time.monotonic() < deadline and not written:
@@ -117,8 +138,17 @@ def test_killed_quantization_leaves_nothing_a_later_load_trusts(tiny_phi3: Path,
 
 def test_concurrent_quantizations_of_one_key_build_once(tiny_phi3: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PHI3_HOME": str(tmp_path / "home")}
-    procs = [subprocess.Popen(_quantize_cmd(tiny_phi3, 2), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _quantize_cmd(tiny_phi3, 2),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     results = [json.loads(out) for out, _ in outputs]

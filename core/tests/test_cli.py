@@ -58,8 +58,9 @@ def test_generate_streams_and_reports(run_phi3: Any, tiny_phi3: Path, tmp_path: 
 
 
 def test_generate_json(run_phi3: Any, tiny_phi3: Path) -> None:
-    done = run_phi3("generate", str(tiny_phi3), "Hello", "-b", "reference", "-p", "fp32", "-n", "4",
-                    "--ignore-eos", "--json")
+    done = run_phi3(
+        "generate", str(tiny_phi3), "Hello", "-b", "reference", "-p", "fp32", "-n", "4", "--ignore-eos", "--json"
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["new_tokens"] == 4 and data["backend"] == "reference" and data["device"] == "cpu"
@@ -67,18 +68,55 @@ def test_generate_json(run_phi3: Any, tiny_phi3: Path) -> None:
 
 
 def test_generate_reads_stdin_and_raw_mode(run_phi3: Any, tiny_phi3: Path) -> None:
-    done = run_phi3("generate", str(tiny_phi3), "-", "--raw", "-b", "reference", "-p", "fp32", "-n", "3",
-                    "--ignore-eos", "--json", input="Hello")
+    done = run_phi3(
+        "generate",
+        str(tiny_phi3),
+        "-",
+        "--raw",
+        "-b",
+        "reference",
+        "-p",
+        "fp32",
+        "-n",
+        "3",
+        "--ignore-eos",
+        "--json",
+        input="Hello",
+    )
     raw = json.loads(done.stdout)
-    templated = json.loads(run_phi3("generate", str(tiny_phi3), "-", "-b", "reference", "-p", "fp32", "-n", "3",
-                                    "--ignore-eos", "--json", input="Hello").stdout)
+    templated = json.loads(
+        run_phi3(
+            "generate",
+            str(tiny_phi3),
+            "-",
+            "-b",
+            "reference",
+            "-p",
+            "fp32",
+            "-n",
+            "3",
+            "--ignore-eos",
+            "--json",
+            input="Hello",
+        ).stdout
+    )
     assert raw["new_tokens"] == 3
     assert raw["prompt_tokens"] < templated["prompt_tokens"]  # no <|user|> ... <|assistant|> around it
 
 
 def test_chat_over_a_pipe_keeps_history(run_phi3: Any, tiny_phi3: Path) -> None:
-    done = run_phi3("chat", str(tiny_phi3), "-b", "reference", "-p", "fp32", "-n", "3", "--ignore-eos",
-                    input="first question\nsecond question\n/exit\nnever sent\n")
+    done = run_phi3(
+        "chat",
+        str(tiny_phi3),
+        "-b",
+        "reference",
+        "-p",
+        "fp32",
+        "-n",
+        "3",
+        "--ignore-eos",
+        input="first question\nsecond question\n/exit\nnever sent\n",
+    )
     assert done.returncode == 0, done.stderr
     prompts = [int(line.split("]")[1].split()[0]) for line in done.stderr.splitlines() if "prompt +" in line]
     assert len(prompts) == 2

@@ -17,8 +17,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in vendor)))
 
 
 def _imported(setup: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", CHECK.format(setup=setup)], capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK.format(setup=setup)], capture_output=True, text=True, timeout=120, check=True
+    )
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
 

@@ -38,8 +38,9 @@ def test_broken_third_party_plugins_are_listed_with_their_errors(broken_plugins_
     assert table.returncode == 0 and "import_fails: import failed: ModuleNotFoundError" in table.stdout
 
 
-def test_a_raw_exception_in_a_hook_is_one_line_naming_the_backend(broken_plugins_path: Path, run_phi3: Any,
-                                                                 tiny_phi3: Path) -> None:
+def test_a_raw_exception_in_a_hook_is_one_line_naming_the_backend(
+    broken_plugins_path: Path, run_phi3: Any, tiny_phi3: Path
+) -> None:
     done = _run_with(broken_plugins_path, run_phi3, "generate", str(tiny_phi3), "hi", "-b", "load_raises")
     assert done.returncode == 1
     assert "Error: backend 'load_raises' failed in phi3_load: ZeroDivisionError" in done.stderr
@@ -57,8 +58,9 @@ def test_using_a_broken_backend_is_a_clear_error(broken_plugins_path: Path, run_
 def test_allow_and_block_lists(broken_plugins_path: Path, run_phi3: Any) -> None:
     only = _run_with(broken_plugins_path, run_phi3, "list-backends", "--json", PHI3_LOAD_PLUGINS="load_raises")
     assert [b["name"] for b in json.loads(only.stdout)["backends"]] == ["load_raises"]
-    blocked = _run_with(broken_plugins_path, run_phi3, "list-backends", "--json",
-                        PHI3_DISABLE_PLUGINS="import_fails,probe_raises")
+    blocked = _run_with(
+        broken_plugins_path, run_phi3, "list-backends", "--json", PHI3_DISABLE_PLUGINS="import_fails,probe_raises"
+    )
     data = json.loads(blocked.stdout)
     assert not {"import_fails", "probe_raises"} & {b["name"] for b in data["backends"]}
     assert sorted(data["disabled"]) == ["import_fails", "probe_raises"]
@@ -69,15 +71,23 @@ def test_allow_and_block_lists(broken_plugins_path: Path, run_phi3: Any) -> None
 class _NpuOnly:
     """A plugin object (not a vendor stand-in) used to check auto-selection ranking."""
 
-    def __init__(self, name: str, devices: tuple[DeviceInfo, ...], status: BackendStatus,
-                 overrides: tuple[DeviceInfo, ...] = ()) -> None:
+    def __init__(
+        self, name: str, devices: tuple[DeviceInfo, ...], status: BackendStatus, overrides: tuple[DeviceInfo, ...] = ()
+    ) -> None:
         self.name, self.devices, self.status, self.overrides = name, devices, status, overrides
 
     @hookimpl
     def phi3_backend_info(self) -> BackendInfo:
-        return BackendInfo(self.name, "ranking test", (EngineInfo("e", artifact_format="x"),), self.devices,
-                           ("fp32",), self.status, detail="no NPU device (needs an Intel Core Ultra)",
-                           override_devices=self.overrides)
+        return BackendInfo(
+            self.name,
+            "ranking test",
+            (EngineInfo("e", artifact_format="x"),),
+            self.devices,
+            ("fp32",),
+            self.status,
+            detail="no NPU device (needs an Intel Core Ultra)",
+            override_devices=self.overrides,
+        )
 
     @hookimpl
     def phi3_quantize(self, request: Any, output_dir: Path, progress: Any) -> dict[str, Any]:
@@ -100,10 +110,10 @@ def test_auto_ranks_npu_over_gpu_over_cpu_and_skips_unavailable() -> None:
     from phi3.selection import select
 
     registry = plugins.get_registry()
-    registry.register(_NpuOnly("gpu_one", (DeviceInfo("GPU.0", "gpu"), DeviceInfo("CPU", "cpu")),
-                               BackendStatus.AVAILABLE), "gpu_one")
-    registry.register(_NpuOnly("npu_absent", (), BackendStatus.NO_DEVICE, (DeviceInfo("CPU", "cpu"),)),
-                      "npu_absent")
+    registry.register(
+        _NpuOnly("gpu_one", (DeviceInfo("GPU.0", "gpu"), DeviceInfo("CPU", "cpu")), BackendStatus.AVAILABLE), "gpu_one"
+    )
+    registry.register(_NpuOnly("npu_absent", (), BackendStatus.NO_DEVICE, (DeviceInfo("CPU", "cpu"),)), "npu_absent")
     chosen = select(registry, "auto", "auto", "fp32", None)
     assert (chosen.backend, chosen.device) == ("gpu_one", "GPU.0")
     assert "also usable: reference (cpu)" in chosen.reason and "npu_absent" in chosen.reason
@@ -116,8 +126,7 @@ def test_no_silent_fallback_but_an_explicit_override_works() -> None:
     from phi3.selection import select
 
     registry = plugins.get_registry()
-    registry.register(_NpuOnly("npu_absent", (), BackendStatus.NO_DEVICE, (DeviceInfo("CPU", "cpu"),)),
-                      "npu_absent")
+    registry.register(_NpuOnly("npu_absent", (), BackendStatus.NO_DEVICE, (DeviceInfo("CPU", "cpu"),)), "npu_absent")
     with pytest.raises(phi3.BackendUnavailableError) as info:
         select(registry, "npu_absent", "auto", "fp32", None)
     assert "no NPU device" in str(info.value) and "--device CPU" in str(info.value)

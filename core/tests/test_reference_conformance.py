@@ -18,6 +18,7 @@ class TestReferenceBackend(BackendConformanceSuite):
 
 def test_overriding_a_standard_test_needs_a_reason() -> None:
     with pytest.raises(TypeError, match="override"):
+
         class Sneaky(BackendConformanceSuite):
             backend = "reference"
 

@@ -35,9 +35,17 @@ def _check_text(name: str, value: object) -> str:
     return value
 
 
-def _prepare(model: str | os.PathLike[str], backend: str, device: str | None, precision: str | None, engine: str | None,
-             revision: str | None, options: Mapping[str, Any], registry: PluginRegistry,
-             cache: ArtifactCache) -> tuple[Selection, dict[str, Any], dict[str, Any], Artifact | None, str]:
+def _prepare(
+    model: str | os.PathLike[str],
+    backend: str,
+    device: str | None,
+    precision: str | None,
+    engine: str | None,
+    revision: str | None,
+    options: Mapping[str, Any],
+    registry: PluginRegistry,
+    cache: ArtifactCache,
+) -> tuple[Selection, dict[str, Any], dict[str, Any], Artifact | None, str]:
     """Resolve everything cheap; return the selection, split options and a prebuilt artifact, if any."""
     model_path = Path(os.fspath(model)).expanduser()
     prebuilt: Artifact | None = None
@@ -46,8 +54,10 @@ def _prepare(model: str | os.PathLike[str], backend: str, device: str | None, pr
         if backend == "auto":
             backend = prebuilt.backend
         elif backend != prebuilt.backend:
-            raise ConfigError(f"{model_path} is an artifact of backend {prebuilt.backend!r}, not {backend!r}",
-                              hint=f"pass --backend {prebuilt.backend} or the original model instead")
+            raise ConfigError(
+                f"{model_path} is an artifact of backend {prebuilt.backend!r}, not {backend!r}",
+                hint=f"pass --backend {prebuilt.backend} or the original model instead",
+            )
         if precision is not None and precision != prebuilt.precision:
             raise ConfigError(f"{model_path} is a {prebuilt.precision} artifact, not {precision}")
         precision = prebuilt.precision
@@ -58,15 +68,25 @@ def _prepare(model: str | os.PathLike[str], backend: str, device: str | None, pr
         _check_text("device", device)
     selection = select(registry, backend, device, precision, engine)
     if prebuilt is not None and prebuilt.artifact_format != selection.engine.artifact_format:
-        raise ConfigError(f"{model_path} holds a {prebuilt.artifact_format!r} artifact; engine "
-                          f"{selection.engine.name!r} needs {selection.engine.artifact_format!r}")
+        raise ConfigError(
+            f"{model_path} holds a {prebuilt.artifact_format!r} artifact; engine "
+            f"{selection.engine.name!r} needs {selection.engine.artifact_format!r}"
+        )
     artifact_opts, load_opts = split_options(selection.info, options)
     return selection, artifact_opts, load_opts, prebuilt, precision
 
 
-def _build_artifact(registry: PluginRegistry, cache: ArtifactCache, selection: Selection, model: str | os.PathLike[str],
-                    revision: str | None, artifact_opts: dict[str, Any], progress: Progress,
-                    output: Path | None, trust_remote_code: bool) -> Artifact:
+def _build_artifact(
+    registry: PluginRegistry,
+    cache: ArtifactCache,
+    selection: Selection,
+    model: str | os.PathLike[str],
+    revision: str | None,
+    artifact_opts: dict[str, Any],
+    progress: Progress,
+    output: Path | None,
+    trust_remote_code: bool,
+) -> Artifact:
     source = resolve_model(model, cache.root, revision)
     spec = ArtifactSpec(
         backend=selection.backend,
@@ -76,13 +96,17 @@ def _build_artifact(registry: PluginRegistry, cache: ArtifactCache, selection: S
         options=artifact_opts,
         library_versions=selection.info.library_versions,
     )
-    request = QuantizeRequest(source=source, precision=selection.precision, engine=selection.engine.name,
-                              options=artifact_opts, trust_remote_code=trust_remote_code)
+    request = QuantizeRequest(
+        source=source,
+        precision=selection.precision,
+        engine=selection.engine.name,
+        options=artifact_opts,
+        trust_remote_code=trust_remote_code,
+    )
 
     def build(folder: Path) -> Mapping[str, Any]:
         progress(f"quantizing {source.model_id} to {selection.precision} for {selection.backend}")
-        extra = registry.call(selection.backend, "phi3_quantize", request=request, output_dir=folder,
-                              progress=progress)
+        extra = registry.call(selection.backend, "phi3_quantize", request=request, output_dir=folder, progress=progress)
         if extra is not None and not isinstance(extra, Mapping):
             raise PluginError(f"backend {selection.backend!r} returned {type(extra).__name__} from phi3_quantize")
         return {"engine": selection.engine.name, **(extra or {})}
@@ -119,19 +143,27 @@ def load(
     cache = ArtifactCache()
     progress = progress or _quiet_progress
     selection, artifact_opts, load_opts, artifact, _ = _prepare(
-        model, backend, device, precision, engine, revision, backend_options, registry, cache)
+        model, backend, device, precision, engine, revision, backend_options, registry, cache
+    )
     if selection.reason:
         log.info("%s", selection.reason)
     if artifact is None:
-        artifact = _build_artifact(registry, cache, selection, model, revision, artifact_opts, progress, None,
-                                   trust_remote_code)
+        artifact = _build_artifact(
+            registry, cache, selection, model, revision, artifact_opts, progress, None, trust_remote_code
+        )
     progress(f"loading on {selection.backend}/{selection.engine.name} ({selection.device})")
-    request = LoadRequest(artifact=artifact, engine=selection.engine.name, device=selection.device,
-                          options=load_opts, cache_dir=cache.compiled_dir(selection.backend))
+    request = LoadRequest(
+        artifact=artifact,
+        engine=selection.engine.name,
+        device=selection.device,
+        options=load_opts,
+        cache_dir=cache.compiled_dir(selection.backend),
+    )
     session = registry.call(selection.backend, "phi3_load", request=request)
     if not isinstance(session, SessionHandle):
-        raise PluginError(f"backend {selection.backend!r} returned {type(session).__name__} from phi3_load, "
-                          "not phi3.SessionHandle")
+        raise PluginError(
+            f"backend {selection.backend!r} returned {type(session).__name__} from phi3_load, not phi3.SessionHandle"
+        )
     return Model(registry, session, artifact, selection)
 
 
@@ -155,12 +187,14 @@ def quantize(
     registry = get_registry()
     cache = ArtifactCache()
     selection, artifact_opts, _, prebuilt, _ = _prepare(
-        model, backend, None, precision, engine, revision, backend_options, registry, cache)
+        model, backend, None, precision, engine, revision, backend_options, registry, cache
+    )
     if prebuilt is not None:
         raise ConfigError(f"{model} is already a quantized artifact")
     out = Path(os.fspath(output)) if output is not None else None
-    return _build_artifact(registry, cache, selection, model, revision, artifact_opts, progress or _quiet_progress,
-                           out, trust_remote_code)
+    return _build_artifact(
+        registry, cache, selection, model, revision, artifact_opts, progress or _quiet_progress, out, trust_remote_code
+    )
 
 
 __all__ = ["load", "quantize"]

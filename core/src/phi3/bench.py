@@ -189,8 +189,14 @@ def plan_targets(
             missing.append(Unavailable(name, None, None, f"{entry.status.value}: {entry.detail}"))
             continue
         if entry.status is BackendStatus.NO_DEVICE and not explicit_device:
-            missing.append(Unavailable(name, None, None, f"no device: {entry.detail}".rstrip(": ")
-                                       + " (pass --device to use an override device)"))
+            missing.append(
+                Unavailable(
+                    name,
+                    None,
+                    None,
+                    f"no device: {entry.detail}".rstrip(": ") + " (pass --device to use an override device)",
+                )
+            )
             continue
         wanted: list[str] = []
         if not engine_names:
@@ -213,8 +219,9 @@ def plan_targets(
                     matched.add(spec)
             if not wanted:
                 have = ", ".join(e.name for e in info.engines)
-                missing.append(Unavailable(name, None, None,
-                                           f"has none of the engines {', '.join(engine_names)} (it has: {have})"))
+                missing.append(
+                    Unavailable(name, None, None, f"has none of the engines {', '.join(engine_names)} (it has: {have})")
+                )
                 continue
         for engine in dict.fromkeys(wanted):
             engine_info = info.engine(engine)
@@ -330,8 +337,13 @@ def run_child(
         try:
             done = subprocess.run(
                 [*command, str(spec_path), str(out_path)],
-                capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None, cwd=str(cwd) if cwd is not None else scratch,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=str(cwd) if cwd is not None else scratch,
             )
         except subprocess.TimeoutExpired:
             raise BenchChildError(f"timed out after {timeout:.0f} s") from None
@@ -518,14 +530,17 @@ def run_benchmark(
                 warm = warm_dirs[id(result)]
                 warm.mkdir()
                 try:
-                    run_child(command, _spec(settings, result.target, "warm", prompt=prompt,
-                                             compiled_dir=str(warm), new_tokens=2), env=env)
+                    run_child(
+                        command,
+                        _spec(settings, result.target, "warm", prompt=prompt, compiled_dir=str(warm), new_tokens=2),
+                        env=env,
+                    )
                 except BenchChildError as exc:
                     result.error = f"warm-up failed: {exc.message}"
             done += 1
         # 3. measured rounds, interleaved, each round starting one target later
         for round_index in range(settings.runs):
-            order = results[round_index % len(results):] + results[: round_index % len(results)]
+            order = results[round_index % len(results) :] + results[: round_index % len(results)]
             for result in order:
                 label = f"run {round_index + 1}/{settings.runs}: {result.target.label}"
                 if result.error is not None or prompt is None:
@@ -539,29 +554,44 @@ def run_benchmark(
                         cold_dir = scratch_root / f"cold-{round_index}-{results.index(result)}"
                         cold_dir.mkdir()
                         try:
-                            cold = run_child(command, _spec(settings, result.target, "cold", prompt=prompt,
-                                                            compiled_dir=str(cold_dir)), env=env)
+                            cold = run_child(
+                                command,
+                                _spec(settings, result.target, "cold", prompt=prompt, compiled_dir=str(cold_dir)),
+                                env=env,
+                            )
                         finally:
                             shutil.rmtree(cold_dir, ignore_errors=True)
                         run["cold_load_s"] = cold["load_s"]
                         run["cold_peak_rss_bytes"] = cold.get("peak_rss_bytes")
                         done += 1
                     report(f"{label} (warm load + generate)", done, total)
-                    warm_run = run_child(command, _spec(settings, result.target, "warm", prompt=prompt,
-                                                        compiled_dir=str(warm_dirs[id(result)])), env=env)
+                    warm_run = run_child(
+                        command,
+                        _spec(settings, result.target, "warm", prompt=prompt, compiled_dir=str(warm_dirs[id(result)])),
+                        env=env,
+                    )
                     done += 1
                 except BenchChildError as exc:
                     result.error = f"round {round_index + 1} failed: {exc.message}"
                     done = min(total, done + per_round)
                     continue
                 run["warm_load_s"] = warm_run["load_s"]
-                for key in ("ttft_s", "decode_tokens_per_s", "e2e_tokens_per_s", "total_s", "new_tokens",
-                            "prompt_tokens", "peak_rss_bytes"):
+                for key in (
+                    "ttft_s",
+                    "decode_tokens_per_s",
+                    "e2e_tokens_per_s",
+                    "total_s",
+                    "new_tokens",
+                    "prompt_tokens",
+                    "peak_rss_bytes",
+                ):
                     run[key] = warm_run.get(key)
                 result.device_used = warm_run.get("device") or result.device_used
                 if run["new_tokens"] != settings.new_tokens:
-                    result.error = (f"decoded {run['new_tokens']} tokens instead of {settings.new_tokens}: "
-                                    "the backend does not honour ignore_eos")
+                    result.error = (
+                        f"decoded {run['new_tokens']} tokens instead of {settings.new_tokens}: "
+                        "the backend does not honour ignore_eos"
+                    )
                     continue
                 result.runs.append(run)
         report("done", total, total)
@@ -577,8 +607,9 @@ def build_report(
     prompt: str | None,
 ) -> dict[str, Any]:
     """The JSON document ``phi3 bench --json`` prints."""
-    failed = [Unavailable(r.target.backend, r.target.engine, r.target.device, r.error)
-              for r in results if r.error is not None]
+    failed = [
+        Unavailable(r.target.backend, r.target.engine, r.target.device, r.error) for r in results if r.error is not None
+    ]
     return {
         "phi3_version": __version__,
         "settings": {**dataclasses.asdict(settings), "ignore_eos": True},
@@ -616,8 +647,14 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for item in report["results"]:
         summary = item["summary"]
-        rows.append([f"{item['backend']}/{item['engine']}", str(item["device"]), str(item["precision"]),
-                     *(format_stat(summary.get(key), fmt) for key, _, fmt in COLUMNS)])
+        rows.append(
+            [
+                f"{item['backend']}/{item['engine']}",
+                str(item["device"]),
+                str(item["precision"]),
+                *(format_stat(summary.get(key), fmt) for key, _, fmt in COLUMNS),
+            ]
+        )
     return headers, rows
 
 
@@ -656,8 +693,11 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
         if len(series) > 1:
             ax.legend(fontsize=8)
     s = report["settings"]
-    fig.suptitle(f"phi3 bench {Path(str(s['model'])).name}: {s['prompt_tokens']}-token prompt, "
-                 f"{s['new_tokens']} new tokens, median of {s['runs']} (whiskers: min-max)", fontsize=11)
+    fig.suptitle(
+        f"phi3 bench {Path(str(s['model'])).name}: {s['prompt_tokens']}-token prompt, "
+        f"{s['new_tokens']} new tokens, median of {s['runs']} (whiskers: min-max)",
+        fontsize=11,
+    )
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -722,8 +762,13 @@ def _prepare(spec: Mapping[str, Any]) -> dict[str, Any]:
         artifact = read_artifact(model_path.resolve(), from_cache=True)
         tokenizer_dir = artifact.path
     else:
-        artifact = phi3.quantize(spec["model"], backend=spec["backend"], precision=spec["precision"],
-                                 engine=spec["engine"], revision=spec["revision"])
+        artifact = phi3.quantize(
+            spec["model"],
+            backend=spec["backend"],
+            precision=spec["precision"],
+            engine=spec["engine"],
+            revision=spec["revision"],
+        )
         tokenizer_dir = resolve_model(spec["model"], ArtifactCache().root, spec["revision"]).path
         if not (tokenizer_dir / "tokenizer.json").is_file() and (artifact.path / "tokenizer.json").is_file():
             tokenizer_dir = artifact.path
@@ -731,9 +776,14 @@ def _prepare(spec: Mapping[str, Any]) -> dict[str, Any]:
     info = get_registry().entry(spec["backend"]).info
     size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
     return {
-        "artifact": {"path": str(artifact.path), "key": artifact.key, "format": artifact.artifact_format,
-                     "size_bytes": size, "built_now": not artifact.from_cache,
-                     "quantize_s": None if artifact.from_cache else quantize_s},
+        "artifact": {
+            "path": str(artifact.path),
+            "key": artifact.key,
+            "format": artifact.artifact_format,
+            "size_bytes": size,
+            "built_now": not artifact.from_cache,
+            "quantize_s": None if artifact.from_cache else quantize_s,
+        },
         "precision": artifact.precision,
         "library_versions": dict(info.library_versions) if info else {},
         "prompt": build_prompt(tokenizer_dir, int(spec["prompt_tokens"])),
@@ -746,8 +796,14 @@ def _measure(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     with _compiled_dir_redirected(spec.get("compiled_dir")):
         started = time.perf_counter()
-        model = phi3.load(spec["model"], backend=spec["backend"], device=spec["device"],
-                          precision=spec["precision"], engine=spec["engine"], revision=spec["revision"])
+        model = phi3.load(
+            spec["model"],
+            backend=spec["backend"],
+            device=spec["device"],
+            precision=spec["precision"],
+            engine=spec["engine"],
+            revision=spec["revision"],
+        )
         load_s = time.perf_counter() - started
     out: dict[str, Any] = {"load_s": load_s, "device": model.device, "precision": model.precision}
     try:

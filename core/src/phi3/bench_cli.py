@@ -62,29 +62,72 @@ class _Bar:
 
 @click.command()
 @click.argument("model")
-@click.option("-b", "--backends", default=None, metavar="A,B",
-              help="Backends to compare (default: every installed backend).")
-@click.option("-e", "--engines", default=None, metavar="E,F",
-              help="Engines: names, backend:engine, or all (default: each backend's default engine).")
-@click.option("-d", "--device", "devices", default=None, metavar="D,E",
-              help="Device(s) to run on, tried on every backend (default: auto).")
+@click.option(
+    "-b", "--backends", default=None, metavar="A,B", help="Backends to compare (default: every installed backend)."
+)
+@click.option(
+    "-e",
+    "--engines",
+    default=None,
+    metavar="E,F",
+    help="Engines: names, backend:engine, or all (default: each backend's default engine).",
+)
+@click.option(
+    "-d",
+    "--device",
+    "devices",
+    default=None,
+    metavar="D,E",
+    help="Device(s) to run on, tried on every backend (default: auto).",
+)
 @click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default: each backend's, int4).")
-@click.option("--prompt-tokens", type=int, default=128, show_default=True,
-              help="Exact prompt length, counted with the model's tokenizer.")
-@click.option("--new-tokens", type=int, default=128, show_default=True,
-              help="Tokens decoded per run (end-of-sequence is suppressed).")
+@click.option(
+    "--prompt-tokens",
+    type=int,
+    default=128,
+    show_default=True,
+    help="Exact prompt length, counted with the model's tokenizer.",
+)
+@click.option(
+    "--new-tokens",
+    type=int,
+    default=128,
+    show_default=True,
+    help="Tokens decoded per run (end-of-sequence is suppressed).",
+)
 @click.option("--runs", type=int, default=5, show_default=True, help="Measured runs per target.")
-@click.option("--cold/--no-cold", default=True, show_default=True,
-              help="Also time cold loads (empty compiled-blob cache), one extra process per run.")
+@click.option(
+    "--cold/--no-cold",
+    default=True,
+    show_default=True,
+    help="Also time cold loads (empty compiled-blob cache), one extra process per run.",
+)
 @click.option("--revision", default=None, help="Hugging Face revision of a hub model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.png",
-              help="Also write a bar chart (needs matplotlib).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.png",
+    help="Also write a bar chart (needs matplotlib).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def bench(model: str, backends: str | None, engines: str | None, devices: str | None, precision: str | None,
-          prompt_tokens: int, new_tokens: int, runs: int, cold: bool, revision: str | None, as_json: bool,
-          plot: Path | None, quiet: bool) -> None:
+def bench(
+    model: str,
+    backends: str | None,
+    engines: str | None,
+    devices: str | None,
+    precision: str | None,
+    prompt_tokens: int,
+    new_tokens: int,
+    runs: int,
+    cold: bool,
+    revision: str | None,
+    as_json: bool,
+    plot: Path | None,
+    quiet: bool,
+) -> None:
     """Benchmark MODEL on several backends: load, first token, decode rate, memory.
 
     Every run is a new process: cold load (empty compiled-blob cache), then warm load (cache
@@ -102,15 +145,24 @@ def bench(model: str, backends: str | None, engines: str | None, devices: str | 
         table_rows,
     )
 
-    settings = BenchSettings(model=model, precision=precision, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                             runs=runs, revision=revision, cold=cold)
+    settings = BenchSettings(
+        model=model,
+        precision=precision,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        runs=runs,
+        revision=revision,
+        cold=cold,
+    )
     if plot is not None:
         import_pyplot()  # fail now, not after minutes of measuring
     targets, unavailable = plan_targets(get_registry(), backends, engines, devices)
     if not targets:
         reasons = "; ".join(f"{u.backend}{'/' + u.engine if u.engine else ''}: {u.reason}" for u in unavailable)
-        raise ConfigError(f"no backend can be benchmarked here ({reasons or 'no backend is installed'})",
-                          hint="see phi3 list-backends")
+        raise ConfigError(
+            f"no backend can be benchmarked here ({reasons or 'no backend is installed'})",
+            hint="see phi3 list-backends",
+        )
     bar = _Bar(enabled=not quiet)
     try:
         results, prompt = run_benchmark(settings, targets, progress=bar)
@@ -127,8 +179,10 @@ def bench(model: str, backends: str | None, engines: str | None, devices: str | 
 
         headers, rows = table_rows(report)
         s = report["settings"]
-        click.echo(f"{model}: {s['prompt_tokens']}-token prompt, {s['new_tokens']} new tokens (EOS suppressed), "
-                   f"median (min-max) of {s['runs']} runs, each in a new process")
+        click.echo(
+            f"{model}: {s['prompt_tokens']}-token prompt, {s['new_tokens']} new tokens (EOS suppressed), "
+            f"median (min-max) of {s['runs']} runs, each in a new process"
+        )
         if rows:
             click.echo(_table(headers, rows))
         for item in report["unavailable"]:

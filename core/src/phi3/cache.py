@@ -142,8 +142,9 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
             raise ArtifactError(f"artifact {folder} is missing {rel}", hint=fix)
         actual = path.stat().st_size
         if actual != size:
-            raise ArtifactError(f"artifact file {path} is {actual} bytes, the manifest says {size}: it is corrupt",
-                                hint=fix)
+            raise ArtifactError(
+                f"artifact file {path} is {actual} bytes, the manifest says {size}: it is corrupt", hint=fix
+            )
     return Artifact(
         path=folder,
         backend=str(manifest.get("backend")),
@@ -211,8 +212,7 @@ class ArtifactCache:
         finally:
             lock.release()
 
-    def get_or_build(self, spec: ArtifactSpec, build: Builder,
-                     on_wait: Callable[[], None] | None = None) -> Artifact:
+    def get_or_build(self, spec: ArtifactSpec, build: Builder, on_wait: Callable[[], None] | None = None) -> Artifact:
         """Return the cached artifact for ``spec``, building it (once, atomically) if absent."""
         found = self.lookup(spec)
         if found is not None:
@@ -233,16 +233,18 @@ class ArtifactCache:
         """Build into a user-named folder ``dest`` with the same atomicity (temp sibling + rename)."""
         dest = dest.expanduser().resolve()
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise Phi3Error(f"output path {dest} already exists and is not empty",
-                            hint="choose a new folder or delete this one")
+            raise Phi3Error(
+                f"output path {dest} already exists and is not empty", hint="choose a new folder or delete this one"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             dest.rmdir()
         self._build_atomically(spec, build, dest, tmp_parent=dest.parent)
         return read_artifact(dest, from_cache=False)
 
-    def _build_atomically(self, spec: ArtifactSpec, build: Builder, final: Path,
-                          tmp_parent: Path | None = None) -> None:
+    def _build_atomically(
+        self, spec: ArtifactSpec, build: Builder, final: Path, tmp_parent: Path | None = None
+    ) -> None:
         parent = tmp_parent if tmp_parent is not None else self.tmp_dir
         parent.mkdir(parents=True, exist_ok=True)
         prefix = f"{spec.key}." if tmp_parent is None else f".{final.name}.phi3-tmp."

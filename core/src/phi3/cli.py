@@ -65,8 +65,10 @@ def handle_errors(func: F) -> F:
         except Exception as exc:
             if debug:
                 traceback.print_exc()
-            _fail(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}",
-                  "this is a bug in phi3; run with --debug for the traceback and report it")
+            _fail(
+                f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}",
+                "this is a bug in phi3; run with --debug for the traceback and report it",
+            )
         return None
 
     return wrapper  # type: ignore[return-value]
@@ -91,15 +93,23 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 # -- shared options ----------------------------------------------------------------------------
 
+
 def backend_options(func: F) -> F:
     decorators = [
         click.option("-b", "--backend", default="auto", show_default=True, help="Backend name, or auto."),
-        click.option("-d", "--device", default="auto", show_default=True,
-                     help="Device (e.g. CPU, GPU.0, NPU), or auto."),
+        click.option(
+            "-d", "--device", default="auto", show_default=True, help="Device (e.g. CPU, GPU.0, NPU), or auto."
+        ),
         click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default), int8, fp16."),
         click.option("-e", "--engine", default=None, help="Backend engine (default: the backend's first usable)."),
-        click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
-                     help="Backend option (value parsed as JSON when possible), repeatable."),
+        click.option(
+            "-O",
+            "--option",
+            "options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Backend option (value parsed as JSON when possible), repeatable.",
+        ),
         click.option("--revision", default=None, help="Hugging Face revision of a hub model."),
         click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code."),
     ]
@@ -131,28 +141,48 @@ def _generation_config(**values: Any) -> GenerationConfig:
     return GenerationConfig.from_options(**values)
 
 
-def _load(model: str, backend: str, device: str, precision: str | None, engine: str | None,
-          options: Sequence[str], revision: str | None, trust_remote_code: bool, quiet: bool = False) -> Model:
+def _load(
+    model: str,
+    backend: str,
+    device: str,
+    precision: str | None,
+    engine: str | None,
+    options: Sequence[str],
+    revision: str | None,
+    trust_remote_code: bool,
+    quiet: bool = False,
+) -> Model:
     progress = CliProgress(enabled=not quiet)
     try:
-        loaded = phi3.load(model, backend=backend, device=device, precision=precision, engine=engine,
-                           revision=revision, trust_remote_code=trust_remote_code, progress=progress,
-                           **_parse_options(options))
+        loaded = phi3.load(
+            model,
+            backend=backend,
+            device=device,
+            precision=precision,
+            engine=engine,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+            **_parse_options(options),
+        )
     finally:
         progress.close()
     if not quiet:
         reason = f" ({loaded.selection_reason})" if loaded.selection_reason else ""
         cached = "cached artifact" if loaded.artifact.from_cache else "new artifact"
-        click.echo(f"phi3: {loaded.backend}/{loaded.engine} on {loaded.device}, {loaded.precision}, "
-                   f"{cached}{reason}", err=True)
+        click.echo(
+            f"phi3: {loaded.backend}/{loaded.engine} on {loaded.device}, {loaded.precision}, {cached}{reason}", err=True
+        )
     return loaded
 
 
 def _stats_line(result: GenerationResult) -> str:
-    return (f"[{result.backend}/{result.engine} on {result.device}, {result.precision}] "
-            f"{result.prompt_tokens} prompt + {result.new_tokens} new tokens, "
-            f"first token {result.time_to_first_token_s * 1000:.0f} ms, "
-            f"{result.decode_tokens_per_s:.1f} tokens/s, stop: {result.finish_reason}")
+    return (
+        f"[{result.backend}/{result.engine} on {result.device}, {result.precision}] "
+        f"{result.prompt_tokens} prompt + {result.new_tokens} new tokens, "
+        f"first token {result.time_to_first_token_s * 1000:.0f} ms, "
+        f"{result.decode_tokens_per_s:.1f} tokens/s, stop: {result.finish_reason}"
+    )
 
 
 def _print_stream(stream: TextStream) -> GenerationResult:
@@ -165,9 +195,11 @@ def _print_stream(stream: TextStream) -> GenerationResult:
 
 # -- commands ----------------------------------------------------------------------------------
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="phi3",
-                      message=f"%(prog)s %(version)s (plugin API {PLUGIN_API_VERSION})")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="phi3", message=f"%(prog)s %(version)s (plugin API {PLUGIN_API_VERSION})"
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def cli(debug: bool) -> None:
     """Run Microsoft's Phi-3 family on AI-PC accelerators (NPU, GPU, CPU).
@@ -183,8 +215,9 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     if info is None:
         return [entry.name, entry.status.value, origin, "-", "-", "-"]
     default = info.default_engine
-    engines = ", ".join(f"{e.name}{'*' if e.name == default else ''}{'' if e.available else ' (unusable)'}"
-                        for e in info.engines)
+    engines = ", ".join(
+        f"{e.name}{'*' if e.name == default else ''}{'' if e.available else ' (unusable)'}" for e in info.engines
+    )
     devices = ", ".join(d.name for d in info.devices) or "none"
     if info.override_devices:
         devices += " (override: " + ", ".join(d.name for d in info.override_devices) + ")"
@@ -205,12 +238,17 @@ def list_backends(as_json: bool) -> None:
     registry = get_registry()
     entries = registry.entries()
     if as_json:
-        click.echo(json.dumps({
-            "phi3_version": __version__,
-            "plugin_api_version": PLUGIN_API_VERSION,
-            "backends": [e.as_dict() for e in entries],
-            "disabled": registry.disabled,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "phi3_version": __version__,
+                    "plugin_api_version": PLUGIN_API_VERSION,
+                    "backends": [e.as_dict() for e in entries],
+                    "disabled": registry.disabled,
+                },
+                indent=2,
+            )
+        )
         return
     if not entries:
         click.echo(INSTALL_HINT)
@@ -236,8 +274,13 @@ def devices(backend: str | None, as_json: bool) -> None:
     entries = [registry.entry(backend)] if backend else registry.entries()
     report: list[dict[str, Any]] = []
     for entry in entries:
-        row: dict[str, Any] = {"backend": entry.name, "status": entry.status.value, "detail": entry.detail,
-                               "devices": [], "override_devices": []}
+        row: dict[str, Any] = {
+            "backend": entry.name,
+            "status": entry.status.value,
+            "detail": entry.detail,
+            "devices": [],
+            "override_devices": [],
+        }
         if entry.info is not None and entry.status is not BackendStatus.MISSING_DEPENDENCY:
             found: Sequence[DeviceInfo] = entry.info.devices
             if registry.has_hook(entry.name, "phi3_devices"):
@@ -269,31 +312,58 @@ def devices(backend: str | None, as_json: bool) -> None:
 @click.argument("model")
 @click.option("-b", "--backend", default="auto", show_default=True, help="Backend name, or auto.")
 @click.option("-p", "--precision", default=None, help="Precision, e.g. int4 (default), int8, fp16.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Write the artifact to this new folder instead of phi3's cache.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the artifact to this new folder instead of phi3's cache.",
+)
 @click.option("-e", "--engine", default=None, help="Engine whose artifact format to build.")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, repeatable.")
 @click.option("--revision", default=None, help="Hugging Face revision of a hub model.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifact's manifest as JSON.")
 @handle_errors
-def quantize(model: str, backend: str, precision: str | None, output: Path | None, engine: str | None,
-             options: Sequence[str], revision: str | None, trust_remote_code: bool, as_json: bool) -> None:
+def quantize(
+    model: str,
+    backend: str,
+    precision: str | None,
+    output: Path | None,
+    engine: str | None,
+    options: Sequence[str],
+    revision: str | None,
+    trust_remote_code: bool,
+    as_json: bool,
+) -> None:
     """Quantize MODEL for a backend (into the cache, or -o DIR)."""
     progress = CliProgress()
     try:
-        artifact = phi3.quantize(model, backend=backend, precision=precision, output=output, engine=engine,
-                                 revision=revision, trust_remote_code=trust_remote_code, progress=progress,
-                                 **_parse_options(options))
+        artifact = phi3.quantize(
+            model,
+            backend=backend,
+            precision=precision,
+            output=output,
+            engine=engine,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+            **_parse_options(options),
+        )
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps({"path": str(artifact.path), "from_cache": artifact.from_cache,
-                               "manifest": artifact.manifest}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {"path": str(artifact.path), "from_cache": artifact.from_cache, "manifest": artifact.manifest},
+                indent=2,
+                default=str,
+            )
+        )
         return
     state = "already in the cache" if artifact.from_cache else "built"
     click.echo(f"{artifact.backend} {artifact.precision} artifact {state}: {artifact.path}")
-    click.echo(f"key {artifact.key}; load it with: phi3 generate {artifact.path} \"Hello\"")
+    click.echo(f'key {artifact.key}; load it with: phi3 generate {artifact.path} "Hello"')
 
 
 @cli.command()
@@ -306,22 +376,37 @@ def quantize(model: str, backend: str, precision: str | None, output: Path | Non
 @click.option("--no-stream", is_flag=True, help="Print the answer only when it is complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (implies --no-stream).")
 @handle_errors
-def generate(model: str, prompt: str, backend: str, device: str, precision: str | None, engine: str | None,
-             options: Sequence[str], revision: str | None, trust_remote_code: bool, system: str | None, raw: bool,
-             no_stream: bool, as_json: bool, **generation: Any) -> None:
+def generate(
+    model: str,
+    prompt: str,
+    backend: str,
+    device: str,
+    precision: str | None,
+    engine: str | None,
+    options: Sequence[str],
+    revision: str | None,
+    trust_remote_code: bool,
+    system: str | None,
+    raw: bool,
+    no_stream: bool,
+    as_json: bool,
+    **generation: Any,
+) -> None:
     """Generate an answer to PROMPT ('-' reads it from stdin); streams by default."""
     if prompt == "-":
         prompt = sys.stdin.read()
     config = _generation_config(**generation)
     if raw and system:
         raise ConfigError("--system needs the chat template; drop --raw")
-    with _load(model, backend, device, precision, engine, options, revision, trust_remote_code,
-               quiet=as_json) as loaded:
+    with _load(
+        model, backend, device, precision, engine, options, revision, trust_remote_code, quiet=as_json
+    ) as loaded:
         if raw:
             text_prompt = prompt
         else:
             messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}]
+                {"role": "user", "content": prompt}
+            ]
             text_prompt = loaded.apply_chat_template(messages)
         if as_json:
             click.echo(json.dumps(loaded.generate(text_prompt, config).as_dict(), indent=2, ensure_ascii=False))
@@ -341,8 +426,19 @@ def generate(model: str, prompt: str, backend: str, device: str, precision: str 
 @click.option("--system", default=None, help="System message for the conversation.")
 @click.option("--stats/--no-stats", default=True, help="Print timings after each answer (stderr).")
 @handle_errors
-def chat(model: str, backend: str, device: str, precision: str | None, engine: str | None, options: Sequence[str],
-         revision: str | None, trust_remote_code: bool, system: str | None, stats: bool, **generation: Any) -> None:
+def chat(
+    model: str,
+    backend: str,
+    device: str,
+    precision: str | None,
+    engine: str | None,
+    options: Sequence[str],
+    revision: str | None,
+    trust_remote_code: bool,
+    system: str | None,
+    stats: bool,
+    **generation: Any,
+) -> None:
     """Chat with MODEL; keeps the conversation. Type /reset to forget it, /exit (or Ctrl-D) to quit.
 
     Works with a pipe too: each line of stdin is one user message.
@@ -390,19 +486,35 @@ def cache_list(as_json: bool) -> None:
     rows = []
     for artifact in store.artifacts():
         m = artifact.manifest
-        rows.append({
-            "key": artifact.key, "backend": artifact.backend, "precision": artifact.precision,
-            "format": artifact.artifact_format, "model": m.get("source", {}).get("model_id"),
-            "size_bytes": store.size_of(artifact.path), "created": m.get("created"), "path": str(artifact.path),
-        })
+        rows.append(
+            {
+                "key": artifact.key,
+                "backend": artifact.backend,
+                "precision": artifact.precision,
+                "format": artifact.artifact_format,
+                "model": m.get("source", {}).get("model_id"),
+                "size_bytes": store.size_of(artifact.path),
+                "created": m.get("created"),
+                "path": str(artifact.path),
+            }
+        )
     if as_json:
         click.echo(json.dumps({"root": str(store.root), "artifacts": rows}, indent=2))
         return
     if not rows:
         click.echo(f"No artifacts in {store.root}")
         return
-    table = [[r["key"][:12], r["backend"], r["precision"], r["model"] or "?", f"{r['size_bytes'] / 1e6:.1f} MB",
-              r["created"] or "?"] for r in rows]
+    table = [
+        [
+            r["key"][:12],
+            r["backend"],
+            r["precision"],
+            r["model"] or "?",
+            f"{r['size_bytes'] / 1e6:.1f} MB",
+            r["created"] or "?",
+        ]
+        for r in rows
+    ]
     click.echo(_table(["KEY", "BACKEND", "PRECISION", "MODEL", "SIZE", "CREATED"], table))
     click.echo(f"({store.root})")
 

@@ -119,8 +119,10 @@ class TextStream:
         if finish != "stop" and emitted < len(text):
             yield text[emitted:]
         if len(ids) > config.max_new_tokens:
-            raise BackendError(f"backend {name!r} produced {len(ids)} tokens, over max_new_tokens="
-                               f"{config.max_new_tokens}", hint="this is a backend bug; report it")
+            raise BackendError(
+                f"backend {name!r} produced {len(ids)} tokens, over max_new_tokens={config.max_new_tokens}",
+                hint="this is a backend bug; report it",
+            )
         end = time.perf_counter()
         ttft = (first_at if first_at is not None else end) - start
         decode_s = last_at - first_at if first_at is not None else 0.0
@@ -143,8 +145,9 @@ class TextStream:
 class Model:
     """A Phi-3 model loaded on one backend/engine/device. Create it with :func:`phi3.load`."""
 
-    def __init__(self, registry: PluginRegistry, session: SessionHandle, artifact: Artifact,
-                 selection: Selection) -> None:
+    def __init__(
+        self, registry: PluginRegistry, session: SessionHandle, artifact: Artifact, selection: Selection
+    ) -> None:
         self._registry = registry
         self.session = session
         self.artifact = artifact
@@ -175,21 +178,25 @@ class Model:
         return self.selection.reason
 
     def __repr__(self) -> str:
-        return (f"<phi3.Model {self.artifact.manifest.get('source', {}).get('model_id', '?')} "
-                f"backend={self.backend} engine={self.engine} device={self.device} precision={self.precision}>")
+        return (
+            f"<phi3.Model {self.artifact.manifest.get('source', {}).get('model_id', '?')} "
+            f"backend={self.backend} engine={self.engine} device={self.device} precision={self.precision}>"
+        )
 
     # -- generation ---------------------------------------------------------------------------
 
-    def stream(self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None,
-               **options: Any) -> TextStream:
+    def stream(
+        self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None, **options: Any
+    ) -> TextStream:
         """Generate from a raw (already formatted) prompt, yielding text pieces as they decode."""
         self._check_open()
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
         return TextStream(self, prompt, coerce_config(config, options))
 
-    def generate(self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None,
-                 **options: Any) -> GenerationResult:
+    def generate(
+        self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None, **options: Any
+    ) -> GenerationResult:
         """Generate from a raw prompt and return the whole result."""
         stream = self.stream(prompt, config, **options)
         for _ in stream:
@@ -200,21 +207,29 @@ class Model:
         """Render chat messages with the model's own template (ending with the assistant turn)."""
         self._check_open()
         checked = _check_messages(messages)
-        rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session,
-                                       messages=checked)
+        rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session, messages=checked)
         if not isinstance(rendered, str):
-            raise PluginError(f"backend {self.backend!r} returned {type(rendered).__name__} from "
-                              "phi3_apply_chat_template, not str")
+            raise PluginError(
+                f"backend {self.backend!r} returned {type(rendered).__name__} from phi3_apply_chat_template, not str"
+            )
         return rendered
 
-    def chat_stream(self, messages: Sequence[ChatMessage], config: GenerationConfig | Mapping[str, Any] | None = None,
-                    **options: Any) -> TextStream:
+    def chat_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        config: GenerationConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TextStream:
         """Like :meth:`chat`, streaming."""
         gen_config = coerce_config(config, options)
         return TextStream(self, self.apply_chat_template(messages), gen_config)
 
-    def chat(self, messages: Sequence[ChatMessage], config: GenerationConfig | Mapping[str, Any] | None = None,
-             **options: Any) -> GenerationResult:
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        config: GenerationConfig | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GenerationResult:
         """Answer the last user turn of ``messages`` using the model's chat template."""
         stream = self.chat_stream(messages, config, **options)
         for _ in stream:
@@ -246,8 +261,11 @@ def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     checked = []
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) \
-                or not isinstance(message.get("content"), str):
+        if (
+            not isinstance(message, Mapping)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
             raise ConfigError(f"message {i} must be a mapping with string 'role' and 'content', got {message!r}")
         if message["role"] not in ("system", "user", "assistant"):
             raise ConfigError(f"message {i} has role {message['role']!r}; use system, user or assistant")

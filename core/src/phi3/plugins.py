@@ -111,7 +111,9 @@ class PluginRegistry:
             dist_version = dist.version if dist is not None else None
             if ep.name in self._origins or ep.name in self._broken:
                 self._mark_broken(
-                    ep.name, dist_name, dist_version,
+                    ep.name,
+                    dist_name,
+                    dist_version,
                     f"two installed distributions register a backend named {ep.name!r}; uninstall one",
                 )
                 continue
@@ -120,13 +122,15 @@ class PluginRegistry:
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self._mark_broken(ep.name, dist_name, dist_version, f"import failed: {_one_line(exc)}",
-                                  traceback.format_exc())
+                self._mark_broken(
+                    ep.name, dist_name, dist_version, f"import failed: {_one_line(exc)}", traceback.format_exc()
+                )
                 continue
             self.register(plugin, ep.name, distribution=dist_name, version=dist_version)
 
-    def register(self, plugin: object, name: str, *, distribution: str | None = None,
-                 version: str | None = None) -> None:
+    def register(
+        self, plugin: object, name: str, *, distribution: str | None = None, version: str | None = None
+    ) -> None:
         """Register ``plugin`` (a module or object holding hookimpls) as backend ``name``.
 
         Public so that tests and applications can add a backend without installing a
@@ -137,8 +141,7 @@ class PluginRegistry:
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy.PluginValidationError, ValueError (duplicate) ...
-            self._mark_broken(name, distribution, version, f"invalid plugin: {_one_line(exc)}",
-                              traceback.format_exc())
+            self._mark_broken(name, distribution, version, f"invalid plugin: {_one_line(exc)}", traceback.format_exc())
             return
         problem = self._validate(name)
         if problem:
@@ -157,9 +160,9 @@ class PluginRegistry:
     def _validate(self, name: str) -> str | None:
         plugin = self.pm.get_plugin(name)
         unknown = sorted(
-            attr for attr in dir(plugin)
-            if self.pm.parse_hookimpl_opts(plugin, attr) is not None
-            and getattr(self.pm.hook, attr).spec is None
+            attr
+            for attr in dir(plugin)
+            if self.pm.parse_hookimpl_opts(plugin, attr) is not None and getattr(self.pm.hook, attr).spec is None
         )
         if unknown:
             return f"implements unknown hook(s) {', '.join(unknown)}; check the names in phi3.hookspecs"
@@ -168,8 +171,9 @@ class PluginRegistry:
             return f"does not implement required hook(s) {', '.join(missing)}"
         return None
 
-    def _mark_broken(self, name: str, distribution: str | None, version: str | None, error: str,
-                     tb: str | None = None) -> None:
+    def _mark_broken(
+        self, name: str, distribution: str | None, version: str | None, error: str, tb: str | None = None
+    ) -> None:
         self._broken[name] = BackendEntry(name, distribution, version, None, error, tb)
 
     # -- querying -----------------------------------------------------------------------------
@@ -205,14 +209,23 @@ class PluginRegistry:
             info = self.call(name, "phi3_backend_info")
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, BackendError) and exc.__cause__ else exc
-            return BackendEntry(name, distribution, version, None, f"probe failed: {_one_line(cause)}",
-                                traceback.format_exc())
+            return BackendEntry(
+                name, distribution, version, None, f"probe failed: {_one_line(cause)}", traceback.format_exc()
+            )
         if not isinstance(info, BackendInfo):
-            return BackendEntry(name, distribution, version, None,
-                                f"phi3_backend_info returned {type(info).__name__}, not phi3.BackendInfo")
+            return BackendEntry(
+                name,
+                distribution,
+                version,
+                None,
+                f"phi3_backend_info returned {type(info).__name__}, not phi3.BackendInfo",
+            )
         if info.api_version != hookspecs.PLUGIN_API_VERSION:
             return BackendEntry(
-                name, distribution, version, None,
+                name,
+                distribution,
+                version,
+                None,
                 f"written for plugin API {info.api_version}, but this phi3-core speaks "
                 f"{hookspecs.PLUGIN_API_VERSION}; install matching versions of phi3-core and {distribution or name}",
             )

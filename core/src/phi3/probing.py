@@ -92,8 +92,10 @@ def linux_npus(root: Path = Path("/")) -> list[PciDevice]:
 
 def linux_gpus(root: Path = Path("/")) -> list[PciDevice]:
     """GPUs with a DRM render node (what OpenCL, Level Zero and Vulkan runtimes open)."""
-    return [PciDevice(str(node), _vendor(sys_dir), driver)
-            for node, sys_dir, driver in _device_nodes(root, "dri", "renderD*", "drm")]
+    return [
+        PciDevice(str(node), _vendor(sys_dir), driver)
+        for node, sys_dir, driver in _device_nodes(root, "dri", "renderD*", "drm")
+    ]
 
 
 def is_windows() -> bool:

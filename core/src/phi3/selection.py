@@ -105,8 +105,10 @@ def _resolve_device(registry: PluginRegistry, entry: BackendEntry, info: Backend
         found = registry.call(entry.name, "phi3_resolve_device", name=device)
     if found is None:
         hint = f"devices present: {', '.join(dict.fromkeys(known)) or 'none'}"
-        raise DeviceNotFoundError(f"device {device!r} is not available to backend {entry.name}",
-                                  hint=hint + (f"; {info.detail}" if info.detail else ""))
+        raise DeviceNotFoundError(
+            f"device {device!r} is not available to backend {entry.name}",
+            hint=hint + (f"; {info.detail}" if info.detail else ""),
+        )
     if found in info.override_devices and found not in info.devices:
         return found.name, f"device {found.name} (explicit override: {info.detail or 'not the default device'})"
     return found.name, f"device {found.name} (requested)"
@@ -121,15 +123,15 @@ def _resolve_engine(entry: BackendEntry, info: BackendInfo, engine: str | None) 
         engine = name
     found = info.engine(engine)
     if found is None:
-        raise ConfigError(f"backend {entry.name} has no engine {engine!r}",
-                          hint=f"engines: {', '.join(e.name for e in info.engines)}")
+        raise ConfigError(
+            f"backend {entry.name} has no engine {engine!r}", hint=f"engines: {', '.join(e.name for e in info.engines)}"
+        )
     if not found.available:
         raise BackendUnavailableError(f"engine {engine!r} of backend {entry.name} is not usable here: {found.detail}")
     return found
 
 
-def select(registry: PluginRegistry, backend: str, device: str | None, precision: str,
-           engine: str | None) -> Selection:
+def select(registry: PluginRegistry, backend: str, device: str | None, precision: str, engine: str | None) -> Selection:
     """Validate and resolve the user's backend/device/precision/engine choice.
 
     ``device=None`` skips device resolution: quantizing needs no device (an NPU artifact can be
@@ -143,8 +145,10 @@ def select(registry: PluginRegistry, backend: str, device: str | None, precision
         entry = registry.entry(backend)
     info = entry.info
     if info is None:
-        raise BackendUnavailableError(f"backend {entry.name} is broken: {entry.error}",
-                                      hint=f"reinstall or uninstall {entry.distribution or entry.name}")
+        raise BackendUnavailableError(
+            f"backend {entry.name} is broken: {entry.error}",
+            hint=f"reinstall or uninstall {entry.distribution or entry.name}",
+        )
     if entry.status is BackendStatus.MISSING_DEPENDENCY:
         raise BackendUnavailableError(f"backend {entry.name} is missing a dependency: {info.detail}")
     if precision not in info.precisions:

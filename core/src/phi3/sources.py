@@ -108,8 +108,12 @@ def smoke_source(cache_root: Path) -> ModelSource:
     except ImportError as exc:  # pragma: no cover - the module itself is pure Python
         raise ModelNotFoundError(f"the smoke model needs phi3.testing: {exc}") from None
     try:
-        folder = make_tiny_phi3(cache_root / "models" / SMOKE_FOLDER, hidden_size=SMOKE_HIDDEN,
-                                intermediate_size=SMOKE_INTERMEDIATE, max_position_embeddings=SMOKE_CONTEXT)
+        folder = make_tiny_phi3(
+            cache_root / "models" / SMOKE_FOLDER,
+            hidden_size=SMOKE_HIDDEN,
+            intermediate_size=SMOKE_INTERMEDIATE,
+            max_position_embeddings=SMOKE_CONTEXT,
+        )
     except ImportError as exc:
         raise ModelNotFoundError(
             f"building the smoke model needs torch, transformers and tokenizers ({exc})",
@@ -123,8 +127,10 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
-    local_hint = (f"download it on a connected machine (hf download {repo_id} --local-dir DIR), "
-                  "then pass that local folder instead of the id")
+    local_hint = (
+        f"download it on a connected machine (hf download {repo_id} --local-dir DIR), "
+        "then pass that local folder instead of the id"
+    )
     from phi3.progress import download_progress_bars
 
     try:
@@ -133,11 +139,14 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
     except hf_errors.LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
-        raise ModelNotFoundError(f"{repo_id} is not in the local Hugging Face cache and {why}",
-                                 hint=local_hint) from None
+        raise ModelNotFoundError(
+            f"{repo_id} is not in the local Hugging Face cache and {why}", hint=local_hint
+        ) from None
     except hf_errors.RepositoryNotFoundError:
-        raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face hub (or it is private)",
-                                 hint="check the id, or run `hf auth login` for a private repo") from None
+        raise ModelNotFoundError(
+            f"no model {repo_id!r} on the Hugging Face hub (or it is private)",
+            hint="check the id, or run `hf auth login` for a private repo",
+        ) from None
     except hf_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}") from None
     except hf_errors.GatedRepoError:

@@ -51,8 +51,10 @@ def test_sliding_window_models_lose_only_the_default_cache_slack(windowed_phi3: 
 
 
 def _genai(**decoder_extra: Any) -> dict[str, Any]:
-    return {"model": {"type": "phi3", "context_length": 512, "decoder": {"filename": "model.onnx", **decoder_extra}},
-            "search": {"max_length": 512}}
+    return {
+        "model": {"type": "phi3", "context_length": 512, "decoder": {"filename": "model.onnx", **decoder_extra}},
+        "search": {"max_length": 512},
+    }
 
 
 def test_nonzero_cache_slack_and_new_keys_are_reported_not_dropped() -> None:

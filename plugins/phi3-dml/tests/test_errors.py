@@ -24,15 +24,18 @@ def _quick_refusal(tiny_phi3: Path, error: type[Exception], match: str, **kwargs
     assert time.perf_counter() - start < 2.0, "refused combinations must not start a build"
 
 
-@pytest.mark.parametrize(("precision", "options", "match"), [
-    ("bf16", {}, "bf16 cannot be built for execution_provider=cpu.*no bf16 kernels"),
-    ("fp32", {"execution_provider": "dml"}, "fp32 cannot be built for execution_provider=dml.*invalid"),
-    ("int8", {"execution_provider": "dml"}, "int8 cannot be built for execution_provider=dml"),
-    ("int4", {"execution_provider": "tpu"}, "execution_provider must be one of cpu, dml, cuda"),
-    ("int4", {"block_size": 48}, "block_size must be one of 16, 32, 64, 128, 256"),
-    ("int4", {"accuracy_level": 7}, "accuracy_level must be one of"),
-    ("fp16", {"block_size": 32}, "block_size and accuracy_level apply to int4/int8"),
-])
+@pytest.mark.parametrize(
+    ("precision", "options", "match"),
+    [
+        ("bf16", {}, "bf16 cannot be built for execution_provider=cpu.*no bf16 kernels"),
+        ("fp32", {"execution_provider": "dml"}, "fp32 cannot be built for execution_provider=dml.*invalid"),
+        ("int8", {"execution_provider": "dml"}, "int8 cannot be built for execution_provider=dml"),
+        ("int4", {"execution_provider": "tpu"}, "execution_provider must be one of cpu, dml, cuda"),
+        ("int4", {"block_size": 48}, "block_size must be one of 16, 32, 64, 128, 256"),
+        ("int4", {"accuracy_level": 7}, "accuracy_level must be one of"),
+        ("fp16", {"block_size": 32}, "block_size and accuracy_level apply to int4/int8"),
+    ],
+)
 def test_refused_builds_fail_fast(tiny_phi3: Path, precision: str, options: dict[str, Any], match: str) -> None:
     _quick_refusal(tiny_phi3, phi3.ConfigError, match, precision=precision, **options)
 
@@ -56,8 +59,9 @@ def test_gpu_devices_missing_here_are_device_errors(tiny_phi3: Path, device: str
 
 
 def _request(artifact: Artifact, device: str, **options: Any) -> LoadRequest:
-    return LoadRequest(artifact=artifact, engine="genai", device=device, options=options,
-                       cache_dir=ArtifactCache().compiled_dir("dml"))
+    return LoadRequest(
+        artifact=artifact, engine="genai", device=device, options=options, cache_dir=ArtifactCache().compiled_dir("dml")
+    )
 
 
 def test_dml_requested_on_linux_says_why(load_dml: LoadDml) -> None:
@@ -151,12 +155,13 @@ def test_prompt_longer_than_the_context(load_dml: LoadDml) -> None:
     assert model.generate(PROMPT, max_new_tokens=2, ignore_eos=True).new_tokens == 2
 
 
-def test_missing_builder_dependencies_name_the_extra(tiny_phi3: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_builder_dependencies_name_the_extra(
+    tiny_phi3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(probe, "BUILDER_MODULES", (*probe.BUILDER_MODULES, "no_such_module_for_phi3"))
     source = ModelSource(path=tiny_phi3, model_id=str(tiny_phi3), revision="test")
     request = QuantizeRequest(source=source, precision="int4", engine="genai", options={})
-    with pytest.raises(phi3.BackendUnavailableError, match=r'no_such_module_for_phi3.*phi3-dml\[build\]'):
+    with pytest.raises(phi3.BackendUnavailableError, match=r"no_such_module_for_phi3.*phi3-dml\[build\]"):
         builder.quantize(request, tmp_path, lambda *a, **k: None)
     assert list(tmp_path.iterdir()) == []
 

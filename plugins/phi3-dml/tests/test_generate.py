@@ -30,8 +30,9 @@ def test_ignore_eos_decodes_past_the_eos_a_sampled_run_hits(load_dml: LoadDml) -
 def test_seeds_change_sampling_and_top_k_1_is_greedy(load_dml: LoadDml) -> None:
     model = load_dml("fp32")
     greedy = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
-    runs = {model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, seed=s).token_ids
-            for s in (1, 2, 3)}
+    runs = {
+        model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, seed=s).token_ids for s in (1, 2, 3)
+    }
     assert len(runs) > 1, "different seeds must give different samples"
     top1 = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, do_sample=True, top_k=1, seed=5)
     assert top1.token_ids == greedy.token_ids
@@ -89,10 +90,23 @@ def test_intra_op_threads_load_option(load_dml: LoadDml) -> None:
 
 def test_search_options_are_all_explicit() -> None:
     greedy = search_options(GenerationConfig(max_new_tokens=10), prompt_tokens=5, context_length=512)
-    assert greedy == {"max_length": 15, "min_length": 0, "do_sample": False, "num_beams": 1, "batch_size": 1,
-                      "repetition_penalty": 1.0, "temperature": 1.0, "top_p": 1.0, "top_k": 1}
-    sampled = search_options(GenerationConfig(max_new_tokens=600, do_sample=True, temperature=0.5, top_p=0.9,
-                                              top_k=0, seed=2**31 + 7, ignore_eos=True),
-                             prompt_tokens=5, context_length=512)
+    assert greedy == {
+        "max_length": 15,
+        "min_length": 0,
+        "do_sample": False,
+        "num_beams": 1,
+        "batch_size": 1,
+        "repetition_penalty": 1.0,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 1,
+    }
+    sampled = search_options(
+        GenerationConfig(
+            max_new_tokens=600, do_sample=True, temperature=0.5, top_p=0.9, top_k=0, seed=2**31 + 7, ignore_eos=True
+        ),
+        prompt_tokens=5,
+        context_length=512,
+    )
     assert sampled["max_length"] == sampled["min_length"] == 512
     assert (sampled["top_k"], sampled["top_p"], sampled["temperature"], sampled["random_seed"]) == (0, 0.9, 0.5, 7)

@@ -33,8 +33,11 @@ def test_fp32_graph_is_exact_where_the_tokenizers_disagree(load_dml: LoadDml, ti
     assert list(result.token_ids) == reference_greedy_ids(tiny_phi3, input_ids=ids, max_new_tokens=N)
 
 
-@pytest.mark.xfail(strict=True, reason="onnxruntime-genai's BPE (0.13.1 and 0.18.0) skips merges that join a letter "
-                   "and punctuation, e.g. 'd' + ',' -> 'd,'; tracked so a fixed runtime turns this red")
+@pytest.mark.xfail(
+    strict=True,
+    reason="onnxruntime-genai's BPE (0.13.1 and 0.18.0) skips merges that join a letter "
+    "and punctuation, e.g. 'd' + ',' -> 'd,'; tracked so a fixed runtime turns this red",
+)
 def test_runtime_tokenizer_matches_transformers_on_punctuation(load_dml: LoadDml, tiny_phi3: Path) -> None:
     assert load_dml("fp32").session.native.encode(DIVERGENT) == encode_prompt(tiny_phi3, DIVERGENT)
 

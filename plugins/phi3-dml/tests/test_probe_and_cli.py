@@ -30,8 +30,11 @@ def test_probe_reports_the_cpu_provider_and_why_directml_is_absent() -> None:
 
 def test_probe_without_the_runtime_is_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
     real = probing.installed_versions
-    monkeypatch.setattr(probing, "installed_versions",
-                        lambda *names: {k: v for k, v in real(*names).items() if not k.startswith("onnxruntime-genai")})
+    monkeypatch.setattr(
+        probing,
+        "installed_versions",
+        lambda *names: {k: v for k, v in real(*names).items() if not k.startswith("onnxruntime-genai")},
+    )
     info = plugin.phi3_backend_info()
     assert info.status is BackendStatus.MISSING_DEPENDENCY
     assert "pip install onnxruntime-genai" in info.detail
@@ -85,8 +88,12 @@ def test_dml_devices_and_provider_configuration_with_a_directml_runtime() -> Non
     providers.check_available(providers.parse_device("DML:1"), runtime)
     config = FakeConfig()
     providers.configure(config, providers.parse_device("dml:1"), {"enable_graph_capture": "0"})
-    assert config.calls == [("clear",), ("append", "dml"), ("option", "dml", "device_index", "1"),
-                            ("option", "dml", "enable_graph_capture", "0")]
+    assert config.calls == [
+        ("clear",),
+        ("append", "dml"),
+        ("option", "dml", "device_index", "1"),
+        ("option", "dml", "enable_graph_capture", "0"),
+    ]
     forced_cpu = FakeConfig()
     providers.configure(forced_cpu, providers.parse_device("cpu"), {})
     assert forced_cpu.calls == [("clear",)], "cpu is forced by clearing, never appended (0.13.1 rejects it)"

@@ -62,8 +62,10 @@ def _failure(log: list[str], returncode: int) -> BackendError:
         errors = [line.strip() for line in log if ERROR_LINE.match(line)]
         lines = [line.strip() for line in log if line.strip()]
         reason = (errors or lines or [f"exit code {returncode}"])[-1]
-    error = BackendError(f"the ONNX Runtime GenAI model builder failed: {reason}",
-                         hint="run with --debug to see the builder's full output")
+    error = BackendError(
+        f"the ONNX Runtime GenAI model builder failed: {reason}",
+        hint="run with --debug to see the builder's full output",
+    )
     error.__cause__ = RuntimeError("model builder output:\n" + "".join(log[-200:]))
     return error
 
@@ -71,13 +73,24 @@ def _failure(log: list[str], returncode: int) -> BackendError:
 def _run_builder(spec: dict[str, Any], scratch: Path, layers: int, progress: Progress) -> None:
     spec_path = scratch / "spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TQDM_DISABLE": "1",
+    }
     log: list[str] = []
     proc = subprocess.Popen(
         [sys.executable, "-m", "phi3_dml._build_worker", str(spec_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-        encoding="utf-8", errors="replace", env=env, cwd=scratch,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        cwd=scratch,
     )
     try:
         assert proc.stdout is not None
@@ -102,8 +115,9 @@ def _model_files(folder: Path, genai: Mapping[str, Any]) -> list[str]:
     filename = genai.get("model", {}).get("decoder", {}).get("filename")
     if not isinstance(filename, str) or not (folder / filename).is_file():
         raise ArtifactError(f"the model builder wrote no decoder model in {folder} (genai_config names {filename!r})")
-    data = sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and p.name.startswith(filename) and p.name != filename)
+    data = sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name.startswith(filename) and p.name != filename
+    )
     return [filename, *data]
 
 
@@ -128,8 +142,12 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
         "cache_dir": str(scratch / "cache"),
         "extra_options": extra,
     }
-    progress(f"building {plan.precision} ONNX model for {plan.execution_provider} "
-             f"(onnxruntime-genai builder {builder_version})", 0, layers or None)
+    progress(
+        f"building {plan.precision} ONNX model for {plan.execution_provider} "
+        f"(onnxruntime-genai builder {builder_version})",
+        0,
+        layers or None,
+    )
     try:
         _run_builder(spec, scratch, layers, progress)
     finally:

@@ -38,48 +38,50 @@ from phi3.errors import ArtifactError
 OLDEST_RUNTIME = "0.13.1"
 """The oldest onnxruntime-genai the artifacts are written for (the newest DirectML build on PyPI)."""
 
-KNOWN_GENAI_KEYS = frozenset({
-    "model.bos_token_id",
-    "model.context_length",
-    "model.eos_token_id",
-    "model.pad_token_id",
-    "model.type",
-    "model.vocab_size",
-    "model.decoder.filename",
-    "model.decoder.head_size",
-    "model.decoder.hidden_size",
-    "model.decoder.num_attention_heads",
-    "model.decoder.num_hidden_layers",
-    "model.decoder.num_key_value_heads",
-    "model.decoder.session_options.log_id",
-    "model.decoder.session_options.provider_options",
-    "model.decoder.inputs.input_ids",
-    "model.decoder.inputs.attention_mask",
-    "model.decoder.inputs.position_ids",
-    "model.decoder.inputs.past_key_names",
-    "model.decoder.inputs.past_value_names",
-    "model.decoder.outputs.logits",
-    "model.decoder.outputs.present_key_names",
-    "model.decoder.outputs.present_value_names",
-    "model.decoder.sliding_window.window_size",
-    "model.decoder.sliding_window.slide_key_value_cache",
-    "model.decoder.sliding_window.slide_inputs",
-    "model.decoder.sliding_window.layers",
-    "search.diversity_penalty",
-    "search.do_sample",
-    "search.early_stopping",
-    "search.length_penalty",
-    "search.max_length",
-    "search.min_length",
-    "search.no_repeat_ngram_size",
-    "search.num_beams",
-    "search.num_return_sequences",
-    "search.past_present_share_buffer",
-    "search.repetition_penalty",
-    "search.temperature",
-    "search.top_k",
-    "search.top_p",
-})
+KNOWN_GENAI_KEYS = frozenset(
+    {
+        "model.bos_token_id",
+        "model.context_length",
+        "model.eos_token_id",
+        "model.pad_token_id",
+        "model.type",
+        "model.vocab_size",
+        "model.decoder.filename",
+        "model.decoder.head_size",
+        "model.decoder.hidden_size",
+        "model.decoder.num_attention_heads",
+        "model.decoder.num_hidden_layers",
+        "model.decoder.num_key_value_heads",
+        "model.decoder.session_options.log_id",
+        "model.decoder.session_options.provider_options",
+        "model.decoder.inputs.input_ids",
+        "model.decoder.inputs.attention_mask",
+        "model.decoder.inputs.position_ids",
+        "model.decoder.inputs.past_key_names",
+        "model.decoder.inputs.past_value_names",
+        "model.decoder.outputs.logits",
+        "model.decoder.outputs.present_key_names",
+        "model.decoder.outputs.present_value_names",
+        "model.decoder.sliding_window.window_size",
+        "model.decoder.sliding_window.slide_key_value_cache",
+        "model.decoder.sliding_window.slide_inputs",
+        "model.decoder.sliding_window.layers",
+        "search.diversity_penalty",
+        "search.do_sample",
+        "search.early_stopping",
+        "search.length_penalty",
+        "search.max_length",
+        "search.min_length",
+        "search.no_repeat_ngram_size",
+        "search.num_beams",
+        "search.num_return_sequences",
+        "search.past_present_share_buffer",
+        "search.repetition_penalty",
+        "search.temperature",
+        "search.top_k",
+        "search.top_p",
+    }
+)
 """genai_config.json keys (dotted paths) that onnxruntime-genai 0.13.1 reads: every key builder
 0.18.0 writes for Phi-3 on cpu, dml and cuda, minus the ones it rejects. Leaves below
 ``provider_options`` are free-form provider settings."""
@@ -87,8 +89,9 @@ KNOWN_GENAI_KEYS = frozenset({
 FREE_FORM_STRING_PARENTS = ("model.decoder.session_options",)
 """Sections whose unknown string values every runtime passes through as ORT config entries."""
 
-KNOWN_TOKENIZER_CLASSES = frozenset({"LlamaTokenizer", "LlamaTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast",
-                                     "PreTrainedTokenizerFast"})
+KNOWN_TOKENIZER_CLASSES = frozenset(
+    {"LlamaTokenizer", "LlamaTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast", "PreTrainedTokenizerFast"}
+)
 """tokenizer_class values onnxruntime-genai 0.13.1 loads (checked: the Llama and GPT-2 classes and
 PreTrainedTokenizerFast; transformers 5's ``TokenizersBackend`` is refused)."""
 
@@ -169,9 +172,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def downlevel_tokenizer_config(config: dict[str, Any], source_config: Mapping[str, Any] | None,
-                               tokenizer_json: Mapping[str, Any] | None,
-                               chat_template: str | None) -> tuple[list[str], list[str]]:
+def downlevel_tokenizer_config(
+    config: dict[str, Any],
+    source_config: Mapping[str, Any] | None,
+    tokenizer_json: Mapping[str, Any] | None,
+    chat_template: str | None,
+) -> tuple[list[str], list[str]]:
     """Edit ``config`` (the artifact's tokenizer_config.json) in place; return (changes, problems)."""
     changes: list[str] = []
     problems: list[str] = []
@@ -224,7 +230,8 @@ def downlevel_artifact(folder: Path, source: Path, builder_version: str) -> Comp
             template_file = source / "chat_template.jinja"
         template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
         tok_changes, tok_problems = downlevel_tokenizer_config(
-            tok, _read_json(source / "tokenizer_config.json"), _read_json(folder / "tokenizer.json"), template)
+            tok, _read_json(source / "tokenizer_config.json"), _read_json(folder / "tokenizer.json"), template
+        )
         if tok_changes:
             _write_json(tok_path, tok)
         changes += tok_changes

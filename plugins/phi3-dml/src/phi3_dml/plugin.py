@@ -38,8 +38,10 @@ def _detail(installation: probe.Installation, devices: list[DeviceInfo]) -> str:
     if installation.gpu_provider != "dml" or not probing.is_windows():
         parts.append(f"DirectML absent: {probe.DML_REQUIREMENTS}")
     if installation.conflict:
-        parts.append(f"several onnxruntime-genai builds are installed ({', '.join(installation.runtimes)}); "
-                     "they overwrite one another, keep one")
+        parts.append(
+            f"several onnxruntime-genai builds are installed ({', '.join(installation.runtimes)}); "
+            "they overwrite one another, keep one"
+        )
     if not installation.builder_ready:
         parts.append('quantizing needs pip install "phi3-dml[build]"')
     return "; ".join(parts)
@@ -53,19 +55,32 @@ def phi3_backend_info() -> BackendInfo:
         package = probe.DIRECTML_PACKAGE if probing.is_windows() else probe.CPU_PACKAGE
         detail = f"onnxruntime-genai is not installed: pip install {package}"
         return BackendInfo(
-            name=BACKEND_NAME, description=DESCRIPTION,
-            engines=(EngineInfo(ENGINE_NAME, "model builder + og.Generator", available=False, detail=detail,
-                                artifact_format=ARTIFACT_FORMAT),),
-            devices=(), precisions=targets.PRECISIONS, status=BackendStatus.MISSING_DEPENDENCY, detail=detail,
-            library_versions=installation.library_versions, artifact_options=targets.ARTIFACT_OPTIONS,
+            name=BACKEND_NAME,
+            description=DESCRIPTION,
+            engines=(
+                EngineInfo(
+                    ENGINE_NAME,
+                    "model builder + og.Generator",
+                    available=False,
+                    detail=detail,
+                    artifact_format=ARTIFACT_FORMAT,
+                ),
+            ),
+            devices=(),
+            precisions=targets.PRECISIONS,
+            status=BackendStatus.MISSING_DEPENDENCY,
+            detail=detail,
+            library_versions=installation.library_versions,
+            artifact_options=targets.ARTIFACT_OPTIONS,
             api_version=PLUGIN_API_VERSION,
         )
     devices = providers.cheap_devices(installation)
     return BackendInfo(
         name=BACKEND_NAME,
         description=DESCRIPTION,
-        engines=(EngineInfo(ENGINE_NAME, "ONNX Runtime GenAI model builder + og.Generator",
-                            artifact_format=ARTIFACT_FORMAT),),
+        engines=(
+            EngineInfo(ENGINE_NAME, "ONNX Runtime GenAI model builder + og.Generator", artifact_format=ARTIFACT_FORMAT),
+        ),
         devices=tuple(devices),
         precisions=targets.PRECISIONS,
         status=BackendStatus.AVAILABLE,

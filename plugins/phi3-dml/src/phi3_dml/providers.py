@@ -50,8 +50,9 @@ def parse_device(name: str) -> Device:
     """``"dml:1"`` -> Device("dml", 1). Case-insensitive; ``cpu:N`` is refused (there is one CPU)."""
     match = DEVICE_PATTERN.match(name.strip().lower())
     if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
-        raise DeviceNotFoundError(f"device {name!r} is not a dml backend device",
-                                  hint="use cpu, dml, dml:N, cuda or cuda:N")
+        raise DeviceNotFoundError(
+            f"device {name!r} is not a dml backend device", hint="use cpu, dml, dml:N, cuda or cuda:N"
+        )
     index = match.group(2)
     return Device(match.group(1), int(index) if index is not None else None)
 
@@ -121,8 +122,7 @@ def check_available(device: Device, og: ModuleType) -> None:
         build = "DirectML" if device.provider == "dml" else "CUDA"
         raise DeviceNotFoundError(
             f"device {device.name!r}: the installed onnxruntime-genai {og.__version__} is not built with {build}",
-            hint=f"{why_missing(device.provider)}; devices here: "
-                 + ", ".join(d.name for d in runtime_devices(og)),
+            hint=f"{why_missing(device.provider)}; devices here: " + ", ".join(d.name for d in runtime_devices(og)),
         )
 
 
@@ -136,8 +136,10 @@ def check_artifact_target(device: Device, built_for: str | None, precision: str)
     """
     if device.provider == "cpu":
         if precision == "bf16":
-            raise ConfigError("a bf16 artifact cannot run on the CPU provider (no bf16 kernels)",
-                              hint="load it on cuda, or quantize to fp16/fp32/int4 for cpu")
+            raise ConfigError(
+                "a bf16 artifact cannot run on the CPU provider (no bf16 kernels)",
+                hint="load it on cuda, or quantize to fp16/fp32/int4 for cpu",
+            )
         return
     if built_for is not None and built_for != device.provider:
         raise ConfigError(
@@ -152,8 +154,10 @@ def configure(config: Any, device: Device, provider_options: Mapping[str, str]) 
     config.clear_providers()
     if device.provider == "cpu":
         if provider_options:
-            raise ConfigError("provider_options apply to dml and cuda devices, not to cpu",
-                              hint="drop provider_options or pick a GPU device")
+            raise ConfigError(
+                "provider_options apply to dml and cuda devices, not to cpu",
+                hint="drop provider_options or pick a GPU device",
+            )
         return
     config.append_provider(device.provider)
     if device.index is not None:

@@ -61,8 +61,9 @@ def import_runtime() -> ModuleType:
         return importlib.import_module("onnxruntime_genai")
     except ImportError as exc:
         package = probe.DIRECTML_PACKAGE if probing.is_windows() else probe.CPU_PACKAGE
-        raise BackendUnavailableError(f"onnxruntime-genai cannot be imported: {exc}",
-                                      hint=f"pip install {package}") from None
+        raise BackendUnavailableError(
+            f"onnxruntime-genai cannot be imported: {exc}", hint=f"pip install {package}"
+        ) from None
 
 
 def _fix(key: str) -> str:
@@ -97,19 +98,36 @@ def _translate(exc: Exception, folder: Path, device: providers.Device, key: str)
     text = " ".join(str(exc).split())
     if "not been built with DML" in text or "not been built with CUDA" in text:
         return DeviceNotFoundError(f"device {device.name!r}: {text}", hint=providers.why_missing(device.provider))
-    device_markers = {"dml": ("DXGI", "D3D12", "adapter", "DirectML.dll"),
-                      "cuda": ("cudaError", "CUDA failure", "CUDA error", "no CUDA-capable device", "libcudart")}
+    device_markers = {
+        "dml": ("DXGI", "D3D12", "adapter", "DirectML.dll"),
+        "cuda": ("cudaError", "CUDA failure", "CUDA error", "no CUDA-capable device", "libcudart"),
+    }
     if any(marker in text for marker in device_markers.get(device.provider, ())):
-        return DeviceNotFoundError(f"device {device.name!r} could not be opened: {text}",
-                                   hint=providers.why_missing(device.provider)
-                                   + " (for dml:N / cuda:N, N must be an existing adapter: see phi3 devices)")
-    unreadable = ("JSON Error", "Unknown value", "Unsupported tokenizer", "genai_config", "tokenizer",
-                  "Load model from", "No such file", "external data", "Protobuf parsing", "invalid model",
-                  "Invalid model", "model.onnx")
+        return DeviceNotFoundError(
+            f"device {device.name!r} could not be opened: {text}",
+            hint=providers.why_missing(device.provider)
+            + " (for dml:N / cuda:N, N must be an existing adapter: see phi3 devices)",
+        )
+    unreadable = (
+        "JSON Error",
+        "Unknown value",
+        "Unsupported tokenizer",
+        "genai_config",
+        "tokenizer",
+        "Load model from",
+        "No such file",
+        "external data",
+        "Protobuf parsing",
+        "invalid model",
+        "Invalid model",
+        "model.onnx",
+    )
     if any(marker in text for marker in unreadable):
         return ArtifactError(f"onnxruntime-genai cannot read the artifact {folder}: {text}", hint=_fix(key))
-    return BackendError(f"onnxruntime-genai could not open the model on {device.name}: {text}",
-                        hint="run with --debug for the full traceback")
+    return BackendError(
+        f"onnxruntime-genai could not open the model on {device.name}: {text}",
+        hint="run with --debug for the full traceback",
+    )
 
 
 def _chat_template(folder: Path, tokenizer_config: Mapping[str, Any]) -> str | None:
@@ -163,8 +181,7 @@ def load(request: LoadRequest) -> SessionHandle:
         config = og.Config(str(folder))
         providers.configure(config, device, provider_options)
         if threads is not None:
-            config.overlay(json.dumps(
-                {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         model = og.Model(config)
         tokenizer = og.Tokenizer(model)
     except ConfigError:
@@ -177,9 +194,15 @@ def load(request: LoadRequest) -> SessionHandle:
     context = int(model_section.get("context_length") or manifest.get("context_length") or 0)
     bos = model_section.get("bos_token_id")
     runtime = Runtime(
-        og=og, model=model, tokenizer=tokenizer, context_length=context, eos_ids=eos_ids,
-        bos_id=int(bos) if isinstance(bos, int) else None, add_bos=_adds_bos(folder, tokenizer_config),
-        chat_template=_chat_template(folder, tokenizer_config), runtime_version=og.__version__,
+        og=og,
+        model=model,
+        tokenizer=tokenizer,
+        context_length=context,
+        eos_ids=eos_ids,
+        bos_id=int(bos) if isinstance(bos, int) else None,
+        add_bos=_adds_bos(folder, tokenizer_config),
+        chat_template=_chat_template(folder, tokenizer_config),
+        runtime_version=og.__version__,
     )
     return SessionHandle(
         backend=BACKEND_NAME,
@@ -202,11 +225,16 @@ def apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage])
         raise ConfigError("this model ships no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
     payload = json.dumps([dict(m) for m in messages], ensure_ascii=False)
     try:
-        return str(runtime.tokenizer.apply_chat_template(payload, template_str=runtime.chat_template,
-                                                         add_generation_prompt=True))
+        return str(
+            runtime.tokenizer.apply_chat_template(
+                payload, template_str=runtime.chat_template, add_generation_prompt=True
+            )
+        )
     except RuntimeError as exc:
-        raise ConfigError(f"the model's chat template failed to render these messages: {' '.join(str(exc).split())}",
-                          hint="send a raw prompt instead (phi3 generate --raw)") from exc
+        raise ConfigError(
+            f"the model's chat template failed to render these messages: {' '.join(str(exc).split())}",
+            hint="send a raw prompt instead (phi3 generate --raw)",
+        ) from exc
 
 
 def unload(session: SessionHandle) -> None:

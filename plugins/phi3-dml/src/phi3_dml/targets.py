@@ -81,8 +81,10 @@ def plan_build(precision: str, options: Mapping[str, Any], default_provider: str
     """Check ``precision`` and the artifact options; raise ConfigError naming the fix."""
     unknown = sorted(set(options) - set(ARTIFACT_OPTIONS))
     if unknown:  # phi3 filters options already; this guards direct callers
-        raise ConfigError(f"unknown build option(s) {', '.join(unknown)}",
-                          hint=f"the dml backend builds with: {', '.join(ARTIFACT_OPTIONS)}")
+        raise ConfigError(
+            f"unknown build option(s) {', '.join(unknown)}",
+            hint=f"the dml backend builds with: {', '.join(ARTIFACT_OPTIONS)}",
+        )
     provider = options.get("execution_provider", default_provider)
     if not isinstance(provider, str) or provider.lower() not in EXECUTION_PROVIDERS:
         raise ConfigError(f"execution_provider must be one of {', '.join(EXECUTION_PROVIDERS)}, got {provider!r}")
@@ -104,8 +106,10 @@ def plan_build(precision: str, options: Mapping[str, Any], default_provider: str
         if accuracy_level is not None:
             accuracy_level = _whole("accuracy_level", accuracy_level, ACCURACY_LEVELS)
     elif block_size is not None or accuracy_level is not None:
-        raise ConfigError(f"block_size and accuracy_level apply to int4/int8 weights only, not {precision}",
-                          hint="drop those options or quantize to int4")
+        raise ConfigError(
+            f"block_size and accuracy_level apply to int4/int8 weights only, not {precision}",
+            hint="drop those options or quantize to int4",
+        )
     return BuildPlan(precision, provider, block_size, accuracy_level)
 
 

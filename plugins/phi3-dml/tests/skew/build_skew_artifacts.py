@@ -81,16 +81,19 @@ def main(out: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         options = {k: v for k, v in case.items() if k not in ("precision", "model")}
-        phi3.quantize(models[case.get("model", "tiny")], backend="dml", precision=case["precision"],
-                      output=target, **options)
+        phi3.quantize(
+            models[case.get("model", "tiny")], backend="dml", precision=case["precision"], output=target, **options
+        )
         with phi3.load(target, backend="dml", device="cpu") as model:
             result = model.generate(PROMPT, max_new_tokens=NEW_TOKENS, ignore_eos=True)
             expected["cases"][name] = {
                 "ids": list(result.token_ids),
                 "text": result.text,
                 "chat_prompt": model.apply_chat_template(CHAT),
-                "manifest": {k: model.artifact.manifest.get(k) for k in
-                             ("precision", "execution_provider", "runtime_min_version", "compat_changes")},
+                "manifest": {
+                    k: model.artifact.manifest.get(k)
+                    for k in ("precision", "execution_provider", "runtime_min_version", "compat_changes")
+                },
             }
         print(f"built {name}: {expected['cases'][name]['manifest']}")
 

@@ -10,10 +10,16 @@ from phi3 import BackendInfo, BackendStatus, DeviceInfo, EngineInfo
 
 
 def info(name: str, api_version: int = phi3.PLUGIN_API_VERSION) -> BackendInfo:
-    return BackendInfo(name=name, description="deliberately broken example",
-                       engines=(EngineInfo("only", artifact_format="broken-example"),),
-                       devices=(DeviceInfo("CPU", "cpu"),), precisions=("int4",),
-                       status=BackendStatus.AVAILABLE, api_version=api_version, priority=-1000)
+    return BackendInfo(
+        name=name,
+        description="deliberately broken example",
+        engines=(EngineInfo("only", artifact_format="broken-example"),),
+        devices=(DeviceInfo("CPU", "cpu"),),
+        precisions=("int4",),
+        status=BackendStatus.AVAILABLE,
+        api_version=api_version,
+        priority=-1000,
+    )
 
 
 def quantize(output_dir: Path) -> dict[str, Any]:
