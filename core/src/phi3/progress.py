@@ -23,8 +23,13 @@ QUIET_VENDOR_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 
 def silence_vendor_progress_bars() -> None:
-    """Hide transformers/huggingface_hub bars unless the user asked for them explicitly."""
+    """Hide transformers/huggingface_hub bars and deprecation chatter unless the user asked for them.
+
+    Both switches are read when transformers is imported, so setting them here (before any backend
+    imports it) keeps phi3's own stage lines readable; ``--debug`` users can export them as they like.
+    """
     os.environ.setdefault(QUIET_VENDOR_BARS, "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @contextlib.contextmanager
