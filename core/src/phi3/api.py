@@ -61,6 +61,8 @@ def _prepare(
         if precision is not None and precision != prebuilt.precision:
             raise ConfigError(f"{model_path} is a {prebuilt.precision} artifact, not {precision}")
         precision = prebuilt.precision
+        if engine is None and isinstance(prebuilt.manifest.get("engine"), str):
+            engine = prebuilt.manifest["engine"]  # the engine it was built for, unless told otherwise
     precision = precision or "int4"
     for name, value in (("backend", backend), ("precision", precision)):
         _check_text(name, value)
