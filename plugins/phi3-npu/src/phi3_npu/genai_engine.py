@@ -20,20 +20,15 @@ artifact checks are phi3-openvino's (:mod:`phi3_openvino.streaming`, ``config_ma
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error, PromptTooLongError
-from phi3.generation_config import GenerationConfig
-from phi3.types import Artifact, ChatMessage, Chunk
+from phi3.errors import PromptTooLongError
+from phi3.types import Artifact
 from phi3_npu.devices import NPU, resolve_genai_device
 from phi3_npu.options import GenAISettings
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:400] or type(exc).__name__
+from phi3_openvino.artifact import context_length
+from phi3_openvino.genai_engine import GenAIEngine as OpenVINOGenAIEngine
 
 
 def token_budget(prompt_tokens: int, max_new_tokens: int, context: int | None, settings: GenAISettings) -> int:
@@ -56,35 +51,24 @@ def token_budget(prompt_tokens: int, max_new_tokens: int, context: int | None, s
     return min(max_new_tokens, room)  # >= 1: the prompt fits both limits
 
 
-class GenAIEngine:
-    """An ``LLMPipeline`` compiled for the NPU (or the CPU override), with the NPU's limits."""
+class GenAIEngine(OpenVINOGenAIEngine):
+    """phi3-openvino's LLMPipeline engine compiled for the NPU (or the CPU override), with the NPU's limits.
+
+    Only what differs on the NPU is here: device resolution, the NPU compile properties, and the
+    token budget; pipeline, streaming, decoding and chat templates are phi3-openvino's.
+    """
 
     name = "genai"
 
     def __init__(self, artifact: Artifact, device: str, settings: GenAISettings, cache_dir: Path) -> None:
-        import openvino_genai
-
-        from phi3_openvino.artifact import check_files, context_length, explain_load_failure
-
-        check_files(artifact)
-        self.device = resolve_genai_device(device)
         self.settings = settings
-        properties: dict[str, Any] = {"CACHE_DIR": str(cache_dir / "genai"), **settings.ov_config}
-        if self.device == NPU:
-            properties.update(settings.npu_properties())
-        self.properties = properties
-        try:
-            self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **properties)
-        except Exception as exc:
-            raise explain_load_failure(artifact, self.device, exc) from exc
-        self._tokenizer = self._pipe.get_tokenizer()
+        super().__init__(artifact, device, dict(settings.ov_config), cache_dir)
         self.model_context_length = context_length(artifact)
         # The NPU pipeline's KV cache is its context: phi3 reports a stream it ends as "length".
         model_context = self.model_context_length
         self.context_length = min(model_context, settings.kv_cache_len) if model_context else settings.kv_cache_len
-        self._busy = threading.Lock()
-        self.details: dict[str, Any] = {
-            "ov_config": dict(properties),
+        self.details = {
+            "ov_config": dict(self.properties),
             "model_context_length": self.model_context_length,
             "npu_limits": {
                 "MAX_PROMPT_LEN": settings.max_prompt_len,
@@ -95,74 +79,21 @@ class GenAIEngine:
             },
         }
 
+    def _resolve_device(self, device: str) -> str:
+        return resolve_genai_device(device)
+
+    def _properties(self, ov_config: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
+        properties: dict[str, Any] = {"CACHE_DIR": str(cache_dir / "genai"), **ov_config}
+        if self.device == NPU:
+            properties.update(self.settings.npu_properties())
+        return properties
+
+    def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
+        return token_budget(prompt_tokens, requested, self.model_context_length, self.settings)
+
     def count_tokens(self, prompt: str) -> Any:
         """The prompt's token ids (with BOS) as genai's ``TokenizedInputs``; never truncated."""
-        try:
-            return self._tokenizer.encode(prompt, add_special_tokens=True, truncation=False)
-        except TypeError:  # openvino-genai before 2025.4 has no truncation flag (and does not truncate)
-            return self._tokenizer.encode(prompt, add_special_tokens=True)
-
-    def generate(self, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-        """Tokenize and check the prompt now; decode lazily in a worker thread."""
-        import openvino_genai
-
-        from phi3_openvino.config_mapping import to_genai
-        from phi3_openvino.streaming import Push, stream_chunks
-
-        inputs = self.count_tokens(prompt)
-        prompt_tokens = int(inputs.input_ids.get_shape()[-1])
-        max_new = token_budget(prompt_tokens, config.max_new_tokens, self.model_context_length, self.settings)
-        gen_config = to_genai(config, self._pipe.get_generation_config(), max_new)
-        pipe = self._pipe
-
-        class _Streamer(openvino_genai.StreamerBase):  # type: ignore[misc]
-            def __init__(self, push: Push) -> None:
-                super().__init__()
-                self._push = push
-
-            def write(self, token: int | list[int]) -> openvino_genai.StreamingStatus:
-                ids = [token] if isinstance(token, int) else list(token)
-                stop = self._push(ids)
-                return openvino_genai.StreamingStatus.CANCEL if stop else openvino_genai.StreamingStatus.RUNNING
-
-            def end(self) -> None:
-                return None
-
-        def run(push: Push) -> None:
-            pipe.generate(inputs, gen_config, _Streamer(push))
-
-        return stream_chunks(
-            run,
-            self._decode,
-            prompt_tokens=prompt_tokens,
-            max_new_tokens=max_new,
-            busy=self._busy,
-            translate=_translate,
-        )
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
-
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """The chat template stored in the converted tokenizer (the model's own)."""
-        if not self._tokenizer.chat_template:
-            raise ConfigError("this model has no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
-        try:
-            return str(self._tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True))
-        except Exception as exc:
-            raise ArtifactError(f"the model's chat template failed to render: {_one_line(exc)}") from exc
-
-    def close(self) -> None:
-        self._pipe = None
-        self._tokenizer = None
-
-
-def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, Phi3Error):
-        return exc
-    return BackendError(
-        f"OpenVINO GenAI generation failed: {_one_line(exc)}", hint="run with --debug for the full trace"
-    )
+        return self._encode(prompt)
 
 
 __all__ = ["GenAIEngine", "token_budget"]

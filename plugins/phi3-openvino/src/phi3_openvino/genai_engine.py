@@ -39,22 +39,41 @@ class GenAIEngine:
     name = "genai"
 
     def __init__(self, artifact: Artifact, device: str, ov_config: dict[str, Any], cache_dir: Path) -> None:
+        check_files(artifact)
+        self.device = self._resolve_device(device)
+        self.properties = self._properties(ov_config, cache_dir)
+        self._open_pipeline(artifact)
+        self.context_length = context_length(artifact)
+        self._prompt_limit: int | None = None
+        if devices.kind_of(self.device) == "npu":
+            self._prompt_limit = int(self.properties.get("MAX_PROMPT_LEN", NPU_DEFAULT_MAX_PROMPT_LEN))
+        self.details: dict[str, object] = {"ov_config": dict(self.properties)}
+
+    # -- what a subclass (phi3-npu's NPU engine) changes ---------------------------------------
+
+    def _resolve_device(self, device: str) -> str:
+        return devices.resolve(device)
+
+    def _properties(self, ov_config: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
+        return compile_properties(ov_config, cache_dir)
+
+    def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
+        """New tokens this prompt leaves room for; PromptTooLongError when it does not fit."""
+        return budget(
+            prompt_tokens, requested, self.context_length, limit_name="MAX_PROMPT_LEN", prompt_limit=self._prompt_limit
+        )
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _open_pipeline(self, artifact: Artifact) -> None:
         import openvino_genai
 
-        check_files(artifact)
-        self.device = devices.resolve(device)
-        self.properties = compile_properties(ov_config, cache_dir)
         try:
             self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **self.properties)
         except Exception as exc:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self._tokenizer = self._pipe.get_tokenizer()
-        self.context_length = context_length(artifact)
-        self._prompt_limit: int | None = None
-        if devices.kind_of(self.device) == "npu":
-            self._prompt_limit = int(self.properties.get("MAX_PROMPT_LEN", NPU_DEFAULT_MAX_PROMPT_LEN))
         self._busy = threading.Lock()
-        self.details: dict[str, object] = {"ov_config": dict(self.properties)}
 
     def _encode(self, prompt: str) -> Any:
         try:
@@ -68,13 +87,7 @@ class GenAIEngine:
 
         inputs = self._encode(prompt)
         prompt_tokens = int(inputs.input_ids.get_shape()[-1])
-        max_new = budget(
-            prompt_tokens,
-            config.max_new_tokens,
-            self.context_length,
-            limit_name="MAX_PROMPT_LEN",
-            prompt_limit=self._prompt_limit,
-        )
+        max_new = self.max_new_tokens(prompt_tokens, config.max_new_tokens)
         gen_config = to_genai(config, self._pipe.get_generation_config(), max_new)
         pipe = self._pipe
 
