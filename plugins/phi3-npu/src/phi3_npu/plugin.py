@@ -19,19 +19,17 @@ Without an NPU the backend says so (status ``no device``) and runs only with ``-
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from phi3 import hookimpl
+from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload  # noqa: F401
 from phi3.errors import ConfigError
-from phi3.generation_config import GenerationConfig
 from phi3.probing import installed_versions, is_windows, module_available
 from phi3.types import (
     BackendInfo,
     BackendStatus,
-    ChatMessage,
-    Chunk,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -161,29 +159,4 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         engine = LibraryEngine(request.artifact, request.device, request.cache_dir)
     else:
         raise ConfigError(f"phi3-npu has no engine {request.engine!r}", hint=f"engines: {GENAI}, {LIBRARY}")
-    return SessionHandle(
-        backend=NAME,
-        engine=engine.name,
-        device=engine.device,
-        native=engine,
-        context_length=engine.context_length,
-        details=dict(engine.details),
-    )
-
-
-@hookimpl
-def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-    """Forward to the engine; it checks the prompt (and the NPU's MAX_PROMPT_LEN) before returning."""
-    return session.native.generate(prompt, config)  # type: ignore[no-any-return]
-
-
-@hookimpl
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-    """The runtime tokenizer's own template (genai's Tokenizer, or transformers' in the worker)."""
-    return str(session.native.apply_chat_template(messages))
-
-
-@hookimpl
-def phi3_unload(session: SessionHandle) -> None:
-    """Release the pipeline, or stop the library's worker process."""
-    session.native.close()
+    return engine_session(NAME, engine)

@@ -8,19 +8,17 @@ inside the hooks that need them. The probe answers from package metadata and dev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from phi3 import hookimpl
+from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload  # noqa: F401
 from phi3.errors import ConfigError
-from phi3.generation_config import GenerationConfig
 from phi3.probing import installed_versions, is_windows, linux_gpus, linux_npus, module_available
 from phi3.types import (
     BackendInfo,
     BackendStatus,
-    ChatMessage,
-    Chunk,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -158,29 +156,4 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         engine = OptimumEngine(request.artifact, request.device, ov_config, request.cache_dir)
     else:
         raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
-    return SessionHandle(
-        backend=NAME,
-        engine=engine.name,
-        device=engine.device,
-        native=engine,
-        context_length=engine.context_length,
-        details=dict(engine.details),
-    )
-
-
-@hookimpl
-def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-    """Forward to the engine (it checks the prompt length before returning the stream)."""
-    return session.native.generate(prompt, config)  # type: ignore[no-any-return]
-
-
-@hookimpl
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-    """The runtime tokenizer's own template (genai Tokenizer or transformers tokenizer)."""
-    return str(session.native.apply_chat_template(messages))
-
-
-@hookimpl
-def phi3_unload(session: SessionHandle) -> None:
-    """Drop the pipeline so its memory (and any device context) is released now, not at exit."""
-    session.native.close()
+    return engine_session(NAME, engine)
