@@ -22,6 +22,11 @@ from typing import Any
 def run(spec: dict[str, Any]) -> None:
     """Build the ONNX model described by ``spec`` (keys: source, output, precision,
     execution_provider, cache_dir, extra_options)."""
+    from phi3.vendor_compat import hide_broken_torchvision
+
+    # The builder imports transformers' multimodal classes; a CUDA-only torchvision next to a CPU
+    # torch (what optimum-intel pulls in when phi3-openvino is installed too) would break them.
+    hide_broken_torchvision()
     from onnxruntime_genai.models import builder
 
     items = [f"{k}={v}" for k, v in spec["extra_options"].items()]
