@@ -90,7 +90,7 @@ def tests(session: nox.Session, package: str) -> None:
     _quiet_env(session)
     if package == "core":
         session.install(
-            *_constraints(CORE), f"{CORE}[testing]", str(CORE / "tests" / "distributions" / "phi3-reference-backend")
+            *_constraints(CORE), f"{CORE}[testing,bench]", str(CORE / "tests" / "distributions" / "phi3-reference-backend")
         )
     else:
         _install_plugin(session, package)
