@@ -90,7 +90,9 @@ def tests(session: nox.Session, package: str) -> None:
     _quiet_env(session)
     if package == "core":
         session.install(
-            *_constraints(CORE), f"{CORE}[testing,bench]", str(CORE / "tests" / "distributions" / "phi3-reference-backend")
+            *_constraints(CORE),
+            f"{CORE}[testing,bench]",
+            str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         )
     else:
         _install_plugin(session, package)
@@ -181,6 +183,22 @@ def typecheck(session: nox.Session) -> None:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]
     session.run("mypy", "--config-file", str(ROOT / "mypy.ini"), *packages)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """benchmarks/run.py: phi3 vs the direct library calls, llama.cpp and a roofline -> RESULTS.md (~15-25 min).
+
+    Not part of the default sessions: it measures speed, which tests never assert.
+    """
+    present = [name for name, folder in PLUGINS.items() if folder.is_dir()]
+    _quiet_env(session)
+    _install_all(session, present, setup=False)
+    # llama-cpp-python builds llama.cpp from source here (~4 min)
+    session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[bench]", "llama-cpp-python==0.3.36")
+    # optimum-intel pulls a CUDA torchvision that cannot load next to the CPU torch; Phi-3 never uses it
+    session.run("python", "-m", "pip", "uninstall", "--yes", "torchvision")
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
 
 
 @nox.session

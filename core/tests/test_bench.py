@@ -32,8 +32,15 @@ needs_distribution = pytest.mark.skipif(
 
 def _phi3(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PHI3_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "phi3", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "phi3", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=900,
+        check=False,
+    )
 
 
 def _has_matplotlib() -> bool:
@@ -48,16 +55,32 @@ def chart_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bench_json(phi3_home: Path, tiny_phi3: Path, chart_path: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def bench_json(
+    phi3_home: Path, tiny_phi3: Path, chart_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """One real `phi3 bench --json` run (plus --plot when matplotlib is there), shared by the tests."""
     if not _reference_installed():
         pytest.skip("needs the phi3-reference-backend distribution")
     cwd = tmp_path_factory.mktemp("bench-cwd")
     plot = ["--plot", str(chart_path)] if _has_matplotlib() else []
-    done = _phi3(phi3_home, cwd, "bench", str(tiny_phi3), "--backends", "reference,nope", "-p", "fp32",
-                 "--runs", str(RUNS), "--prompt-tokens", str(PROMPT_TOKENS), "--new-tokens", str(NEW_TOKENS),
-                 "--json", *plot)
+    done = _phi3(
+        phi3_home,
+        cwd,
+        "bench",
+        str(tiny_phi3),
+        "--backends",
+        "reference,nope",
+        "-p",
+        "fp32",
+        "--runs",
+        str(RUNS),
+        "--prompt-tokens",
+        str(PROMPT_TOKENS),
+        "--new-tokens",
+        str(NEW_TOKENS),
+        "--json",
+        *plot,
+    )
     assert done.returncode == 0, done.stderr
     assert list(cwd.iterdir()) == [], "phi3 bench wrote into the working directory"
     data: dict[str, Any] = json.loads(done.stdout)
@@ -76,7 +99,11 @@ def test_json_shape(bench_json: dict[str, Any], tiny_phi3: Path) -> None:
     assert isinstance(bench_json["prompt"], str) and bench_json["prompt"].strip()
     [result] = bench_json["results"]
     assert (result["backend"], result["engine"], result["device"], result["precision"]) == (
-        "reference", "transformers", "cpu", "fp32")
+        "reference",
+        "transformers",
+        "cpu",
+        "fp32",
+    )
     assert result["artifact"]["size_bytes"] > 0 and Path(result["artifact"]["path"]).is_dir()
     assert set(result["summary"]) == set(bench.METRICS)
 
@@ -109,8 +136,26 @@ def test_unavailable_backends_are_listed_with_why(bench_json: dict[str, Any]) ->
 
 @needs_distribution
 def test_table_output_without_cold_loads(phi3_home: Path, tiny_phi3: Path, tmp_path: Path) -> None:
-    done = _phi3(phi3_home, tmp_path, "bench", str(tiny_phi3), "-b", "reference,nope", "-e", "all", "-p", "fp32",
-                 "--runs", "1", "--no-cold", "--prompt-tokens", "8", "--new-tokens", "3", "--quiet")
+    done = _phi3(
+        phi3_home,
+        tmp_path,
+        "bench",
+        str(tiny_phi3),
+        "-b",
+        "reference,nope",
+        "-e",
+        "all",
+        "-p",
+        "fp32",
+        "--runs",
+        "1",
+        "--no-cold",
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "3",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("BACKEND/ENGINE"))
@@ -127,7 +172,7 @@ def test_table_output_without_cold_loads(phi3_home: Path, tiny_phi3: Path, tmp_p
 @needs_distribution
 def test_plot(bench_json: dict[str, Any], chart_path: Path) -> None:
     if not _has_matplotlib():
-        pytest.skip("matplotlib is not installed (pip install \"phi3-core[bench]\")")
+        pytest.skip('matplotlib is not installed (pip install "phi3-core[bench]")')
     assert chart_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -146,8 +191,20 @@ def test_user_errors_exit_1(phi3_home: Path, tiny_phi3: Path, tmp_path: Path) ->
 
 @needs_distribution
 def test_failing_target_is_reported_not_fatal(phi3_home: Path, tiny_phi3: Path, tmp_path: Path) -> None:
-    done = _phi3(phi3_home, tmp_path, "bench", str(tiny_phi3), "-b", "reference", "-p", "int4", "--runs", "1",
-                 "--json", "--quiet")
+    done = _phi3(
+        phi3_home,
+        tmp_path,
+        "bench",
+        str(tiny_phi3),
+        "-b",
+        "reference",
+        "-p",
+        "int4",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    )
     assert done.returncode == 1  # nothing measured
     data = json.loads(done.stdout)
     assert data["results"] == []

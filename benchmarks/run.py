@@ -1,0 +1,840 @@
+#!/usr/bin/env python3
+"""phi3's benchmark suite: phi3 against the direct library calls, llama.cpp and a roofline.
+
+    python benchmarks/run.py                 # everything, ~20-30 min on a 2-core machine
+    python benchmarks/run.py --runs 3 --skip-parity
+
+Writes ``benchmarks/RESULTS.md`` (and the raw numbers to ``benchmarks/.work/results.json``).
+See ``benchmarks/README.md`` for what is measured and how; nothing here is part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import report as report_md  # noqa: E402
+import roofline  # noqa: E402
+
+from phi3 import bench  # noqa: E402
+from phi3.bench import BenchChildError, run_child, summarize  # noqa: E402
+
+WORKERS = [sys.executable, str(HERE / "workers.py")]
+PHI3_WORKER = bench.worker_command()
+MID_SHAPE = {
+    "vocab_size": 32064,
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+}
+SMALL_SHAPE = {
+    "vocab_size": 1024,
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 1024,
+}
+"""--shape small: for developing this script in seconds; its numbers mean nothing."""
+PARITY_PROMPTS = (
+    "The capital of France is",
+    "Quantization stores weights with fewer bits, which",
+    "Once upon a time, a young girl found a golden key hidden under a stone. She",
+)
+VENDOR_MODULES = (
+    "openvino",
+    "openvino_genai",
+    "optimum",
+    "onnxruntime",
+    "onnxruntime_genai",
+    "torch",
+    "transformers",
+    "intel_npu_acceleration_library",
+    "llama_cpp",
+    "numpy",
+)
+DIST_VERSIONS = (
+    "phi3-core",
+    "phi3-openvino",
+    "phi3-dml",
+    "phi3-npu",
+    "openvino",
+    "openvino-genai",
+    "openvino-tokenizers",
+    "optimum-intel",
+    "optimum",
+    "nncf",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "intel-npu-acceleration-library",
+    "llama-cpp-python",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "matplotlib",
+)
+
+
+def log(message: str) -> None:
+    elapsed = time.perf_counter() - STARTED
+    print(f"[{elapsed / 60:5.1f} min] {message}", file=sys.stderr, flush=True)
+
+
+STARTED = time.perf_counter()
+
+
+# -- rows: what is measured -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    kind: str  # phi3 | direct | peer | baseline
+    group: str  # rows with the same group run the same artifact (phi3 vs direct pairs)
+    command: list[str]
+    spec: dict[str, Any]
+    cold: bool = False
+    warm_dir: Path | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    artifact: str | None = None
+    weights: roofline.WeightBytes | None = None
+    precision: str = ""
+
+    def child_spec(self, mode: str, compiled_dir: Path | None) -> dict[str, Any]:
+        spec = dict(self.spec)
+        if self.kind == "phi3":
+            spec["mode"] = mode
+            spec["compiled_dir"] = str(compiled_dir) if compiled_dir else None
+        elif "ov_config" in spec and compiled_dir is not None:
+            spec["ov_config"] = {**spec["ov_config"], "CACHE_DIR": str(compiled_dir / "openvino")}
+        return spec
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in DIST_VERSIONS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def build_model(workdir: Path, shape: dict[str, int], name: str) -> Path:
+    from workers import hide_broken_torchvision
+
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    hide_broken_torchvision()  # a CUDA torchvision next to a CPU torch breaks transformers' imports
+
+    # Phi-3-mini's per-layer shapes, 4 layers, with a SentencePiece tokenizer.model so that
+    # llama.cpp's converter accepts it (mid_size_phi3 has no tokenizer.model).
+    return make_tiny_phi3(workdir / "models" / name, sentencepiece_model=True, **shape)
+
+
+def time_list_backends(env: dict[str, str], repeats: int = 5) -> dict[str, Any]:
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "phi3", "list-backends"], capture_output=True, text=True, env=env, check=False
+        )
+        walls.append(time.perf_counter() - start)
+    probe = (
+        "import sys, runpy; sys.argv = ['phi3', 'list-backends', '--json']\n"
+        "try:\n    runpy.run_module('phi3', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        f"print('IMPORTED=' + ','.join(m for m in {VENDOR_MODULES!r} if m in sys.modules), file=sys.stderr)"
+    )
+    checked = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False)
+    line = next((x for x in checked.stderr.splitlines() if x.startswith("IMPORTED=")), "IMPORTED=?")
+    imported = [m for m in line.split("=", 1)[1].split(",") if m]
+    try:
+        listed = json.loads(checked.stdout)["backends"]
+    except (ValueError, KeyError):
+        listed = []
+    parts = {}
+    for name, code in (("python_start_s", "pass"), ("import_phi3_cli_s", "import phi3.cli")):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            times.append(time.perf_counter() - start)
+        parts[name] = statistics.median(times)
+    return {
+        "wall_s": summarize([{"w": w} for w in walls], ["w"])["w"],
+        "returncode": done.returncode,
+        **parts,
+        "vendor_modules_imported": imported,
+        "output": done.stdout,
+        "backends": [{"name": b["name"], "status": b["status"], "detail": b["detail"]} for b in listed],
+    }
+
+
+def first_and_second_run(backend: str, engine: str, model: Path, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """`phi3 generate` twice in new processes: first with nothing cached, then with everything cached."""
+    out: dict[str, Any] = {"backend": backend, "engine": engine}
+    command = [
+        sys.executable,
+        "-m",
+        "phi3",
+        "generate",
+        str(model),
+        "The capital of France is",
+        "--raw",
+        "-b",
+        backend,
+        "-e",
+        engine,
+        "-n",
+        "16",
+        "--ignore-eos",
+    ]
+    for label in ("first", "second"):
+        err_path = workdir / f"generate-{backend}-{label}.stderr"
+        with err_path.open("w") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            first_byte = proc.stdout.read(1)
+            first_at = time.perf_counter() - start
+            rest = proc.stdout.read()
+            code = proc.wait()
+            total = time.perf_counter() - start
+        if code != 0 or not first_byte:
+            out[label] = {"error": report_md.last_line(err_path.read_text(errors="replace")), "returncode": code}
+            return out
+        out[label] = {
+            "first_output_s": first_at,
+            "total_s": total,
+            "built_artifact": "new artifact" in err_path.read_text(errors="replace"),
+            "text_bytes": len(first_byte + rest),
+        }
+    out["ratio"] = out["first"]["first_output_s"] / out["second"]["first_output_s"]
+    return out
+
+
+def prepare_phi3(
+    model: Path,
+    backend: str,
+    engine: str,
+    precision: str | None,
+    prompt_tokens: int,
+    env: dict[str, str],
+    device: str = "auto",
+) -> dict[str, Any]:
+    spec = {
+        "mode": "prepare",
+        "model": str(model),
+        "revision": None,
+        "backend": backend,
+        "engine": engine,
+        "device": device,
+        "precision": precision,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": 2,
+    }
+    return run_child(PHI3_WORKER, spec, env=env)
+
+
+def llama_sources(workdir: Path) -> Path | None:
+    """llama.cpp's convert_hf_to_gguf.py and gguf-py, from the installed llama-cpp-python's sdist."""
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return None
+    target = workdir / f"llama-cpp-python-{version}"
+    if (target / "convert_hf_to_gguf.py").is_file() and (target / "gguf-py").is_dir():
+        return target
+    downloads = workdir / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            str(downloads),
+            f"llama-cpp-python=={version}",
+        ],
+        check=True,
+    )
+    sdist = next(downloads.glob(f"llama_cpp_python-{version}.tar.gz"))
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            # the converter script, its package(s) and the matching gguf-py
+            if (
+                len(parts) > 3
+                and parts[1:3] == ("vendor", "llama.cpp")
+                and (parts[3] in ("gguf-py", "conversion") or (len(parts) == 4 and parts[3].endswith(".py")))
+            ):
+                member.name = str(Path(*parts[3:]))
+                tar.extract(member, target, filter="data")
+    return target
+
+
+def build_gguf(model: Path, workdir: Path, env: dict[str, str]) -> dict[str, Path]:
+    sources = llama_sources(workdir)
+    if sources is None:
+        raise RuntimeError("llama-cpp-python is not installed")
+    out = workdir / "gguf"
+    out.mkdir(parents=True, exist_ok=True)
+    f16, q4 = out / f"{model.name}-f16.gguf", out / f"{model.name}-q4_0.gguf"
+    stamp = out / "source.json"
+    source_id = (model / "phi3-tiny.json").read_text()
+    if not (f16.is_file() and q4.is_file() and stamp.is_file() and stamp.read_text() == source_id):
+        child_env = {**env, "PYTHONPATH": str(sources / "gguf-py")}
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(sources / "convert_hf_to_gguf.py"),
+                str(model),
+                "--outtype",
+                "f16",
+                "--outfile",
+                str(f16),
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError("convert_hf_to_gguf.py failed: " + report_md.last_line(done.stderr))
+        quantize = (
+            "import ctypes, sys, llama_cpp\n"
+            "p = llama_cpp.llama_model_quantize_default_params()\n"
+            "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0\n"
+            "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), "
+            "ctypes.byref(p)))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", quantize, str(f16), str(q4)], capture_output=True, text=True, env=env, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError("llama_model_quantize failed: " + report_md.last_line(done.stderr))
+        stamp.write_text(source_id)
+    return {"f16": f16, "q4_0": q4, "gguf_py": sources / "gguf-py"}
+
+
+def eos_ids(model: Path) -> list[int]:
+    found: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        value = json.loads((model / name).read_text()).get("eos_token_id")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int) and item not in found:
+                found.append(item)
+    return found
+
+
+def encode(model: Path, text: str) -> list[int]:
+    from tokenizers import Tokenizer
+
+    return [int(i) for i in Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids]
+
+
+def backend_state() -> dict[str, Any]:
+    from phi3.plugins import get_registry
+
+    states = {}
+    for entry in get_registry().entries():
+        info = entry.info
+        states[entry.name] = {
+            "status": entry.status.value,
+            "detail": entry.detail,
+            "engines": {e.name: (e.available, e.detail) for e in info.engines} if info else {},
+        }
+    return states
+
+
+# -- the interleaved measurement --------------------------------------------------------------
+
+
+def run_rounds(rows: list[Row], runs: int, env: dict[str, str], scratch: Path) -> None:
+    live = [r for r in rows if r.error is None]
+    for row in live:
+        row.warm_dir = scratch / f"warm-{row.key.replace('/', '_').replace(':', '_')}"
+        row.warm_dir.mkdir(parents=True, exist_ok=True)
+        log(f"warm-up (not measured): {row.label}")
+        try:
+            spec = row.child_spec("warm", row.warm_dir)
+            spec["new_tokens"] = 2
+            run_child(row.command, spec, env=env)
+        except BenchChildError as exc:
+            row.error = f"warm-up failed: {exc.message}"
+    for index in range(runs):
+        live = [r for r in rows if r.error is None]
+        if not live:
+            return
+        order = live[index % len(live) :] + live[: index % len(live)]
+        for row in order:
+            log(f"round {index + 1}/{runs}: {row.label}")
+            run: dict[str, Any] = {"round": index + 1, "load_average_1min": (load_average() or [None])[0]}
+            try:
+                if row.cold:
+                    cold_dir = scratch / f"cold-{index}"
+                    cold_dir.mkdir()
+                    try:
+                        cold = run_child(row.command, row.child_spec("cold", cold_dir), env=env)
+                    finally:
+                        shutil.rmtree(cold_dir, ignore_errors=True)
+                    run["cold_load_s"] = cold["load_s"]
+                warm = run_child(row.command, row.child_spec("warm", row.warm_dir), env=env)
+            except BenchChildError as exc:
+                row.error = f"round {index + 1} failed: {exc.message}"
+                continue
+            run["warm_load_s"] = warm["load_s"]
+            for key in (
+                "first_call_s",
+                "ttft_s",
+                "decode_tokens_per_s",
+                "e2e_tokens_per_s",
+                "total_s",
+                "new_tokens",
+                "peak_rss_bytes",
+                "token_ids",
+                "prompt_tokens",
+            ):
+                if key in warm:
+                    run[key] = warm[key]
+            row.runs.append(run)
+
+
+# -- parity -----------------------------------------------------------------------------------
+
+
+def run_parity(
+    model: Path,
+    artifacts: dict[tuple[str, str], dict[str, str]],
+    gguf: dict[str, Path] | None,
+    new_tokens: int,
+    ov_config: dict[str, str],
+    env: dict[str, str],
+    workdir: Path,
+) -> dict[str, Any]:
+    from phi3.testing.tiny_model import tokenizer_vocab_size
+
+    used_vocab = tokenizer_vocab_size()
+    prompts_ids = [encode(model, p) for p in PARITY_PROMPTS]
+    ref_npy = workdir / "parity-ref.npy"
+    base = {"prompts_ids": prompts_ids, "new_tokens": new_tokens, "used_vocab": used_vocab, "eos_ids": eos_ids(model)}
+    log("parity: transformers fp32 reference")
+    ref = run_child(WORKERS, {**base, "mode": "parity_ref", "checkpoint": str(model), "out_npy": str(ref_npy)}, env=env)
+    base.update(continuations=ref["continuations"], ref_npy=str(ref_npy))
+    results: list[dict[str, Any]] = []
+    for (backend, precision), where in artifacts.items():
+        item: dict[str, Any] = {"backend": backend, "precision": precision, "via": "phi3"}
+        log(f"parity: {backend} {precision}")
+        try:
+            greedy = run_child(
+                WORKERS,
+                {
+                    "mode": "phi3_greedy",
+                    "model": str(model),
+                    "backend": backend,
+                    "engine": where["engine"],
+                    "device": where["device"],
+                    "precision": precision,
+                    "prompts": list(PARITY_PROMPTS),
+                    "new_tokens": new_tokens,
+                },
+                env=env,
+            )
+            item.update(report_md.greedy_agreement(greedy["continuations"], ref["continuations"]))
+            mode = "parity_og" if backend == "dml" else "parity_ov"
+            config = ov_config if backend == "openvino" else {}
+            item.update(
+                run_child(WORKERS, {**base, "mode": mode, "artifact": where["path"], "ov_config": config}, env=env)
+            )
+        except BenchChildError as exc:
+            item["error"] = exc.message
+        results.append(item)
+    if gguf is not None:
+        for precision in ("q4_0", "f16"):
+            log(f"parity: llama.cpp {precision}")
+            item = {"backend": "llama.cpp", "precision": precision.upper(), "via": "llama-cpp-python"}
+            try:
+                got = run_child(WORKERS, {**base, "mode": "parity_llama", "gguf": str(gguf[precision])}, env=env)
+                item.update(report_md.greedy_agreement(got.pop("continuations"), ref["continuations"]))
+                item.update(got)
+            except BenchChildError as exc:
+                item["error"] = exc.message
+            results.append(item)
+    return {"prompts": list(PARITY_PROMPTS), "new_tokens": new_tokens, "used_vocab": used_vocab, "results": results}
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per row (default 5)")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--parity-tokens", type=int, default=32, help="tokens compared per parity prompt")
+    parser.add_argument("--skip-parity", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true", help="skip the (slow) transformers fp32 row")
+    parser.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="reuse the previous run's phi3 cache (the first-run measurement is then skipped)",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=("mid", "small"),
+        default="mid",
+        help="mid: Phi-3-mini layer shapes (the benchmark); small: a quick check of this script",
+    )
+    parser.add_argument("--workdir", type=Path, default=HERE / ".work")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+    command_line = "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = workdir / "phi3-home"
+    if home.exists() and not args.keep_cache:
+        shutil.rmtree(home)
+    env = {
+        **os.environ,
+        "PHI3_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TQDM_DISABLE": "1",
+    }
+    os.environ.update({k: env[k] for k in ("PHI3_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
+    results: dict[str, Any] = {
+        "command": command_line,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": vars(args) | {"workdir": str(workdir), "output": str(args.output)},
+        "machine": bench.machine_info(),
+        "versions": versions(),
+        "load_average_start": load_average(),
+        "skipped": [],
+    }
+    skipped: list[str] = results["skipped"]
+
+    log("phi3 list-backends timing")
+    results["list_backends"] = time_list_backends(env)
+    states = backend_state()
+    results["backends"] = states
+
+    log("building the mid-size model (Phi-3-mini layer shapes, 4 layers)")
+    started = time.perf_counter()
+    shape = MID_SHAPE if args.shape == "mid" else SMALL_SHAPE
+    model = build_model(workdir, shape, "phi3-mid-4l" if args.shape == "mid" else "phi3-small-check")
+    results["model"] = {
+        "path": str(model),
+        "shape": shape,
+        "build_s": time.perf_counter() - started,
+        "weights": roofline.safetensors_folder(model).__dict__,
+    }
+
+    log("measuring memory bandwidth")
+    results["bandwidth"] = roofline.measure_bandwidth()
+
+    def usable(backend: str, engine: str, device: str = "auto") -> bool:
+        state = states.get(backend)
+        if state is None:
+            skipped.append(f"{backend}/{engine}: the phi3-{backend} plugin is not installed")
+            return False
+        if state["status"] != "available" and not (state["status"] == "no device" and device != "auto"):
+            skipped.append(f"{backend}/{engine}: {state['status']}: {state['detail']}")
+            return False
+        available, detail = state["engines"].get(engine, (False, f"no engine {engine}"))
+        if not available:
+            skipped.append(f"{backend}/{engine}: engine unusable: {detail}")
+        return bool(available)
+
+    # 1. first run (quantizes) vs second run (everything cached), `phi3 generate` in new processes
+    results["first_second"] = []
+    for backend, engine in (("openvino", "genai"), ("dml", "genai")):
+        if backend not in states or states[backend]["status"] != "available":
+            continue
+        if args.keep_cache:
+            skipped.append(f"first-run measurement of {backend}: --keep-cache reuses built artifacts")
+            continue
+        log(f"first and second `phi3 generate` on {backend}/{engine}")
+        results["first_second"].append(first_and_second_run(backend, engine, model, env, workdir))
+
+    # 2. artifacts phi3 built, the exact-length prompt
+    prompt = bench.build_prompt(model, args.prompt_tokens)
+    prompt_ids = encode(model, prompt)
+    assert len(prompt_ids) == args.prompt_tokens, (len(prompt_ids), args.prompt_tokens)
+    results["prompt"] = prompt
+    eos = eos_ids(model)
+    common = {
+        "prompt": prompt,
+        "prompt_ids": prompt_ids,
+        "new_tokens": args.new_tokens,
+        "eos_ids": eos,
+        "warmup_prompt": bench.WARMUP_PROMPT,
+        "warmup_ids": encode(model, bench.WARMUP_PROMPT),
+    }
+    ov_config: dict[str, str] = {}
+    with contextlib.suppress(ImportError):
+        from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG
+
+        ov_config = dict(DEFAULT_OV_CONFIG)  # what phi3-openvino compiles with (plus its CACHE_DIR)
+    results["ov_config"] = ov_config
+
+    rows: list[Row] = []
+    artifacts: dict[tuple[str, str], dict[str, str]] = {}
+
+    def phi3_row(backend: str, engine: str, group: str, device: str = "auto") -> Row | None:
+        if not usable(backend, engine, device):
+            return None
+        log(f"artifact for {backend}/{engine} (int4)")
+        try:
+            prepared = prepare_phi3(model, backend, engine, "int4", args.prompt_tokens, env, device)
+        except BenchChildError as exc:
+            skipped.append(f"{backend}/{engine}: building the int4 artifact failed: {exc.message}")
+            return None
+        path = prepared["artifact"]["path"]
+        artifacts.setdefault((backend, "int4"), {"path": path, "engine": engine, "device": device})
+        weights = roofline.onnx_model(Path(path)) if backend == "dml" else roofline.openvino_ir(Path(path))
+        spec = {
+            "model": str(model),
+            "revision": None,
+            "backend": backend,
+            "engine": engine,
+            "device": device,
+            "precision": "int4",
+            "prompt": prompt,
+            "new_tokens": args.new_tokens,
+            "prompt_tokens": args.prompt_tokens,
+        }
+        where = "" if device == "auto" else f" ({device})"
+        row = Row(
+            f"phi3:{backend}/{engine}",
+            f"phi3 {backend}/{engine}{where}",
+            "phi3",
+            group,
+            PHI3_WORKER,
+            spec,
+            cold=True,
+            artifact=path,
+            weights=weights,
+            precision="int4",
+        )
+        rows.append(row)
+        return row
+
+    genai = phi3_row("openvino", "genai", "ov-genai")
+    if genai is not None:
+        rows.append(
+            Row(
+                "direct:ov_genai",
+                "openvino_genai.LLMPipeline",
+                "direct",
+                "ov-genai",
+                WORKERS,
+                {**common, "mode": "ov_genai", "artifact": genai.artifact, "ov_config": ov_config},
+                artifact=genai.artifact,
+                weights=genai.weights,
+                precision="int4",
+            )
+        )
+    optimum = phi3_row("openvino", "optimum", "ov-optimum")
+    if optimum is not None:
+        rows.append(
+            Row(
+                "direct:ov_optimum",
+                "optimum-intel OVModelForCausalLM",
+                "direct",
+                "ov-optimum",
+                WORKERS,
+                {**common, "mode": "ov_optimum", "artifact": optimum.artifact, "ov_config": ov_config},
+                artifact=optimum.artifact,
+                weights=optimum.weights,
+                precision="int4",
+            )
+        )
+    dml = phi3_row("dml", "genai", "dml")
+    if dml is not None:
+        rows.append(
+            Row(
+                "direct:og",
+                "onnxruntime_genai Generator",
+                "direct",
+                "dml",
+                WORKERS,
+                {**common, "mode": "og", "artifact": dml.artifact},
+                artifact=dml.artifact,
+                weights=dml.weights,
+                precision="int4",
+            )
+        )
+    # phi3-npu: no NPU here, so its genai engine runs on its explicit CPU override (same pipeline,
+    # NPU export recipe); the direct call gets the properties phi3-npu uses there (CACHE_DIR only).
+    npu = phi3_row("npu", "genai", "npu-genai", device="CPU")
+    if npu is not None:
+        rows.append(
+            Row(
+                "direct:npu_genai",
+                "openvino_genai.LLMPipeline (NPU-recipe IR)",
+                "direct",
+                "npu-genai",
+                WORKERS,
+                {**common, "mode": "ov_genai", "artifact": npu.artifact, "ov_config": {}},
+                artifact=npu.artifact,
+                weights=npu.weights,
+                precision="int4",
+            )
+        )
+    if "npu" in states:
+        if usable("npu", "npu-library", "CPU"):
+            skipped.append(
+                "npu/npu-library (intel-npu-acceleration-library): installed, but this suite has no "
+                "direct-call worker for it yet"
+            )
+        else:
+            skipped[-1] += " (so intel-npu-acceleration-library is not compared either)"
+
+    gguf: dict[str, Path] | None = None
+    try:
+        log("llama.cpp: converting to GGUF f16 and quantizing to Q4_0")
+        gguf = build_gguf(model, workdir, env)
+    except (RuntimeError, subprocess.CalledProcessError, StopIteration) as exc:
+        skipped.append(f"llama.cpp: {exc}")
+    if gguf is not None:
+        rows.append(
+            Row(
+                "peer:llama_cpp",
+                "llama.cpp Q4_0 (llama-cpp-python)",
+                "peer",
+                "llama",
+                WORKERS,
+                {**common, "mode": "llama_cpp", "gguf": str(gguf["q4_0"])},
+                artifact=str(gguf["q4_0"]),
+                weights=roofline.gguf_file(gguf["q4_0"], gguf["gguf_py"]),
+                precision="Q4_0",
+            )
+        )
+    if args.skip_baseline:
+        skipped.append("transformers fp32 baseline: --skip-baseline")
+    else:
+        rows.append(
+            Row(
+                "baseline:hf",
+                "transformers fp32 eager",
+                "baseline",
+                "hf",
+                WORKERS,
+                {**common, "mode": "hf", "checkpoint": str(model)},
+                artifact=str(model),
+                weights=roofline.safetensors_folder(model),
+                precision="fp32",
+            )
+        )
+
+    # 3. the interleaved rounds
+    scratch = workdir / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        run_rounds(rows, args.runs, env, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    results["rows"] = [report_md.row_dict(r) for r in rows]
+
+    # 4. parity
+    if args.skip_parity:
+        skipped.append("parity: --skip-parity")
+    else:
+        parity_artifacts = dict(artifacts)
+        for backend, precision in (("openvino", "int8"), ("openvino", "fp16"), ("dml", "int8")):
+            if states.get(backend, {}).get("status") != "available":
+                continue
+            log(f"artifact for parity: {backend} {precision}")
+            try:
+                prepared = prepare_phi3(model, backend, "genai", precision, 8, env)
+                parity_artifacts[(backend, precision)] = {
+                    "path": prepared["artifact"]["path"],
+                    "engine": "genai",
+                    "device": "auto",
+                }
+            except BenchChildError as exc:
+                skipped.append(f"parity {backend} {precision}: {exc.message}")
+        try:
+            results["parity"] = run_parity(model, parity_artifacts, gguf, args.parity_tokens, ov_config, env, workdir)
+        except BenchChildError as exc:
+            skipped.append(f"parity: the transformers reference failed: {exc.message}")
+
+    chart = args.output.with_suffix(".png")
+    try:
+        bench.plot_report(
+            {
+                "settings": {
+                    "model": model.name,
+                    "prompt_tokens": args.prompt_tokens,
+                    "new_tokens": args.new_tokens,
+                    "runs": args.runs,
+                },
+                "results": [
+                    {
+                        "backend": r.label,
+                        "engine": r.kind,
+                        "device": "CPU",
+                        "precision": r.precision,
+                        "summary": summarize(r.runs),
+                    }
+                    for r in rows
+                    if r.error is None and r.runs
+                ],
+            },
+            chart,
+        )
+        results["chart"] = chart.name
+    except Exception as exc:  # matplotlib missing: the tables are the results, the chart is a convenience
+        skipped.append(f"chart: {exc}")
+    results["load_average_end"] = load_average()
+    results["elapsed_s"] = time.perf_counter() - STARTED
+    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    args.output.write_text(report_md.render(results), encoding="utf-8")
+    log(f"wrote {args.output} and {workdir / 'results.json'} in {results['elapsed_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
