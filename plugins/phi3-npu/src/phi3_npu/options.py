@@ -31,7 +31,6 @@ Load options (``genai`` only; the NPU's static-shape pipeline is configured at c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +59,6 @@ HINTS = {"generate_hint": ("FAST_COMPILE", "BEST_PERF"), "prefill_hint": ("DYNAM
 PROPERTY_NAMES = {name: name.upper() for name in NPU_KNOBS}
 """phi3 option name -> OpenVINO GenAI property name."""
 
-_OV_VALUE_TYPES = (str, int, float, bool)
 
 
 def _whole(name: str, value: Any) -> int:
@@ -123,26 +121,15 @@ class GenAISettings:
 
 
 def _ov_config(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigError(
-                "ov_config must be a mapping of OpenVINO properties",
-                hint='e.g. -O \'ov_config={"INFERENCE_PRECISION_HINT": "f32"}\'',
-            ) from None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"ov_config must be a mapping of OpenVINO properties, got {type(value).__name__}")
-    bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, _OV_VALUE_TYPES)]
-    if bad:
-        raise ConfigError(f"ov_config entries must map property names to strings or numbers; bad: {bad!r}")
-    knobs = sorted(name for name in value if name.upper() in PROPERTY_NAMES.values())
+    """phi3-openvino's ``ov_config`` check, plus: NPU knobs belong in phi3 options, not in ov_config."""
+    from phi3_openvino.options import resolve_ov_config
+
+    checked = resolve_ov_config({"ov_config": value})
+    knobs = sorted(name for name in checked if name.upper() in PROPERTY_NAMES.values())
     if knobs:
         spelled = ", ".join(f"-O {name.lower()}=..." for name in knobs)
         raise ConfigError(f"set {', '.join(knobs)} as phi3 options, not inside ov_config", hint=f"use {spelled}")
-    return dict(value)
+    return checked
 
 
 def resolve_load_options(engine: str, options: Mapping[str, Any]) -> GenAISettings | None:
