@@ -60,7 +60,6 @@ PROPERTY_NAMES = {name: name.upper() for name in NPU_KNOBS}
 """phi3 option name -> OpenVINO GenAI property name."""
 
 
-
 def _whole(name: str, value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
