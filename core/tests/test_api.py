@@ -149,7 +149,7 @@ def test_quantize_to_a_named_folder_then_load_it(tiny_phi3: Path, tmp_path: Path
     with phi3.load(out) as model:  # backend and precision come from the manifest
         assert (model.backend, model.precision) == ("reference", "bf16")
         assert model.generate("Hi", max_new_tokens=2, ignore_eos=True).new_tokens == 2
-    with pytest.raises(phi3.Phi3Error, match="not empty"):
+    with pytest.raises(phi3.Phi3Error, match="already holds a phi3 artifact"):
         phi3.quantize(tiny_phi3, backend="reference", precision="bf16", output=out)
     with pytest.raises(phi3.ConfigError, match="fp32"):
         phi3.load(out, precision="fp32")

@@ -85,7 +85,7 @@ def test_prune_removes_corrupt_artifacts_and_old_ones(tmp_path: Path) -> None:
     (bad.path / "w.bin").write_bytes(b"a")
     assert [a.path for a in cache.artifacts()] == [good.path]
     assert cache.prune() == [bad.path]
-    assert cache.prune(older_than_days=-1) == [good.path]
+    assert cache.prune(older_than_days=0) == [good.path]
     assert cache.artifacts() == []
 
 

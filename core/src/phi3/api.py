@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from phi3.cache import ArtifactCache, ArtifactSpec, is_artifact, read_artifact
+from phi3.checkpoint import check_checkpoint
 from phi3.errors import ConfigError, PluginError
 from phi3.model import Model
 from phi3.plugins import PluginRegistry, get_registry
@@ -30,9 +31,41 @@ def _quiet_progress(message: str, completed: int | None = None, total: int | Non
 
 
 def _check_text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+def _check_model(model: object) -> str | os.PathLike[str]:
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str):
+        raise ConfigError(
+            f"model must be a string or a path, got {type(model).__name__} {model!r}",
+            hint="pass an alias (phi3-mini-4k), a Hugging Face id, or a folder",
+        )
+    if not model.strip():
+        raise ConfigError(
+            "the model argument is empty", hint="pass an alias (phi3-mini-4k), a Hugging Face id, or a folder"
+        )
+    return model
+
+
+def _check_progress(progress: object) -> Progress | None:
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"progress must be a callable or None, got {type(progress).__name__}")
+    return progress  # type: ignore[return-value]
+
+
+def _check_output(output: object) -> Path | None:
+    if output is None:
+        return None
+    if not isinstance(output, (str, os.PathLike)):
+        raise ConfigError(f"output must be a folder path, got {type(output).__name__} {output!r}")
+    text = os.fspath(output)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("the output folder name is empty", hint="name a new folder, e.g. -o ./phi3-int4")
+    return Path(text)
 
 
 def _prepare(
@@ -49,6 +82,10 @@ def _prepare(
     """Resolve everything cheap; return the selection, split options and a prebuilt artifact, if any."""
     model_path = Path(os.fspath(model)).expanduser()
     prebuilt: Artifact | None = None
+    if precision is not None:
+        _check_text("precision", precision)
+    if engine is not None:
+        _check_text("engine", engine)
     if model_path.is_dir() and is_artifact(model_path):
         prebuilt = read_artifact(model_path.resolve(), from_cache=True)
         if backend == "auto":
@@ -75,6 +112,11 @@ def _prepare(
             f"{selection.engine.name!r} needs {selection.engine.artifact_format!r}"
         )
     artifact_opts, load_opts = split_options(selection.info, options)
+    if prebuilt is not None and artifact_opts:
+        raise ConfigError(
+            f"{', '.join(sorted(artifact_opts))} shape(s) how an artifact is built, and {model_path} is built already",
+            hint="drop those options, or pass the original checkpoint to build a new artifact",
+        )
     return selection, artifact_opts, load_opts, prebuilt, precision
 
 
@@ -88,6 +130,7 @@ def _build_artifact(
     progress: Progress,
     output: Path | None,
     trust_remote_code: bool,
+    overwrite: bool = False,
 ) -> Artifact:
     source = resolve_model(model, cache.root, revision)
     spec = ArtifactSpec(
@@ -107,6 +150,9 @@ def _build_artifact(
     )
 
     def build(folder: Path) -> Mapping[str, Any]:
+        report = check_checkpoint(source.path)  # cheap: headers only; refuses what would build a broken artifact
+        if not report.has_chat_template:
+            progress(f"note: {source.model_id} has no chat template; chat needs one, raw prompts work")
         progress(f"quantizing {source.model_id} to {selection.precision} for {selection.backend}")
         extra = registry.call(selection.backend, "phi3_quantize", request=request, output_dir=folder, progress=progress)
         if extra is not None and not isinstance(extra, Mapping):
@@ -117,7 +163,7 @@ def _build_artifact(
         progress("waiting for another phi3 process that is building the same artifact")
 
     if output is not None:
-        return cache.build_to(spec, build, output)
+        return cache.build_to(spec, build, output, overwrite=overwrite)
     return cache.get_or_build(spec, build, on_wait=waiting)
 
 
@@ -141,9 +187,11 @@ def load(
     the backend; names it does not declare are refused. The returned model says what was picked:
     ``model.backend``, ``model.engine``, ``model.device`` and ``model.selection_reason``.
     """
+    model = _check_model(model)
+    progress = _check_progress(progress) or _quiet_progress
     registry = get_registry()
     cache = ArtifactCache()
-    progress = progress or _quiet_progress
+    cache.ensure_usable(writable=False)
     selection, artifact_opts, load_opts, artifact, _ = _prepare(
         model, backend, device, precision, engine, revision, backend_options, registry, cache
     )
@@ -175,6 +223,7 @@ def quantize(
     precision: str | None = None,
     *,
     output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     engine: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
@@ -184,18 +233,24 @@ def quantize(
     """Build (or find in the cache) the artifact ``load`` would use, optionally into ``output``.
 
     With ``output`` the artifact is written there (atomically) instead of the cache; load it later
-    with ``phi3.load(output)``.
+    with ``phi3.load(output)``. ``output`` must not exist yet, or be a phi3 artifact and
+    ``overwrite=True``: phi3 never removes or replaces a folder it did not write.
     """
+    model = _check_model(model)
+    out = _check_output(output)
+    progress = _check_progress(progress) or _quiet_progress
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
     registry = get_registry()
     cache = ArtifactCache()
+    cache.ensure_usable(writable=False)
     selection, artifact_opts, _, prebuilt, _ = _prepare(
         model, backend, None, precision, engine, revision, backend_options, registry, cache
     )
     if prebuilt is not None:
         raise ConfigError(f"{model} is already a quantized artifact")
-    out = Path(os.fspath(output)) if output is not None else None
     return _build_artifact(
-        registry, cache, selection, model, revision, artifact_opts, progress or _quiet_progress, out, trust_remote_code
+        registry, cache, selection, model, revision, artifact_opts, progress, out, trust_remote_code, overwrite
     )
 
 

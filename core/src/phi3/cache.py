@@ -23,7 +23,9 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,11 +38,18 @@ from typing import Any
 import filelock
 
 from phi3._version import __version__
-from phi3.errors import ArtifactError, Phi3Error
+from phi3.errors import ArtifactError, ConfigError, Phi3Error
+from phi3.fs_errors import translate_os_errors
 from phi3.types import Artifact, ModelSource
 
 MANIFEST_NAME = "phi3-manifest.json"
 MANIFEST_VERSION = 1
+KEY_LENGTH = 24
+MIN_KEY_PREFIX = 4
+"""``phi3 cache rm`` takes a key or a prefix of at least this many characters of one."""
+_KEY = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}")
+_KEY_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_KEY_PREFIX},{KEY_LENGTH}}}")
+_OUTPUT_TMP_MARK = ".phi3-tmp."
 
 
 def phi3_home() -> Path:
@@ -80,7 +89,7 @@ class ArtifactSpec:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(_canonical(self.identity()).encode()).hexdigest()[:24]
+        return hashlib.sha256(_canonical(self.identity()).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -136,8 +145,13 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
         raise ArtifactError(f"artifact manifest {manifest_path} is unreadable: {exc}", hint=fix) from None
     if not isinstance(manifest, dict) or manifest.get("format") != "phi3-artifact":
         raise ArtifactError(f"{manifest_path} is not a phi3 artifact manifest", hint=fix)
-    for rel, size in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(rel, str) and _is_size(size) for rel, size in files.items()):
+        raise ArtifactError(f"{manifest_path} has a malformed 'files' table", hint=fix)
+    for rel, size in files.items():
         path = folder / rel
+        if not _inside(folder, path):
+            raise ArtifactError(f"{manifest_path} lists {rel!r}, which is outside the artifact", hint=fix)
         if not path.is_file():
             raise ArtifactError(f"artifact {folder} is missing {rel}", hint=fix)
         actual = path.stat().st_size
@@ -156,15 +170,67 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
     )
 
 
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (resolved) lies inside ``root`` (resolved): guards every delete and read."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def is_artifact(folder: Path) -> bool:
     return (folder / MANIFEST_NAME).is_file()
 
 
+def _umask_mode() -> int:
+    """The mode ``mkdir`` would give a new folder (``mkdtemp`` makes 0700, which breaks sharing)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def _make_temp_dir(prefix: str, parent: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    if sys.platform != "win32":
+        os.chmod(tmp, _umask_mode())
+    return tmp
+
+
+def check_key_prefix(text: str) -> str:
+    """A key as ``phi3 cache list`` prints it (or a prefix of one): hex only, so never a path or pattern."""
+    if not isinstance(text, str) or not _KEY_PREFIX.fullmatch(text):
+        raise ConfigError(
+            f"{text!r} is not an artifact key",
+            hint=f"give a key from `phi3 cache list`, or its first {MIN_KEY_PREFIX} or more characters (0-9, a-f)",
+        )
+    return text
+
+
+def check_age_days(value: float) -> float:
+    """``prune --older-than``: a finite, non-negative number of days (NaN or -1 would match everything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"--older-than must be a finite number of days >= 0, got {value!r}",
+            hint="for example --older-than 30",
+        )
+    return float(value)
+
+
 Builder = Callable[[Path], Mapping[str, Any]]
+_HOME_HINT = "set PHI3_HOME to a folder you can write, or fix this one's permissions or free space"
 
 
 class ArtifactCache:
-    """Operations on one cache root. Cheap to construct; creates folders lazily."""
+    """Operations on one cache root. Cheap to construct; creates folders lazily.
+
+    Every delete goes through :meth:`_delete_inside`, which refuses any path outside the root: a
+    bad key, a symlink or a malformed manifest can never make phi3 remove a user's file.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else phi3_home()
@@ -181,11 +247,37 @@ class ArtifactCache:
     def locks_dir(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def outputs_dir(self) -> Path:
+        """Records of ``quantize -o`` builds in progress, so ``prune`` can clean a killed one's temp folder."""
+        return self.tmp_dir / "outputs"
+
+    def ensure_usable(self, *, writable: bool = True) -> None:
+        """Create the root (if needed) and check it is a folder (writable, unless only reading), naming the fix.
+
+        A read-only cache still serves the artifacts it holds; building into it needs ``writable``.
+        """
+        with translate_os_errors(f"phi3's cache folder {self.root}", hint=_HOME_HINT):
+            if self.root.exists() and not self.root.is_dir():
+                raise Phi3Error(f"phi3's cache folder {self.root} is a file, not a folder", hint=_HOME_HINT)
+            if not self.root.exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+            if writable and not os.access(self.root, os.W_OK | os.X_OK):
+                raise Phi3Error(f"phi3's cache folder {self.root} is not writable", hint=_HOME_HINT)
+
+    def _mkdir(self, path: Path) -> Path:
+        with translate_os_errors(f"phi3's cache folder {path}", hint=_HOME_HINT):
+            if path.exists() and not path.is_dir():
+                raise Phi3Error(
+                    f"{path} is a file where phi3 keeps a folder",
+                    hint="move that file away, or set PHI3_HOME to another folder",
+                )
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def compiled_dir(self, backend: str) -> Path:
         """Per-backend folder for compiled blobs (created on demand)."""
-        path = self.root / "compiled" / backend
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self._mkdir(self.root / "compiled" / backend)
 
     def path_for(self, spec: ArtifactSpec) -> Path:
         return self.artifacts_dir / spec.backend / spec.key
@@ -199,14 +291,17 @@ class ArtifactCache:
     @contextlib.contextmanager
     def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold the build lock of ``key``; ``on_wait`` is called once if another process has it."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.locks_dir / f"{key}.lock"))
-        try:
-            lock.acquire(timeout=0.5)
-        except filelock.Timeout:
-            if on_wait is not None:
-                on_wait()
-            lock.acquire()
+        path = self._mkdir(self.locks_dir) / f"{key}.lock"
+        with translate_os_errors(f"lock file {path}", hint=f"remove {path} (no phi3 process uses it) and retry"):
+            if path.exists() and not path.is_file():
+                raise Phi3Error(f"lock file {path} is not a file", hint=f"remove {path} and retry")
+            lock = filelock.FileLock(str(path))
+            try:
+                lock.acquire(timeout=0.5)
+            except filelock.Timeout:
+                if on_wait is not None:
+                    on_wait()
+                lock.acquire()
         try:
             yield
         finally:
@@ -214,6 +309,7 @@ class ArtifactCache:
 
     def get_or_build(self, spec: ArtifactSpec, build: Builder, on_wait: Callable[[], None] | None = None) -> Artifact:
         """Return the cached artifact for ``spec``, building it (once, atomically) if absent."""
+        self.ensure_usable()
         found = self.lookup(spec)
         if found is not None:
             return found
@@ -223,38 +319,69 @@ class ArtifactCache:
                 return found
             self._remove_stale_builds(spec.key)
             final = self.path_for(spec)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._mkdir(final.parent)
             if final.exists():  # a folder without a manifest: never trusted, replaced
-                shutil.rmtree(final)
-            self._build_atomically(spec, build, final)
+                self._delete_inside(final)
+            self._build_atomically(spec, build, final, self._mkdir(self.tmp_dir), f"{spec.key}.")
             return read_artifact(final, from_cache=False)
 
-    def build_to(self, spec: ArtifactSpec, build: Builder, dest: Path) -> Artifact:
-        """Build into a user-named folder ``dest`` with the same atomicity (temp sibling + rename)."""
-        dest = dest.expanduser().resolve()
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise Phi3Error(
-                f"output path {dest} already exists and is not empty", hint="choose a new folder or delete this one"
-            )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            dest.rmdir()
-        self._build_atomically(spec, build, dest, tmp_parent=dest.parent)
+    def build_to(self, spec: ArtifactSpec, build: Builder, dest: Path, *, overwrite: bool = False) -> Artifact:
+        """Build into a user-named folder ``dest`` with the same atomicity (temp sibling + rename).
+
+        A folder that exists is never removed or replaced, unless it is a phi3 artifact and
+        ``overwrite`` is true: then the new build replaces it only once it is complete.
+        """
+        dest = Path(os.path.abspath(dest.expanduser()))
+        self._check_output(dest, overwrite)
+        self.ensure_usable()
+        lock_key = "output-" + hashlib.sha256(str(dest).encode()).hexdigest()[:KEY_LENGTH]
+        with self.lock(lock_key):
+            self._check_output(dest, overwrite)  # another process may have written it while we waited
+            with translate_os_errors(f"output folder {dest.parent}", hint="choose a folder you can write"):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_outputs(dest)
+            record = self._mkdir(self.outputs_dir) / f"{lock_key}.json"
+            record.write_text(json.dumps({"dest": str(dest)}), encoding="utf-8")
+            try:
+                self._build_atomically(
+                    spec, build, dest, dest.parent, f".{dest.name}{_OUTPUT_TMP_MARK}", replace=overwrite
+                )
+            finally:
+                record.unlink(missing_ok=True)
         return read_artifact(dest, from_cache=False)
 
+    @staticmethod
+    def _check_output(dest: Path, overwrite: bool) -> None:
+        if not dest.exists() and not dest.is_symlink():
+            return
+        if not dest.is_dir() or not is_artifact(dest):
+            raise Phi3Error(
+                f"output folder {dest} already exists",
+                hint="name a folder that does not exist yet: phi3 never replaces a folder it did not write",
+            )
+        if not overwrite:
+            raise Phi3Error(
+                f"{dest} already holds a phi3 artifact", hint="pass --overwrite to replace it, or name a new folder"
+            )
+
     def _build_atomically(
-        self, spec: ArtifactSpec, build: Builder, final: Path, tmp_parent: Path | None = None
+        self, spec: ArtifactSpec, build: Builder, final: Path, parent: Path, prefix: str, *, replace: bool = False
     ) -> None:
-        parent = tmp_parent if tmp_parent is not None else self.tmp_dir
-        parent.mkdir(parents=True, exist_ok=True)
-        prefix = f"{spec.key}." if tmp_parent is None else f".{final.name}.phi3-tmp."
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        with translate_os_errors(f"temporary build folder in {parent}", hint="free space or fix permissions there"):
+            tmp = _make_temp_dir(prefix, parent)
         try:
             extra = build(tmp)
-            write_manifest(tmp, spec, extra or {})
-            _fsync_dir(tmp)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            with translate_os_errors(f"artifact folder {final}", hint="free space or fix permissions there"):
+                write_manifest(tmp, spec, extra or {})
+                _fsync_dir(tmp)
+                if replace and final.exists():
+                    old = _make_temp_dir(f".{final.name}.phi3-old.", parent)
+                    os.replace(final, old / final.name)
+                    os.replace(tmp, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.rename(tmp, final)
+                _fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -262,62 +389,126 @@ class ArtifactCache:
     def _remove_stale_builds(self, key: str) -> None:
         """Delete temp folders of ``key`` left by killed builds (we hold its lock, so none is live)."""
         if self.tmp_dir.is_dir():
-            for path in self.tmp_dir.glob(f"{key}.*"):
+            for path in self.tmp_dir.iterdir():
+                if path.name.startswith(f"{key}.") and path.is_dir():
+                    self._delete_inside(path, root=self.tmp_dir)
+
+    @staticmethod
+    def _remove_stale_outputs(dest: Path) -> None:
+        """Delete temp siblings of ``dest`` left by a killed ``quantize -o`` (we hold its lock)."""
+        prefix = f".{dest.name}{_OUTPUT_TMP_MARK}"
+        for path in dest.parent.iterdir():
+            if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
+
+    def _delete_inside(self, path: Path, root: Path | None = None) -> None:
+        """Remove ``path``, which must be inside ``root`` (default: the cache root); never follow a link out."""
+        root = root if root is not None else self.root
+        if path.is_symlink():
+            if not _inside(root, path.parent):
+                raise Phi3Error(f"refusing to remove {path}: it is outside {root}")
+            path.unlink()
+            return
+        if not _inside(root, path) or path.resolve() == root.resolve():
+            raise Phi3Error(f"refusing to remove {path}: it is outside {root}")
+        shutil.rmtree(path, ignore_errors=True)
 
     # -- phi3 cache list / rm / prune ---------------------------------------------------------
 
     def artifacts(self) -> list[Artifact]:
         """Every complete artifact; unreadable ones are skipped (``prune`` reports them)."""
         found = []
-        if self.artifacts_dir.is_dir():
-            for manifest in sorted(self.artifacts_dir.glob(f"*/*/{MANIFEST_NAME}")):
-                try:
-                    found.append(read_artifact(manifest.parent, from_cache=True))
-                except ArtifactError:
-                    continue
+        for folder in self._artifact_folders():
+            if not is_artifact(folder):
+                continue
+            try:
+                found.append(read_artifact(folder, from_cache=True))
+            except ArtifactError:
+                continue
         return found
 
-    def find(self, key_prefix: str) -> list[Path]:
-        """Artifact folders whose key starts with ``key_prefix``."""
-        if not key_prefix or not self.artifacts_dir.is_dir():
+    def _artifact_folders(self) -> list[Path]:
+        """``artifacts/<backend>/<key>`` folders (complete or not) whose name is a real key."""
+        if not self.artifacts_dir.is_dir():
             return []
-        return sorted(p for p in self.artifacts_dir.glob(f"*/{key_prefix}*") if p.is_dir())
+        return sorted(
+            folder
+            for backend in self.artifacts_dir.iterdir()
+            if backend.is_dir() and not backend.is_symlink()
+            for folder in backend.iterdir()
+            if _KEY.fullmatch(folder.name) and (folder.is_dir() or folder.is_symlink())
+        )
+
+    def find(self, key_prefix: str) -> list[Path]:
+        """Artifact folders whose key starts with ``key_prefix`` (hex, at least ``MIN_KEY_PREFIX`` long).
+
+        Keys are compared as strings, never used as a path or a glob pattern.
+        """
+        check_key_prefix(key_prefix)
+        return [folder for folder in self._artifact_folders() if folder.name.startswith(key_prefix)]
 
     def remove(self, folder: Path) -> None:
         """Remove an artifact: rename it out of ``artifacts/`` first so a reader never sees half."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        doomed = Path(tempfile.mkdtemp(prefix="removing.", dir=self.tmp_dir))
-        os.replace(folder, doomed / folder.name)
-        shutil.rmtree(doomed, ignore_errors=True)
+        if not (folder.parent.parent == self.artifacts_dir and _KEY.fullmatch(folder.name)):
+            raise Phi3Error(f"refusing to remove {folder}: it is not an artifact folder of {self.root}")
+        if folder.is_symlink():
+            folder.unlink()
+            return
+        if not _inside(self.artifacts_dir, folder):
+            raise Phi3Error(f"refusing to remove {folder}: it is outside {self.artifacts_dir}")
+        with translate_os_errors(f"artifact {folder}", hint="fix the cache folder's permissions"):
+            doomed = _make_temp_dir("removing.", self._mkdir(self.tmp_dir))
+            os.replace(folder, doomed / folder.name)
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def prune(self, *, older_than_days: float | None = None) -> list[Path]:
         """Remove leftovers of killed builds, corrupt artifacts, and optionally old artifacts."""
+        cutoff = time.time() - check_age_days(older_than_days) * 86400 if older_than_days is not None else None
         removed: list[Path] = []
+        removed += self._prune_outputs()
         if self.tmp_dir.is_dir():
             for path in sorted(self.tmp_dir.iterdir()):
-                key = path.name.split(".", 1)[0]
-                if path.name.startswith("removing.") or self._lock_is_free(key):
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
-        if self.artifacts_dir.is_dir():
-            cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
-            for folder in sorted(self.artifacts_dir.glob("*/*")):
-                if not folder.is_dir():
+                if path == self.outputs_dir:
                     continue
-                try:
-                    read_artifact(folder, from_cache=True)
-                    stale = cutoff is not None and (folder / MANIFEST_NAME).stat().st_mtime < cutoff
-                except ArtifactError:
-                    stale = True
-                if stale:
-                    self.remove(folder)
-                    removed.append(folder)
+                key = path.name.split(".", 1)[0]
+                if path.name.startswith("removing.") or (_KEY.fullmatch(key) and self._lock_is_free(key)):
+                    self._delete_inside(path, root=self.tmp_dir)
+                    removed.append(path)
+        for folder in self._artifact_folders():
+            try:
+                read_artifact(folder, from_cache=True)
+                stale = cutoff is not None and (folder / MANIFEST_NAME).stat().st_mtime < cutoff
+            except ArtifactError:
+                stale = True
+            if stale:
+                self.remove(folder)
+                removed.append(folder)
+        return removed
+
+    def _prune_outputs(self) -> list[Path]:
+        """Temp folders of killed ``quantize -o`` builds, found through their records."""
+        removed: list[Path] = []
+        if not self.outputs_dir.is_dir():
+            return removed
+        for record in sorted(self.outputs_dir.glob("output-*.json")):
+            if not self._lock_is_free(record.stem):
+                continue  # that build is still running
+            try:
+                dest = Path(json.loads(record.read_text(encoding="utf-8"))["dest"])
+            except (OSError, ValueError, KeyError, TypeError):
+                record.unlink(missing_ok=True)
+                continue
+            prefix = f".{dest.name}{_OUTPUT_TMP_MARK}"
+            if dest.parent.is_dir():
+                for path in sorted(dest.parent.iterdir()):
+                    if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed.append(path)
+            record.unlink(missing_ok=True)
         return removed
 
     def _lock_is_free(self, key: str) -> bool:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.locks_dir / f"{key}.lock"))
+        lock = filelock.FileLock(str(self._mkdir(self.locks_dir) / f"{key}.lock"))
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -331,8 +522,11 @@ class ArtifactCache:
 
 __all__ = [
     "MANIFEST_NAME",
+    "MIN_KEY_PREFIX",
     "ArtifactCache",
     "ArtifactSpec",
+    "check_age_days",
+    "check_key_prefix",
     "is_artifact",
     "phi3_home",
     "read_artifact",

@@ -7,12 +7,13 @@ progress, timings) goes to stderr, so ``phi3 generate ... > answer.txt`` keeps o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +22,7 @@ import phi3
 from phi3 import __version__
 from phi3.cache import ArtifactCache
 from phi3.errors import ConfigError, Phi3Error
+from phi3.fs_errors import describe_os_error
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
@@ -62,6 +64,13 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except OSError as exc:  # a full disk, a closed stdout, a permission: the user's to fix, not a bug
+            if debug:
+                traceback.print_exc()
+            error = describe_os_error(exc, "a file" if exc.filename else "the output")
+            _fail(error.message, error.hint)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
@@ -72,6 +81,16 @@ def handle_errors(func: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``phi3 generate ... | head -c1``): stop quietly, as ``yes | head`` does.
+
+    stdout is pointed at devnull first so the interpreter's final flush cannot fail again.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer killed by the broken pipe
 
 
 def _parse_value(text: str) -> Any:
@@ -174,6 +193,21 @@ def _load(
             f"phi3: {loaded.backend}/{loaded.engine} on {loaded.device}, {loaded.precision}, {cached}{reason}", err=True
         )
     return loaded
+
+
+def _read_stdin() -> str:
+    """The prompt from stdin, or a phi3 error when there is no stdin to read."""
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        raise ConfigError("PROMPT is '-' but stdin is closed", hint="pipe the prompt in, or pass it as an argument")
+    try:
+        return stream.read()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"PROMPT is '-' but stdin cannot be read: {exc}", hint="pass the prompt as an argument"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError("stdin is not UTF-8 text", hint="convert the prompt to UTF-8") from None
 
 
 def _stats_line(result: GenerationResult) -> str:
@@ -315,10 +349,11 @@ def devices(backend: str | None, as_json: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
     default=None,
+    metavar="DIR",
     help="Write the artifact to this new folder instead of phi3's cache.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace DIR if it already holds a phi3 artifact.")
 @click.option("-e", "--engine", default=None, help="Engine whose artifact format to build.")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, repeatable.")
 @click.option("--revision", default=None, help="Hugging Face revision of a hub model.")
@@ -329,7 +364,8 @@ def quantize(
     model: str,
     backend: str,
     precision: str | None,
-    output: Path | None,
+    output: str | None,
+    overwrite: bool,
     engine: str | None,
     options: Sequence[str],
     revision: str | None,
@@ -344,6 +380,7 @@ def quantize(
             backend=backend,
             precision=precision,
             output=output,
+            overwrite=overwrite,
             engine=engine,
             revision=revision,
             trust_remote_code=trust_remote_code,
@@ -394,7 +431,9 @@ def generate(
 ) -> None:
     """Generate an answer to PROMPT ('-' reads it from stdin); streams by default."""
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = _read_stdin()
+    if not prompt.strip():
+        raise ConfigError("the prompt is empty", hint="pass some text, or '-' to read it from stdin")
     config = _generation_config(**generation)
     if raw and system:
         raise ConfigError("--system needs the chat template; drop --raw")
@@ -524,9 +563,15 @@ def cache_list(as_json: bool) -> None:
 @click.option("--all", "remove_all", is_flag=True, help="Remove every artifact.")
 @handle_errors
 def cache_rm(keys: Sequence[str], remove_all: bool) -> None:
-    """Remove artifacts by KEY (a unique prefix is enough)."""
+    """Remove artifacts by KEY, as `phi3 cache list` prints it (or its first 4+ characters).
+
+    Keys are matched as text against the cache's own artifacts, never as a path or a pattern, and
+    every key is checked before anything is removed.
+    """
     store = ArtifactCache()
     if remove_all:
+        if keys:
+            raise click.UsageError("give KEYs or --all, not both")
         targets = [a.path for a in store.artifacts()]
     elif not keys:
         raise click.UsageError("name at least one KEY, or pass --all")
@@ -538,10 +583,16 @@ def cache_rm(keys: Sequence[str], remove_all: bool) -> None:
                 raise Phi3Error(f"no cached artifact has a key starting with {key!r}", hint="see phi3 cache list")
             if len(found) > 1:
                 raise Phi3Error(f"key prefix {key!r} matches {len(found)} artifacts", hint="give more characters")
-            targets.extend(found)
+            targets.extend(p for p in found if p not in targets)
+    if not targets:
+        click.echo(f"No artifacts in {store.root}")
+        return
+    click.echo(f"removing {len(targets)} artifact(s) from {store.artifacts_dir}:")
+    for path in targets:
+        click.echo(f"  {path.parent.name}/{path.name}")
     for path in targets:
         store.remove(path)
-        click.echo(f"removed {path}")
+    click.echo(f"removed {len(targets)} artifact(s)")
 
 
 @cache.command("prune")
@@ -568,7 +619,23 @@ cli.add_command(bench)
 
 def main() -> None:
     silence_vendor_progress_bars()
-    cli(prog_name="phi3")
+    try:
+        cli(prog_name="phi3")
+    finally:
+        _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, while a failure can still be one line (at interpreter exit it would abort)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _fail(f"cannot write the output: {reason}", "check where stdout goes (a full disk, a closed pipe)")
 
 
 __all__ = ["cli", "main"]

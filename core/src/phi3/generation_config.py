@@ -16,6 +16,13 @@ from typing import Any
 
 from phi3.errors import ConfigError
 
+INT32_LIMIT = 2**31
+"""Runtimes (OpenVINO GenAI, ONNX Runtime GenAI) keep token counts and top_k in 32-bit ints."""
+MAX_TEMPERATURE = 100.0
+MIN_SAMPLING_TEMPERATURE = 1e-3
+"""Below this, logits / temperature overflows float32 in the runtimes (1e4 * 1e-3 is fine, 1e-40 is not)."""
+MAX_REPETITION_PENALTY = 100.0
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -37,11 +44,15 @@ class GenerationConfig:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
+        if self.stop is None:
+            object.__setattr__(self, "stop", ())  # None means "no stop strings", as everywhere else
+        elif isinstance(self.stop, str):
             # A bare string would otherwise be iterated character by character.
             object.__setattr__(self, "stop", (self.stop,))
-        elif not isinstance(self.stop, tuple):
+        elif isinstance(self.stop, Iterable) and not isinstance(self.stop, (bytes, Mapping)):
             object.__setattr__(self, "stop", tuple(self.stop))
+        else:
+            raise ConfigError(f"stop must be a string or a list of strings, got {self.stop!r}")
         _validate(self)
 
     def replace(self, **changes: Any) -> GenerationConfig:
@@ -84,24 +95,31 @@ def _is_number(value: object) -> bool:
 
 def _validate(config: GenerationConfig) -> None:
     problems: list[str] = []
-    if not _is_int(config.max_new_tokens) or config.max_new_tokens < 1:
-        problems.append(f"max_new_tokens must be a whole number >= 1, got {config.max_new_tokens!r}")
-    if not _is_number(config.temperature) or config.temperature < 0:
-        problems.append(f"temperature must be a number >= 0, got {config.temperature!r}")
+    if not _is_int(config.max_new_tokens) or not 1 <= config.max_new_tokens < INT32_LIMIT:
+        problems.append(f"max_new_tokens must be a whole number in [1, 2**31), got {config.max_new_tokens!r}")
+    if not _is_number(config.temperature) or config.temperature < 0 or config.temperature > MAX_TEMPERATURE:
+        problems.append(f"temperature must be a number in [0, {MAX_TEMPERATURE:g}], got {config.temperature!r}")
     elif config.do_sample and config.temperature == 0:
         problems.append("temperature 0 with do_sample=True is undefined; use do_sample=False for greedy")
+    elif config.do_sample and config.temperature < MIN_SAMPLING_TEMPERATURE:
+        problems.append(
+            f"temperature {config.temperature!r} is below {MIN_SAMPLING_TEMPERATURE:g}: runtimes divide float32 "
+            "logits by it and overflow; use do_sample=False for greedy decoding"
+        )
     if not _is_number(config.top_p) or not 0 < config.top_p <= 1:
         problems.append(f"top_p must be in (0, 1], got {config.top_p!r}")
-    if not _is_int(config.top_k) or config.top_k < 0:
-        problems.append(f"top_k must be a whole number >= 0 (0 disables it), got {config.top_k!r}")
+    if not _is_int(config.top_k) or not 0 <= config.top_k < INT32_LIMIT:
+        problems.append(f"top_k must be a whole number in [0, 2**31) (0 disables it), got {config.top_k!r}")
     if not isinstance(config.do_sample, bool):
         problems.append(f"do_sample must be true or false, got {config.do_sample!r}")
     if config.seed is not None and (not _is_int(config.seed) or not 0 <= config.seed < 2**32):
         problems.append(f"seed must be a whole number in [0, 2**32), got {config.seed!r}")
     if not all(isinstance(s, str) and s for s in config.stop):
         problems.append(f"stop must be non-empty strings, got {list(config.stop)!r}")
-    if not _is_number(config.repetition_penalty) or config.repetition_penalty <= 0:
-        problems.append(f"repetition_penalty must be a number > 0, got {config.repetition_penalty!r}")
+    if not _is_number(config.repetition_penalty) or not 0 < config.repetition_penalty <= MAX_REPETITION_PENALTY:
+        problems.append(
+            f"repetition_penalty must be a number in (0, {MAX_REPETITION_PENALTY:g}], got {config.repetition_penalty!r}"
+        )
     if not isinstance(config.ignore_eos, bool):
         problems.append(f"ignore_eos must be true or false, got {config.ignore_eos!r}")
     if problems:

@@ -189,13 +189,19 @@ class PluginRegistry:
         if name in self._broken:
             return self._broken[name]
         if name not in self._origins:
-            raise BackendNotFoundError(
-                f"no backend named {name!r} is installed",
-                hint=self.install_hint(),
-            )
+            raise self._not_found(name)
         if name not in self._probed:
             self._probed[name] = self._probe(name)
         return self._probed[name]
+
+    def _not_found(self, name: str) -> BackendNotFoundError:
+        """Why ``name`` is not usable: disabled by the environment, or not installed."""
+        if name in self.disabled:
+            return BackendNotFoundError(
+                f"backend {name!r} is installed but disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS",
+                hint="remove it from PHI3_DISABLE_PLUGINS (or add it to PHI3_LOAD_PLUGINS)",
+            )
+        return BackendNotFoundError(f"no backend named {name!r} is installed", hint=self.install_hint())
 
     def install_hint(self) -> str:
         names = [n for n in self.names() if n not in self._broken]
@@ -242,7 +248,7 @@ class PluginRegistry:
     def call(self, backend: str, hook: str, /, **kwargs: Any) -> Any:
         """Call ``hook`` on ``backend`` only; vendor exceptions become one-line BackendErrors."""
         if backend not in self._origins:
-            raise BackendNotFoundError(f"no usable backend named {backend!r}", hint=self.install_hint())
+            raise self._not_found(backend)
         others = [plugin for other, plugin in self.pm.list_name_plugin() if other != backend]
         caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
         with self.guard(backend, hook):

@@ -18,6 +18,7 @@ from typing import Any
 
 from phi3 import catalogue
 from phi3.errors import ModelNotFoundError
+from phi3.fs_errors import translate_os_errors
 from phi3.types import ModelSource
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -29,6 +30,7 @@ SMOKE_HIDDEN, SMOKE_INTERMEDIATE, SMOKE_CONTEXT = 128, 256, 1024
 """Tiny, but with widths that default int4 group sizes (32, 64, 128) divide, so every backend's
 defaults work on it."""
 SUPPORTED_ARCHITECTURES = {"Phi3ForCausalLM"}
+_HOME_HINT = "set PHI3_HOME to a folder you can write, or free space there"
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -47,7 +49,15 @@ def check_phi3_checkpoint(folder: Path) -> dict[str, Any]:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"{config_path} is unreadable: {exc}") from None
-    architectures = set(config.get("architectures") or [])
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(
+            f"{config_path} holds a JSON {type(config).__name__}, not a config object",
+            hint="re-download the checkpoint, or pass a complete Phi-3 folder",
+        )
+    raw_architectures = config.get("architectures") or []
+    if not isinstance(raw_architectures, list):
+        raw_architectures = [raw_architectures]
+    architectures = {str(a) for a in raw_architectures}
     if config.get("model_type") != "phi3" and not architectures & SUPPORTED_ARCHITECTURES:
         raise ModelNotFoundError(
             f"{folder} holds a {config.get('model_type') or 'unknown'} model "
@@ -68,18 +78,21 @@ def folder_hash(folder: Path, memo_path: Path | None = None) -> str:
             memo = json.loads(memo_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             memo = {}
+        if not isinstance(memo, dict):
+            memo = {}
     outer = hashlib.sha256()
     changed = False
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
         if any(part.startswith(".") for part in Path(rel).parts):
             continue
-        stat = path.stat()
+        with translate_os_errors(f"model file {path}", hint="fix its permissions"):
+            stat = path.stat()
         memo_key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         digest = memo.get(memo_key)
         if digest is None:
             inner = hashlib.sha256()
-            with open(path, "rb") as fh:
+            with translate_os_errors(f"model file {path}", hint="fix its permissions"), open(path, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     inner.update(block)
             digest = inner.hexdigest()
@@ -87,10 +100,13 @@ def folder_hash(folder: Path, memo_path: Path | None = None) -> str:
             changed = True
         outer.update(rel.encode() + b"\0" + str(digest).encode() + b"\n")
     if changed and memo_path is not None:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo), encoding="utf-8")
-        os.replace(tmp, memo_path)
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo), encoding="utf-8")
+            os.replace(tmp, memo_path)
+        except OSError:
+            pass  # the memo only saves time: a read-only or full cache must not stop a load
     return "sha256:" + outer.hexdigest()
 
 
@@ -108,12 +124,13 @@ def smoke_source(cache_root: Path) -> ModelSource:
     except ImportError as exc:  # pragma: no cover - the module itself is pure Python
         raise ModelNotFoundError(f"the smoke model needs phi3.testing: {exc}") from None
     try:
-        folder = make_tiny_phi3(
-            cache_root / "models" / SMOKE_FOLDER,
-            hidden_size=SMOKE_HIDDEN,
-            intermediate_size=SMOKE_INTERMEDIATE,
-            max_position_embeddings=SMOKE_CONTEXT,
-        )
+        with translate_os_errors(f"the smoke model's folder in {cache_root}", hint=_HOME_HINT):
+            folder = make_tiny_phi3(
+                cache_root / "models" / SMOKE_FOLDER,
+                hidden_size=SMOKE_HIDDEN,
+                intermediate_size=SMOKE_INTERMEDIATE,
+                max_position_embeddings=SMOKE_CONTEXT,
+            )
     except ImportError as exc:
         raise ModelNotFoundError(
             f"building the smoke model needs torch, transformers and tokenizers ({exc})",
@@ -160,6 +177,10 @@ def hub_source(repo_id: str, revision: str | None) -> ModelSource:
 def resolve_model(spec: str | os.PathLike[str], cache_root: Path, revision: str | None = None) -> ModelSource:
     """Turn what the user typed into a local Phi-3 checkpoint folder with a stable identity."""
     text = os.fspath(spec)
+    if not text.strip():
+        raise ModelNotFoundError(
+            "the model argument is empty", hint="pass an alias (phi3-mini-4k), a Hugging Face id, or a folder"
+        )
     path = Path(text).expanduser()
     if path.is_dir():
         return local_source(path, cache_root)
