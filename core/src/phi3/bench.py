@@ -156,14 +156,31 @@ class BenchSettings:
             raise ConfigError("; ".join(problems))
 
 
-def _split_list(values: Sequence[str] | str | None) -> list[str]:
+def _split_list(values: Sequence[str] | str | None, what: str = "list") -> list[str]:
+    """``a,b`` -> ``[a, b]``; a list that names nothing (``,,,`` or blanks) is refused, not read as "all"."""
     if values is None:
         return []
     items = [values] if isinstance(values, str) else list(values)
     out: list[str] = []
     for item in items:
         out.extend(part.strip() for part in item.split(",") if part.strip())
+    if items and not out:
+        raise ConfigError(
+            f"the {what} {','.join(items)!r} names nothing", hint="give names separated by commas, e.g. openvino,dml"
+        )
     return list(dict.fromkeys(out))
+
+
+def _short_run_reason(run: Mapping[str, Any], measured: Mapping[str, Any], wanted: int) -> str:
+    """Why a run decoded fewer tokens than asked: a full context window, or a backend ignoring ignore_eos."""
+    context = measured.get("context_length")
+    prompt_tokens = run.get("prompt_tokens") or 0
+    if context and prompt_tokens + wanted > context:
+        return (
+            f"decoded {run['new_tokens']} tokens instead of {wanted}: the {prompt_tokens}-token prompt plus "
+            f"{wanted} new tokens do not fit the model's {context}-token context; lower --new-tokens or --prompt-tokens"
+        )
+    return f"decoded {run['new_tokens']} tokens instead of {wanted}: the backend does not honour ignore_eos"
 
 
 def plan_targets(
@@ -179,9 +196,9 @@ def plan_targets(
     means every engine; default: each backend's default engine. ``devices``: device names tried on
     every backend (default ``auto``). Nothing requested is dropped silently.
     """
-    names = _split_list(backends) or registry.names()
-    engine_names = _split_list(engines)
-    device_names = _split_list(devices) or ["auto"]
+    names = _split_list(backends, "backend list") or registry.names()
+    engine_names = _split_list(engines, "engine list")
+    device_names = _split_list(devices, "device list") or ["auto"]
     targets: list[BenchTarget] = []
     missing: list[Unavailable] = []
     matched: set[str] = set()
@@ -189,7 +206,8 @@ def plan_targets(
         try:
             entry = registry.entry(name)
         except BackendNotFoundError as exc:
-            missing.append(Unavailable(name, None, None, f"not installed ({exc.hint or exc.message})"))
+            why = exc.message if name in registry.disabled else f"not installed ({exc.hint or exc.message})"
+            missing.append(Unavailable(name, None, None, why))
             continue
         info = entry.info
         explicit_device = any(d.lower() != "auto" for d in device_names)
@@ -597,10 +615,7 @@ def run_benchmark(
                     run[key] = warm_run.get(key)
                 result.device_used = warm_run.get("device") or result.device_used
                 if run["new_tokens"] != settings.new_tokens:
-                    result.error = (
-                        f"decoded {run['new_tokens']} tokens instead of {settings.new_tokens}: "
-                        "the backend does not honour ignore_eos"
-                    )
+                    result.error = _short_run_reason(run, warm_run, settings.new_tokens)
                     continue
                 result.runs.append(run)
         report("done", total, total)
@@ -842,6 +857,8 @@ def _measure(spec: Mapping[str, Any]) -> dict[str, Any]:
                 new_tokens=result.new_tokens,
                 prompt_tokens=result.prompt_tokens,
                 token_ids=list(result.token_ids),
+                finish_reason=result.finish_reason,
+                context_length=model.session.context_length,
             )
     finally:
         model.close()

@@ -26,7 +26,9 @@ class Sandbox:
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PHI3_HOME": str(self.home), "HF_HUB_OFFLINE": "1", **extra}
 
-    def phi3(self, *args: str, input: str | None = None, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    def phi3(
+        self, *args: str, input: str | None = None, timeout: float = 600, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "phi3", *args],
             input=input,

@@ -32,6 +32,9 @@ def reference_installed() -> None:
         pytest.skip("needs tests/distributions/phi3-reference-backend installed (the nox session does it)")
 
 
+_GENERATE = [sys.executable, "-m", "phi3", "generate"]
+
+
 def _generate(sandbox: Sandbox, model: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
     return sandbox.phi3("generate", str(model), "Hi", "-b", "reference", "-p", "fp32", "-n", "2", *extra, **env)
 
@@ -159,8 +162,7 @@ def test_stdout_on_a_full_disk_is_one_error_line(sandbox: Sandbox, tiny_phi3: Pa
 def test_a_reader_that_goes_away_ends_the_command_quietly(sandbox: Sandbox, tiny_phi3: Path) -> None:
     """`phi3 generate ... | head -c1`: no traceback, the exit status a shell gives a SIGPIPE'd writer."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "phi3", "generate", str(tiny_phi3), "Hi", "-b", "reference", "-p", "fp32"]
-        + ["-n", "200", "--ignore-eos", "--raw"],
+        [*_GENERATE, str(tiny_phi3), "Hi", "-b", "reference", "-p", "fp32", "-n", "200", "--ignore-eos", "--raw"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=sandbox.env(),
