@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 from collections.abc import Iterator
 
 from phi3.errors import Phi3Error
@@ -25,7 +27,35 @@ _REASONS = {
     errno.EEXIST: ("something already exists there", "move it away and retry"),
     errno.ENOENT: ("it does not exist", "check the path"),
     errno.ENAMETOOLONG: ("the path is too long", "use a shorter path"),
+    errno.EFBIG: ("the file size limit is exceeded", "raise the file size limit (ulimit -f), or free space"),
 }
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+"""How Rust's std::io::Error ends its message (safetensors, tokenizers): ``File too large (os error 27)``."""
+
+
+def os_errno_of(exc: BaseException) -> int | None:
+    """The errno behind ``exc``: an OSError in its chain, or one named in a vendor's message text.
+
+    Vendor libraries wrap I/O failures in their own exception types (``SafetensorError: ... I/O
+    error: No space left on device (os error 28)``), so the chain and the text are both searched.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        text = str(current)
+        match = _RUST_OS_ERROR.search(text)
+        if match:
+            return int(match.group(1))
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            if os.strerror(code) in text:
+                return code
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class FileSystemError(Phi3Error, OSError):
@@ -49,9 +79,9 @@ def translate_os_errors(what: str, hint: str | None = None) -> Iterator[None]:
         raise
     except OSError as exc:
         reason_hint = hint
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             reason_hint = _REASONS[errno.ENOSPC][1]  # "fix permissions" would be the wrong advice
         raise describe_os_error(exc, what, reason_hint) from exc
 
 
-__all__ = ["FileSystemError", "describe_os_error", "translate_os_errors"]
+__all__ = ["FileSystemError", "describe_os_error", "os_errno_of", "translate_os_errors"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import importlib.metadata
 import os
 import traceback
@@ -24,9 +25,12 @@ import pluggy
 
 from phi3 import hookspecs
 from phi3.errors import BackendError, BackendNotFoundError, Phi3Error, PluginError
+from phi3.fs_errors import describe_os_error, os_errno_of
 from phi3.types import BackendInfo, BackendStatus
 
 ENTRY_POINT_GROUP = "phi3"
+USER_FIXABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+"""OSErrors from a backend that name the user's fix (space, permissions), not a backend bug."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,13 @@ class PluginRegistry:
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except Exception as exc:
+            code = os_errno_of(exc)
+            if code in USER_FIXABLE_ERRNOS:
+                # a disk that filled or a folder without permission during export: the user's to fix
+                raise describe_os_error(
+                    OSError(code, os.strerror(code), getattr(exc, "filename", None)),
+                    f"a file backend {name!r} writes in {what}",
+                ) from exc
             raise BackendError(
                 f"backend {name!r} failed in {what}: {_one_line(exc)}",
                 hint="run with --debug for the full traceback",

@@ -160,7 +160,10 @@ def test_stdout_on_a_full_disk_is_one_error_line(sandbox: Sandbox, tiny_phi3: Pa
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(sandbox: Sandbox, tiny_phi3: Path) -> None:
-    """`phi3 generate ... | head -c1`: no traceback, the exit status a shell gives a SIGPIPE'd writer."""
+    """`phi3 generate ... | head -c1`: no traceback, the exit status a shell gives a SIGPIPE'd writer.
+
+    The reader closes before the first byte (reading one byte first would race the tiny model,
+    which can write its whole answer into the pipe buffer before the close)."""
     proc = subprocess.Popen(
         [*_GENERATE, str(tiny_phi3), "Hi", "-b", "reference", "-p", "fp32", "-n", "200", "--ignore-eos", "--raw"],
         stdout=subprocess.PIPE,
@@ -169,9 +172,53 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(sandbox: Sandbox, tiny
         cwd=sandbox.cwd,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    assert proc.stdout.read(1)
-    proc.stdout.close()
+    proc.stdout.close()  # before the model has loaded, so the first write of the answer meets a closed pipe
     code = proc.wait(timeout=600)
     stderr = proc.stderr.read().decode()
     assert code == 141, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "Error" not in stderr, stderr
+
+
+def _small_file_limit() -> None:
+    """In the child: files may not grow past 64 KiB, as on a nearly full disk (EFBIG, not SIGXFSZ)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_a_disk_filling_during_export_is_one_line_and_leaves_nothing(sandbox: Sandbox, tiny_phi3: Path) -> None:
+    """The backend's writer (safetensors, in Rust) fails mid-export; its vendor text is not the answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "phi3", "quantize", str(tiny_phi3), "-b", "reference", "-p", "fp32"],
+        capture_output=True,
+        text=True,
+        env=sandbox.env(),
+        cwd=sandbox.cwd,
+        timeout=600,
+        check=False,
+        preexec_fn=_small_file_limit,
+    )
+    error = one_line_error(done)
+    assert "file size limit" in error and "free space" in error and "SafetensorError" not in error
+    assert not list((sandbox.home / "artifacts").glob("*/*")) if (sandbox.home / "artifacts").exists() else True
+    assert not list((sandbox.home / "tmp").iterdir()) if (sandbox.home / "tmp").exists() else True
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), errno.ENOSPC),
+        (RuntimeError("write failed: No space left on device"), errno.ENOSPC),
+        (OSError(errno.EROFS, "Read-only file system"), errno.EROFS),
+        (RuntimeError("shape mismatch"), None),
+    ],
+)
+def test_vendor_io_failures_are_recognised_by_their_errno(exc: BaseException, code: int | None) -> None:
+    from phi3.fs_errors import os_errno_of
+
+    assert os_errno_of(exc) == code
+    wrapped = RuntimeError("vendor failure")
+    wrapped.__cause__ = exc
+    assert os_errno_of(wrapped) == code

@@ -91,6 +91,9 @@ def test_bad_device_names_and_load_options(load_dml: LoadDml) -> None:
         session.load(_request(artifact, "cpu", provider_options={"enable_graph_capture": "0"}))
     with pytest.raises(phi3.ConfigError, match="intra_op_num_threads"):
         session.load(_request(artifact, "cpu", intra_op_num_threads=0))
+    for too_many in (session.max_threads() + 1, 100_000):  # ONNX Runtime would start them all and hang
+        with pytest.raises(phi3.ConfigError, match="logical CPUs"):
+            session.load(_request(artifact, "cpu", intra_op_num_threads=too_many))
 
 
 @pytest.fixture

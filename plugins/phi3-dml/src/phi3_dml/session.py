@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,13 +155,26 @@ def _adds_bos(folder: Path, tokenizer_config: Mapping[str, Any]) -> bool:
     return bool(single) and "SpecialToken" in single[0]
 
 
+def max_threads() -> int:
+    """The most intra-op threads worth starting: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _load_options(options: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
     provider_options = options.get("provider_options") or {}
     if not isinstance(provider_options, Mapping) or not all(isinstance(k, str) for k in provider_options):
         raise ConfigError(f"provider_options must be a mapping of option names to values, got {provider_options!r}")
     threads = options.get("intra_op_num_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"intra_op_num_threads must be a whole number >= 1, got {threads!r}")
+    most = max_threads()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= most):
+        # ONNX Runtime starts every thread it is told to: 100000 of them hangs the process for minutes
+        raise ConfigError(
+            f"intra_op_num_threads must be a whole number from 1 to {most} (this machine's logical CPUs), "
+            f"got {threads!r}"
+        )
     return {k: str(v) for k, v in provider_options.items()}, threads
 
 

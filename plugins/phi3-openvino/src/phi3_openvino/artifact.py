@@ -18,10 +18,11 @@ with the command that fixes it) from "this device cannot compile it" (a one-line
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from phi3.errors import ArtifactError, BackendError, Phi3Error
+from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.types import Artifact
 
 ARTIFACT_FORMAT = "openvino-ir"
@@ -74,15 +75,60 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(useful or lines)[:400] or type(exc).__name__
 
 
+_PROPERTY_ERROR = re.compile(
+    r"(Unsupported property (?P<unknown>\S+)|Wrong value\s*(?P<value>\S*?)\s*for property key (?P<key>\w+))"
+)
+
+
+def property_error(exc: BaseException, device: str) -> ConfigError | None:
+    """An ``ov_config`` entry the device plugin refused, as the user's option error (or None).
+
+    OpenVINO words these as ``Unsupported property X by CPU plugin`` and ``Wrong value V for
+    property key X. Supported values: ...`` (checked with openvino 2026.4.1).
+    """
+    text = " ".join(str(exc).split())
+    match = _PROPERTY_ERROR.search(text)
+    if match is None:
+        return None
+    if match.group("unknown"):
+        name = match.group("unknown").rstrip(".,")
+        return ConfigError(
+            f"OpenVINO's {device} plugin has no property {name!r} (from -O ov_config)",
+            hint="remove it from ov_config, or check its spelling against the OpenVINO device documentation",
+        )
+    detail = text[match.start() :].split("Exception from")[0].strip()
+    return ConfigError(
+        f"ov_config property {match.group('key')} has a value OpenVINO's {device} plugin refuses: {detail}",
+        hint="fix that value in -O ov_config",
+    )
+
+
 def explain_load_failure(artifact: Artifact, device: str, exc: BaseException) -> Phi3Error:
-    """Classify a failed pipeline/model construction: damaged artifact, or device/compile trouble."""
+    """Classify a failed pipeline/model construction: bad option, damaged artifact, or device trouble.
+
+    The files are re-read with the openvino_tokenizers extension loaded: without it a healthy
+    tokenizer IR fails to read ("unsupported opset: extension"), which once made a bad ov_config
+    entry look like a corrupt tokenizer.
+    """
     if isinstance(exc, Phi3Error):
         return exc
+    refused = property_error(exc, device)
+    if refused is not None:
+        return refused
     from phi3_openvino.devices import ov_core
 
-    for name in IR_FILES:
+    core = ov_core()
+    try:
+        import openvino_tokenizers
+
+        core.add_extension(openvino_tokenizers._ext_path)
+    except Exception:  # no tokenizers extension: the tokenizer files cannot be judged, so skip them
+        names: tuple[str, ...] = (MODEL_XML,)
+    else:
+        names = IR_FILES
+    for name in names:
         try:
-            ov_core().read_model(str(artifact.path / name))
+            core.read_model(str(artifact.path / name))
         except Exception as read_exc:
             return ArtifactError(
                 f"OpenVINO artifact file {artifact.path / name} is corrupt: {_one_line(read_exc)}",
@@ -100,5 +146,6 @@ __all__ = [
     "check_files",
     "context_length",
     "explain_load_failure",
+    "property_error",
     "read_json",
 ]
