@@ -157,7 +157,7 @@ def _build_artifact(
         extra = registry.call(selection.backend, "phi3_quantize", request=request, output_dir=folder, progress=progress)
         if extra is not None and not isinstance(extra, Mapping):
             raise PluginError(f"backend {selection.backend!r} returned {type(extra).__name__} from phi3_quantize")
-        return {"engine": selection.engine.name, **(extra or {})}
+        return {"engine": selection.engine.name, "has_chat_template": report.has_chat_template, **(extra or {})}
 
     def waiting() -> None:
         progress("waiting for another phi3 process that is building the same artifact")

@@ -207,6 +207,11 @@ class Model:
         """Render chat messages with the model's own template (ending with the assistant turn)."""
         self._check_open()
         checked = _check_messages(messages)
+        if self.artifact.manifest.get("has_chat_template") is False:  # recorded when the artifact was built
+            raise ConfigError(
+                f"{self.artifact.manifest.get('source', {}).get('model_id', 'this model')} has no chat template",
+                hint="send a raw prompt instead (phi3 generate --raw), or add the template to the checkpoint",
+            )
         rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session, messages=checked)
         if not isinstance(rendered, str):
             raise PluginError(

@@ -140,3 +140,17 @@ def test_family_layouts_imply_the_right_tensors(tiny_phi3: Path, changes: dict[s
     heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     head_dim = config["hidden_size"] // heads
     assert shapes["model.layers.0.self_attn.qkv_proj.weight"][0] == (heads + 2 * kv) * head_dim
+
+
+def test_chat_on_a_model_without_template_is_one_phi3_error(sandbox: Sandbox, tiny_phi3: Path, tmp_path: Path) -> None:
+    """Recorded in the manifest at build time, so every backend answers alike (not transformers' ValueError)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_phi3, model)
+    (model / "chat_template.jinja").unlink()
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    error = one_line_error(sandbox.phi3("generate", str(model), "Hi", "-b", "reference", "-p", "fp32", "-n", "2"))
+    assert "has no chat template" in error and "--raw" in error
+    done = sandbox.phi3("generate", str(model), "Hi", "-b", "reference", "-p", "fp32", "-n", "2", "--raw")
+    assert done.returncode == 0, done.stderr
