@@ -39,3 +39,22 @@ def test_list_backends_imports_no_vendor_library() -> None:
 def test_the_check_itself_sees_vendor_imports() -> None:
     assert "json" not in VENDOR_MODULES
     assert _imported("import phi3.testing.reference\nimport torch") == ["torch"] or "torch" in _imported("import torch")
+
+
+def test_module_docstrings_name_only_modules_that_exist() -> None:
+    """errors.py once pointed readers at ``phi3.dispatch``, which never existed."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import phi3
+
+    root = Path(phi3.__file__).parent
+    files = {
+        ".".join(("phi3", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): path
+        for path in root.rglob("*.py")
+    }
+    for name, path in sorted(files.items()):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        for ref in re.findall(r":mod:`(phi3(?:\.\w+)*)`", doc):
+            assert ref in files, f"{name}'s docstring names {ref}, which does not exist"

@@ -120,6 +120,20 @@ def _prepare(
     return selection, artifact_opts, load_opts, prebuilt, precision
 
 
+def artifact_library_versions(registry: PluginRegistry, selection: Selection) -> dict[str, str]:
+    """What the cache key records of the code that shapes an artifact.
+
+    The engine's own library versions when it declares them (else the backend's), plus the
+    backend distribution's version from its entry point, so a plugin upgrade re-quantizes.
+    """
+    engine_versions = selection.engine.library_versions
+    versions = dict(engine_versions if engine_versions is not None else selection.info.library_versions)
+    entry = registry.entry(selection.backend)
+    if entry.distribution and entry.version:
+        versions.setdefault(entry.distribution, entry.version)
+    return versions
+
+
 def _build_artifact(
     registry: PluginRegistry,
     cache: ArtifactCache,
@@ -139,7 +153,7 @@ def _build_artifact(
         precision=selection.precision,
         artifact_format=selection.engine.artifact_format,
         options=artifact_opts,
-        library_versions=selection.info.library_versions,
+        library_versions=artifact_library_versions(registry, selection),
     )
     request = QuantizeRequest(
         source=source,

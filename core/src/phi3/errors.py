@@ -2,8 +2,10 @@
 
 Every failure a user can cause or fix is a :class:`Phi3Error`: the CLI prints its one-line message
 (plus the ``hint`` that names the fix) and exits 1, without a traceback. Anything else escaping a
-backend is a bug, and :mod:`phi3.dispatch` wraps it in :class:`BackendError` so that the user still
-sees one line that names the backend, while ``--debug`` keeps the original traceback.
+backend is a bug, and :meth:`phi3.plugins.PluginRegistry.guard` wraps it in :class:`BackendError`
+so that the user still sees one line that names the backend, while ``--debug`` keeps the original
+traceback. File-system failures the user can fix (a full disk, permissions) become
+:class:`phi3.fs_errors.FileSystemError` instead, wherever they happen.
 
 Backends raise these classes too (they are part of the plugin contract), so a corrupt artifact or a
 too-long prompt reads the same whichever vendor library sits underneath.

@@ -67,6 +67,10 @@ class EngineInfo:
     detail: str = ""
     """Why the engine is unavailable and how to fix it, e.g. ``pip install "phi3-npu[library]"``."""
     artifact_format: str = ""
+    library_versions: Mapping[str, str] | None = None
+    """The vendor distributions this engine's artifacts depend on, when they differ from the
+    backend's (``BackendInfo.library_versions``). They replace the backend's in the artifact cache
+    key, so upgrading a library one engine does not use does not invalidate its artifacts."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class BackendInfo:
     fallback). ``auto`` never picks these: phi3 has no silent fallbacks."""
     library_versions: Mapping[str, str] = field(default_factory=dict)
     """Vendor distributions and their versions (from ``importlib.metadata``). They are part of the
-    artifact cache key, so upgrading the library re-quantizes instead of loading a stale artifact."""
+    artifact cache key, so upgrading the library re-quantizes instead of loading a stale artifact.
+    phi3 adds the backend's own distribution and version to the key itself (from its entry point):
+    upgrading a plugin whose code shapes the artifact re-quantizes too."""
     artifact_options: tuple[str, ...] = ()
     """Names of backend options that change the artifact (e.g. ``group_size``). They go into the
     cache key and to ``phi3_quantize``."""

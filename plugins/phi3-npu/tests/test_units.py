@@ -90,3 +90,16 @@ def test_protocol_errors_are_phi3_errors() -> None:
     assert protocol.decode('{"event": "end", "id": 3}') == {"event": "end", "id": 3}
     with pytest.raises(ValueError):
         protocol.decode("[1, 2]")
+
+
+def test_each_engine_keys_its_artifacts_by_the_libraries_it_uses() -> None:
+    """An OpenVINO upgrade re-exports genai artifacts but leaves the library engine's checkpoint copies."""
+    from phi3_npu import plugin
+
+    info = plugin.phi3_backend_info()
+    engines = {engine.name: engine for engine in info.engines}
+    library = engines[plugin.LIBRARY].library_versions
+    assert library is not None and "phi3-npu" in library
+    assert not {"openvino", "openvino-genai", "nncf"} & set(library)
+    assert engines[plugin.GENAI].library_versions is None  # the backend's versions, OpenVINO included
+    assert "openvino" in info.library_versions

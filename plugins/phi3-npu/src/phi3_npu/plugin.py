@@ -53,6 +53,8 @@ from phi3_npu.options import (
 NAME = "npu"
 LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf", "transformers")
 """Distributions whose versions key the artifact cache (they shape the exported IR)."""
+LIBRARY_ENGINE_LIBRARIES = ("intel-npu-acceleration-library", "torch", "transformers")
+"""What the library engine's artifacts depend on instead."""
 PRIORITY = 10
 """Above phi3-openvino (0): on a machine with an NPU, ``backend="auto"`` picks the backend the guide
 recommends for AI PCs."""
@@ -90,6 +92,9 @@ def _engines() -> tuple[EngineInfo, ...]:
             available=not library_missing,
             detail=f"missing {', '.join(library_missing)}: {_library_install_hint()}" if library_missing else "",
             artifact_format=LIBRARY_FORMAT,
+            # its artifact is a checkpoint copy for the library to quantize at load: OpenVINO's
+            # version does not shape it, so an OpenVINO upgrade must not invalidate it
+            library_versions={**installed_versions(*LIBRARY_ENGINE_LIBRARIES), "phi3-npu": __version__},
         ),
     )
 
