@@ -58,3 +58,42 @@ def test_module_docstrings_name_only_modules_that_exist() -> None:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
         for ref in re.findall(r":mod:`(phi3(?:\.\w+)*)`", doc):
             assert ref in files, f"{name}'s docstring names {ref}, which does not exist"
+
+
+def _phi3_imports(path: object) -> set[str]:
+    """The ``phi3...`` modules a source file imports at any level (top or inside functions)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(str(path)).read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("phi3"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("phi3"))
+    return found
+
+
+def test_the_cli_imports_go_one_way() -> None:
+    """cli -> bench_cli -> cli_support; never back (they once imported each other)."""
+    from pathlib import Path
+
+    import phi3
+
+    root = Path(phi3.__file__).parent
+    assert "phi3.cli" not in _phi3_imports(root / "bench_cli.py")
+    assert not {"phi3.cli", "phi3.bench_cli"} & _phi3_imports(root / "cli_support.py")
+    for part in (root / "bench").glob("*.py"):
+        assert not {"phi3.cli", "phi3.bench_cli", "phi3.cli_support"} & _phi3_imports(part), part
+
+
+def test_the_cli_does_not_pay_for_the_benchmark() -> None:
+    """`phi3 list-backends` imports neither the bench machinery nor its chart library."""
+    setup = (
+        "from phi3.cli import cli\n"
+        "try:\n    cli(['list-backends'], prog_name='phi3')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "assert not [m for m in sys.modules if m == 'phi3.bench' or m.startswith(('phi3.bench.', 'matplotlib'))]\n"
+    )
+    assert _imported(setup) == []

@@ -1,11 +1,11 @@
 """``phi3 bench``: measure backends side by side (see :mod:`phi3.bench` for the method).
 
-Registered on the main CLI with ``cli.add_command(bench)``.
+Registered on the main CLI by :mod:`phi3.cli` (``cli.add_command(bench)``); shares only
+:mod:`phi3.cli_support` with it, so the imports go one way.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -14,26 +14,11 @@ from typing import Any, TypeVar
 
 import click
 
+from phi3.cli_support import handle_errors, table
 from phi3.errors import ConfigError
 from phi3.plugins import get_registry
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handle_errors(func: F) -> F:
-    """:func:`phi3.cli.handle_errors`, looked up when the command runs.
-
-    phi3.cli imports this module to register the command, so importing phi3.cli here at import
-    time would be circular.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from phi3.cli import handle_errors as handle
-
-        return handle(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _Bar:
@@ -175,8 +160,6 @@ def bench(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        from phi3.cli import _table
-
         headers, rows = table_rows(report)
         s = report["settings"]
         click.echo(
@@ -184,7 +167,7 @@ def bench(
             f"median (min-max) of {s['runs']} runs, each in a new process"
         )
         if rows:
-            click.echo(_table(headers, rows))
+            click.echo(table(headers, rows))
         for item in report["unavailable"]:
             what = item["backend"] + (f"/{item['engine']}" if item["engine"] else "")
             click.echo(f"  not measured: {what}: {item['reason']}")

@@ -7,12 +7,8 @@ progress, timings) goes to stderr, so ``phi3 generate ... > answer.txt`` keeps o
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,9 +16,10 @@ import click
 
 import phi3
 from phi3 import __version__
+from phi3.bench_cli import bench
 from phi3.cache import ArtifactCache
+from phi3.cli_support import flush_stdout, handle_errors, parse_options, table
 from phi3.errors import ConfigError, Phi3Error
-from phi3.fs_errors import describe_os_error
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
@@ -38,76 +35,6 @@ INSTALL_HINT = (
     "  pip install phi3-dml        # ONNX Runtime GenAI: DirectML GPUs on Windows, CPU elsewhere\n"
     "  pip install phi3-npu        # Intel NPU (Core Ultra)"
 )
-
-
-def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
-    click.echo(f"Error: {message}", err=True)
-    if hint:
-        click.echo(f"  {hint}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(func: F) -> F:
-    """Turn phi3 errors (and surprises) into one line and exit 1, unless --debug."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(click.get_current_context().find_root().params.get("debug"))
-        try:
-            return func(*args, **kwargs)
-        except Phi3Error as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(exc.message, exc.hint)
-        except KeyboardInterrupt:
-            click.echo("\nInterrupted.", err=True)
-            sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
-            raise
-        except BrokenPipeError:
-            _quiet_broken_pipe()
-        except OSError as exc:  # a full disk, a closed stdout, a permission: the user's to fix, not a bug
-            if debug:
-                traceback.print_exc()
-            error = describe_os_error(exc, "a file" if exc.filename else "the output")
-            _fail(error.message, error.hint)
-        except Exception as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(
-                f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}",
-                "this is a bug in phi3; run with --debug for the traceback and report it",
-            )
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader went away (``phi3 generate ... | head -c1``): stop quietly, as ``yes | head`` does.
-
-    stdout is pointed at devnull first so the interpreter's final flush cannot fail again.
-    """
-    with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer killed by the broken pipe
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="'-O/--option'")
-        options[key.strip()] = _parse_value(value)
-    return options
 
 
 # -- shared options ----------------------------------------------------------------------------
@@ -182,7 +109,7 @@ def _load(
             revision=revision,
             trust_remote_code=trust_remote_code,
             progress=progress,
-            **_parse_options(options),
+            **parse_options(options),
         )
     finally:
         progress.close()
@@ -258,12 +185,6 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     return [entry.name, entry.status.value, origin, engines, devices, ", ".join(info.precisions)]
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
 @cli.command("list-backends")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
@@ -290,7 +211,7 @@ def list_backends(as_json: bool) -> None:
             click.echo(f"(disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)})")
         return
     headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS"]
-    click.echo(_table(headers, [_entry_row(e) for e in entries]))
+    click.echo(table(headers, [_entry_row(e) for e in entries]))
     for entry in entries:
         if entry.detail:
             click.echo(f"  {entry.name}: {entry.detail}")
@@ -385,7 +306,7 @@ def quantize(
             revision=revision,
             trust_remote_code=trust_remote_code,
             progress=progress,
-            **_parse_options(options),
+            **parse_options(options),
         )
     finally:
         progress.close()
@@ -543,7 +464,7 @@ def cache_list(as_json: bool) -> None:
     if not rows:
         click.echo(f"No artifacts in {store.root}")
         return
-    table = [
+    listing = [
         [
             r["key"][:12],
             r["backend"],
@@ -554,7 +475,7 @@ def cache_list(as_json: bool) -> None:
         ]
         for r in rows
     ]
-    click.echo(_table(["KEY", "BACKEND", "PRECISION", "MODEL", "SIZE", "CREATED"], table))
+    click.echo(table(["KEY", "BACKEND", "PRECISION", "MODEL", "SIZE", "CREATED"], listing))
     click.echo(f"({store.root})")
 
 
@@ -612,8 +533,6 @@ def cache_path() -> None:
     click.echo(str(ArtifactCache().root))
 
 
-from phi3.bench_cli import bench  # noqa: E402
-
 cli.add_command(bench)
 
 
@@ -622,20 +541,7 @@ def main() -> None:
     try:
         cli(prog_name="phi3")
     finally:
-        _flush_stdout()
-
-
-def _flush_stdout() -> None:
-    """Flush stdout now, while a failure can still be one line (at interpreter exit it would abort)."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-    except (OSError, ValueError) as exc:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        _fail(f"cannot write the output: {reason}", "check where stdout goes (a full disk, a closed pipe)")
+        flush_stdout()
 
 
 __all__ = ["cli", "main"]
