@@ -60,3 +60,15 @@ class TestReferenceFamilyParity(FamilyParitySuite):
         with torch.no_grad():
             logits = native(torch.tensor([list(input_ids)]), use_cache=False).logits[0].to(torch.float32)
         return np.asarray(torch.log_softmax(logits, dim=-1).numpy(), dtype=np.float32)
+
+
+class TestReferenceFamilyRefusal(FamilyParitySuite):
+    """The suite's refusal path: the reference backend has no int4, and phi3 refuses it clearly."""
+
+    backend = "reference"
+    device = "cpu"
+    precision = "int4"
+    variants = ("phi3-mini-4k",)
+    refusals: ClassVar[dict[tuple[str, str], type[phi3.Phi3Error]]] = {
+        ("phi3-mini-4k", "int4"): phi3.PrecisionNotSupportedError
+    }
