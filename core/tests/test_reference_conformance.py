@@ -50,7 +50,7 @@ class TestReferenceFamilyParity(FamilyParitySuite):
     backend = "reference"
     device = "cpu"
     precision = "fp32"
-    kl_bounds: ClassVar[dict[str, float]] = {"bf16": 0.01}  # measured 0.0004-0.0021 nats/token (phi4-mini highest)
+    kl_bounds: ClassVar[dict[str, float]] = {"bf16": 0.005}  # measured 0.0002-0.0005 nats/token
 
     def teacher_forced_logprobs(self, model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
         import numpy as np

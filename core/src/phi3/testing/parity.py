@@ -29,7 +29,7 @@ must equal :func:`phi3.testing.reference.reference_greedy_ids` over ``new_tokens
   full forward computes); a backend whose KV cache keeps the short-factor keys diverges after the
   switch. That is what upstream runtimes do today, so this case is the fragile one: declare it in
   ``known_divergences`` (a strict xfail, which turns red when the backend starts matching);
-- ``past_window``: a prompt longer than the sliding window (4k layouts).
+- ``past_window``: a prompt 24 tokens longer than the sliding window (4k layouts).
 
 ``refusals`` maps ``(variant, precision)`` to the :class:`phi3.Phi3Error` subclass the backend
 raises for that layout (at load or first generate); the suite then asserts the refusal instead.
@@ -59,7 +59,8 @@ __all__ = ["CASES", "FamilyParitySuite", "case_applies", "parity_prompt"]
 
 CASES: tuple[str, ...] = ("short", "longrope_prompt", "longrope_decode", "past_window")
 SHORT_PROMPT = "The quick brown fox"
-_MARGIN = 8  # tokens past (or short of) the switch / window
+_MARGIN = 8  # tokens past (or short of) the LongRoPE switch
+_WINDOW_MARGIN = 24  # tokens past the sliding window: enough history outside it to matter
 
 
 def case_applies(variant_name: str, case: str) -> bool:
@@ -90,7 +91,7 @@ def parity_prompt(model_dir: str | Path, variant_name: str, case: str) -> str:
         target = tiny.original_max_position_embeddings - _MARGIN
     else:
         assert tiny.sliding_window is not None
-        target = tiny.sliding_window + _MARGIN
+        target = tiny.sliding_window + _WINDOW_MARGIN
     words = " ".join(_CORPUS_EN).split()
     for count in range(1, len(words) + 1):
         text = " ".join(words[:count])
