@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+import phi3
 from phi3.testing import override
+from phi3.testing.parity import FamilyParitySuite
 from phi3.testing.suite import BackendConformanceSuite
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class TestReferenceBackend(BackendConformanceSuite):
@@ -35,3 +42,33 @@ def test_overriding_a_standard_test_needs_a_reason() -> None:
     assert Explained.test_greedy_is_deterministic is not BackendConformanceSuite.test_greedy_is_deterministic
     with pytest.raises(ValueError):
         override(reason="")
+
+
+class TestReferenceFamilyParity(FamilyParitySuite):
+    """The opt-in family parity suite on the reference backend: exact at fp32, bounded KL at bf16."""
+
+    backend = "reference"
+    device = "cpu"
+    precision = "fp32"
+    kl_bounds: ClassVar[dict[str, float]] = {"bf16": 0.005}  # measured 0.0002-0.0005 nats/token
+
+    def teacher_forced_logprobs(self, model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        import numpy as np
+        import torch
+
+        native, _ = model.session.native
+        with torch.no_grad():
+            logits = native(torch.tensor([list(input_ids)]), use_cache=False).logits[0].to(torch.float32)
+        return np.asarray(torch.log_softmax(logits, dim=-1).numpy(), dtype=np.float32)
+
+
+class TestReferenceFamilyRefusal(FamilyParitySuite):
+    """The suite's refusal path: the reference backend has no int4, and phi3 refuses it clearly."""
+
+    backend = "reference"
+    device = "cpu"
+    precision = "int4"
+    variants = ("phi3-mini-4k",)
+    refusals: ClassVar[dict[tuple[str, str], type[phi3.Phi3Error]]] = {
+        ("phi3-mini-4k", "int4"): phi3.PrecisionNotSupportedError
+    }

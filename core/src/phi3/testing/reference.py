@@ -19,11 +19,17 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["encode_prompt", "reference_greedy_ids", "reference_next_token_logits"]
+__all__ = [
+    "encode_prompt",
+    "longrope_switch",
+    "reference_greedy_ids",
+    "reference_logprobs",
+    "reference_next_token_logits",
+]
 
 
 def encode_prompt(model_dir: str | os.PathLike[str], prompt: str) -> list[int]:
-    """Token ids of ``prompt`` as the backends' tokenizers produce them (with the leading ``<s>``)."""
+    """Token ids of ``prompt`` as the backends' tokenizers produce them (with ``<s>`` where the tokenizer adds it)."""
     _, tokenizer = _load(model_dir)
     return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
 
@@ -35,39 +41,101 @@ def reference_greedy_ids(
     input_ids: Sequence[int] | None = None,
     max_new_tokens: int = 20,
     ignore_eos: bool = True,
+    recompute: bool = False,
 ) -> list[int]:
     """Greedy continuation of ``prompt`` (or of ``input_ids``): only the new token ids.
 
     With ``ignore_eos`` every EOS id (config, generation config and tokenizer) is suppressed, the
     way backends mask EOS in benchmarks, so exactly ``max_new_tokens`` ids come back. Without it,
     generation stops after the first EOS, which is included (as transformers returns it).
+
+    This is an explicit loop, not ``generate()``: transformers' ``Phi3ForCausalLM`` (5.5.4) drops
+    its KV cache when generation crosses the LongRoPE switch and then feeds one token, so
+    ``generate()`` loses the context there. Here a KV cache is used until the sequence first passes
+    ``original_max_position_embeddings``; at that step the whole sequence is recomputed with the
+    long factors (what a full forward computes), and the cache continues from there.
+    ``recompute=True`` runs a full forward at every step instead (slow; the kit's own tests use it
+    to check the cached loop).
     """
     if (prompt is None) == (input_ids is None):
         raise ValueError("pass exactly one of prompt and input_ids")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     model, tokenizer = _load(model_dir)  # first: it raises the helpful ImportError
-    import torch
-
     ids = encode_prompt(model_dir, prompt) if prompt is not None else [int(i) for i in input_ids or ()]
     if not ids:
         raise ValueError("the prompt must have at least one token")
     eos = _eos_ids(model, tokenizer)
-    extra: dict[str, Any] = {"suppress_tokens": eos, "min_new_tokens": max_new_tokens} if ignore_eos else {}
+    return _greedy_loop(model, ids, max_new_tokens, eos, ignore_eos=ignore_eos, recompute=recompute)
+
+
+def longrope_switch(config: Any) -> int | None:
+    """Sequence length above which a LongRoPE model uses its long factors (None: not LongRoPE).
+
+    ``config`` is a transformers config or a config.json mapping.
+    """
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    rope = get("rope_parameters") or get("rope_scaling") or {}
+    if not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) != "longrope":
+        return None
+    original = rope.get("original_max_position_embeddings", get("original_max_position_embeddings"))
+    return int(original) if original is not None else None
+
+
+def _greedy_loop(
+    model: Any, ids: list[int], max_new_tokens: int, eos: list[int], *, ignore_eos: bool, recompute: bool
+) -> list[int]:
+    """Greedy decoding with a cache that is rebuilt when the LongRoPE table switches."""
+    import torch
+    from transformers import DynamicCache
+
+    switch = longrope_switch(model.config)
+    sequence = list(ids)
+    new: list[int] = []
+    cache: Any = None
+    cached = 0  # tokens in the cache
     with torch.no_grad():
-        out = model.generate(
-            torch.tensor([ids], dtype=torch.long),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=eos[0] if eos else None,
-            **extra,
-        )
-    new = [int(i) for i in out[0, len(ids) :].tolist()]
-    if ignore_eos and len(new) != max_new_tokens:
-        raise RuntimeError(f"expected {max_new_tokens} new tokens, transformers returned {len(new)}")
+        while len(new) < max_new_tokens:
+            stale = switch is not None and cached <= switch < len(sequence)
+            if recompute or cache is None or stale:
+                cache, cached = (None if recompute else DynamicCache(config=model.config)), 0
+            feed = sequence[cached:]
+            out = model(
+                input_ids=torch.tensor([feed], dtype=torch.long),
+                position_ids=torch.arange(cached, len(sequence), dtype=torch.long)[None],
+                past_key_values=cache,
+                use_cache=not recompute,
+            )
+            cached = len(sequence)
+            logits = out.logits[0, -1].to(torch.float32)
+            if ignore_eos and eos:
+                logits[eos] = float("-inf")
+            token = int(logits.argmax())
+            new.append(token)
+            sequence.append(token)
+            if not ignore_eos and token in eos:
+                break
     return new
+
+
+def reference_logprobs(model_dir: str | os.PathLike[str], input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    """Teacher-forced fp32 log-probabilities, shape ``[len(input_ids), vocab_size]``.
+
+    Row ``i`` is the distribution of the token after ``input_ids[: i + 1]``, all from ONE forward
+    over the whole sequence (so on a LongRoPE model longer than the switch every row uses the long
+    factors, as a backend's prefill of that sequence does). Used for KL bounds of quantized
+    precisions.
+    """
+    model, _ = _load(model_dir)
+    import numpy as np
+    import torch
+
+    ids = [int(i) for i in input_ids]
+    if not ids:
+        raise ValueError("input_ids must not be empty")
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], dtype=torch.long), use_cache=False).logits[0].to(torch.float32)
+    return np.asarray(torch.log_softmax(logits, dim=-1).numpy(), dtype=np.float32)
 
 
 def reference_next_token_logits(
@@ -75,7 +143,8 @@ def reference_next_token_logits(
 ) -> npt.NDArray[np.float32]:
     """fp32 logits (shape ``[vocab_size]``) of the token following ``prompt_or_ids``.
 
-    A string is encoded with :func:`encode_prompt` (so it starts with ``<s>``); ids are used as is.
+    A string is encoded with :func:`encode_prompt` (so it starts with ``<s>`` on Phi-3 tokenizers);
+    ids are used as is.
     """
     model, _ = _load(model_dir)  # first: it raises the helpful ImportError
     import numpy as np

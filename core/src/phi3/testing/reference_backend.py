@@ -136,11 +136,20 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
     return _stream(model, tokenizer, ids, config)
 
 
-def _generate_kwargs(config: GenerationConfig, eos_ids: list[int]) -> dict[str, Any]:
+def _crosses_longrope_switch(model: Any, prompt_tokens: int, max_new_tokens: int) -> bool:
+    """Whether this generation starts at or below the LongRoPE switch and goes past it."""
+    from phi3.testing.reference import longrope_switch
+
+    switch = longrope_switch(model.config)
+    return switch is not None and prompt_tokens <= switch < prompt_tokens + max_new_tokens
+
+
+def _generate_kwargs(config: GenerationConfig, eos_ids: list[int], *, use_cache: bool = True) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "max_new_tokens": config.max_new_tokens,
         "do_sample": config.do_sample,
         "repetition_penalty": config.repetition_penalty,
+        "use_cache": use_cache,
     }
     if config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
@@ -182,6 +191,11 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
     eos = model.generation_config.eos_token_id
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     errors: list[BaseException] = []
+    # transformers 5.5.4's Phi3ForCausalLM.prepare_inputs_for_generation drops the KV cache when
+    # generation crosses the LongRoPE switch and then feeds a single token, losing the context.
+    # Without a cache every step is a full forward, which uses the long factors for the whole
+    # sequence once it is past the switch: the right answer (and cheap on the tiny test models).
+    use_cache = not _crosses_longrope_switch(model, int(ids.shape[1]), config.max_new_tokens)
 
     def work() -> None:
         try:
@@ -194,7 +208,7 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
                     streamer=Forward(),
                     stopping_criteria=StoppingCriteriaList([Cancel()]),
                     pad_token_id=tokenizer.pad_token_id or eos_ids[0],
-                    **_generate_kwargs(config, eos_ids),
+                    **_generate_kwargs(config, eos_ids, use_cache=use_cache),
                 )
         except BaseException as exc:  # handed to the consumer thread
             errors.append(exc)

@@ -141,16 +141,17 @@ def tokenizer_vocab_size() -> int:
 def make_tiny_phi3(
     path: str | os.PathLike[str],
     *,
-    vocab_size: int = 512,
-    hidden_size: int = 64,
-    intermediate_size: int = 128,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
+    vocab_size: int | None = None,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+    num_hidden_layers: int | None = None,
+    num_attention_heads: int | None = None,
     num_key_value_heads: int | None = None,
-    max_position_embeddings: int = 512,
+    max_position_embeddings: int | None = None,
     seed: int = 0,
     dtype: str = "float32",
     sentencepiece_model: bool = False,
+    variant: str | None = None,
 ) -> pathlib.Path:
     """Build (or reuse) a random-weight Phi-3 checkpoint with a real Phi-3-style tokenizer at ``path``.
 
@@ -170,26 +171,36 @@ def make_tiny_phi3(
     embedding and LM head beyond the tokenizer's vocabulary are zero, so generation never picks an
     id the tokenizer cannot decode.
 
+    Without ``variant`` the layout is the historical smoke model (vocab 512, hidden 64, FFN 128,
+    2 layers, 4 heads, 512 positions, no window, no rope scaling). ``variant`` names a catalogue
+    entry (see :data:`phi3.testing.variants.VARIANTS`): the config then mirrors that checkpoint's
+    layout, scaled down (sliding window, LongRoPE tables and attention scale, GQA, partial rotary,
+    tied embeddings, Phi-4-mini's byte-level tokenizer), and the weights are *discriminating*
+    (:mod:`phi3.testing.discriminating`): attention depends on position and top-1 margins are
+    large, so a wrong rotary embedding or window changes the greedy ids. Dimension arguments
+    override the variant's.
+
+    A ``vocab_size`` left unset that would collide with a projection width (see ``_validate``)
+    is raised to the next free multiple of 32.
+
     Raises:
         ValueError: an argument is invalid, e.g. ``vocab_size`` is smaller than
-            :func:`tokenizer_vocab_size`.
+            :func:`tokenizer_vocab_size` or equals a projection's width.
         FileExistsError: ``path`` exists, is not empty and is not a tiny model built here.
         ImportError: torch/transformers/tokenizers (or sentencepiece) are missing.
     """
     target = pathlib.Path(path)
-    kv_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
-    args: dict[str, Any] = {
+    explicit = {
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size,
         "num_hidden_layers": num_hidden_layers,
         "num_attention_heads": num_attention_heads,
-        "num_key_value_heads": kv_heads,
+        "num_key_value_heads": num_key_value_heads,
         "max_position_embeddings": max_position_embeddings,
-        "seed": seed,
-        "dtype": dtype,
-        "sentencepiece_model": sentencepiece_model,
     }
+    args = _resolve_args(explicit, variant)
+    args.update({"seed": seed, "dtype": dtype, "sentencepiece_model": sentencepiece_model})
     _validate(args)
     stamp = {"format": _FORMAT_VERSION, "generator": "phi3.testing.tiny_model", "args": args}
     if _read_stamp(target) == stamp:
@@ -238,6 +249,74 @@ def mid_size_phi3(path: str | os.PathLike[str], seed: int = 0) -> pathlib.Path:
 # validation, stamp and atomic install
 
 
+_LEGACY_DIMS: Final[dict[str, int]] = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+}
+# Bump when a variant's files change for the same arguments (kept apart from _FORMAT_VERSION so the
+# historical default model's stamp, and so every cached default build, stays valid).
+_VARIANT_FORMAT_VERSION: Final = 2
+
+
+def _resolve_args(explicit: dict[str, int | None], variant_name: str | None) -> dict[str, Any]:
+    """Dimensions from the explicit arguments, else the variant's, else the historical defaults."""
+    from phi3.testing.variants import variant
+
+    base: dict[str, Any] = dict(_LEGACY_DIMS)
+    if variant_name is not None:
+        fields = variant(variant_name).config_fields()
+        base = {name: fields[name] for name in (*_LEGACY_DIMS, "num_key_value_heads")}
+    args = {name: base.get(name) if value is None else value for name, value in explicit.items()}
+    if args["num_key_value_heads"] is None:
+        args["num_key_value_heads"] = args["num_attention_heads"]
+    if explicit["vocab_size"] is None and _colliding_widths(args):
+        args["vocab_size"] = _free_vocab_size(args)
+    if variant_name is not None:
+        args["variant"] = variant_name
+        args["variant_format"] = _VARIANT_FORMAT_VERSION
+    return args
+
+
+def _projection_widths(args: dict[str, Any]) -> dict[str, int]:
+    """Output widths of every Linear in a Phi-3 layer (what a converter may mistake for the LM head)."""
+    heads, kv_heads, hidden = args["num_attention_heads"], args["num_key_value_heads"], args["hidden_size"]
+    head_dim = hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else 0
+    inter = args["intermediate_size"]
+    return {
+        "hidden_size (o_proj, down_proj)": hidden,
+        "q+k+v (qkv_proj)": (heads + 2 * kv_heads) * head_dim,
+        "k or v": kv_heads * head_dim,
+        "intermediate_size": inter,
+        "2 x intermediate_size (gate_up_proj)": 2 * inter,
+    }
+
+
+def _colliding_widths(args: dict[str, Any]) -> list[str]:
+    """Projection widths equal to ``vocab_size``.
+
+    ONNX Runtime GenAI's model builder (0.18.0) takes "any Linear whose out width equals
+    vocab_size" as the LM head, so such a tiny model gets its logits wired to a gate/up
+    projection. Real checkpoints never collide; tiny ones must not either.
+    """
+    try:
+        return [name for name, width in _projection_widths(args).items() if width == args["vocab_size"]]
+    except TypeError:  # not ints: _validate reports that
+        return []
+
+
+def _free_vocab_size(args: dict[str, Any]) -> int:
+    """The smallest multiple of 32 at or above the requested vocab size that collides with nothing."""
+    size = int(args["vocab_size"])
+    widths = set(_projection_widths(args).values())
+    while size in widths:
+        size += 32
+    return size
+
+
 def _validate(args: dict[str, Any]) -> None:
     """Reject arguments that would otherwise fail deep inside torch/transformers with obscure errors."""
     for name in (
@@ -253,12 +332,11 @@ def _validate(args: dict[str, Any]) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(args["seed"], int) or isinstance(args["seed"], bool) or args["seed"] < 0:
         raise ValueError(f"seed must be a non-negative int, got {args['seed']!r}")
-    needed = tokenizer_vocab_size()
+    needed = _tokenizer_size(args)
     if not isinstance(args["vocab_size"], int) or args["vocab_size"] < needed:
         raise ValueError(
             f"vocab_size={args['vocab_size']!r} is too small for the tiny Phi-3 tokenizer, which uses "
-            f"{needed} ids ({_BASE_VOCAB_SIZE} trained + {len(TINY_PHI3_SPECIAL_TOKENS)} added tokens); "
-            f"use vocab_size >= {needed}"
+            f"{needed} ids (trained pieces + added tokens); use vocab_size >= {needed}"
         )
     if args["hidden_size"] % args["num_attention_heads"]:
         raise ValueError("hidden_size must be divisible by num_attention_heads")
@@ -268,6 +346,38 @@ def _validate(args: dict[str, Any]) -> None:
         raise ValueError("the head size (hidden_size / num_attention_heads) must be even for rotary embeddings")
     if args["dtype"] not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {args['dtype']!r}")
+    collisions = _colliding_widths(args)
+    if collisions:
+        raise ValueError(
+            f"vocab_size={args['vocab_size']} equals the width of {', '.join(collisions)}: converters that find "
+            "the LM head by its width (ONNX Runtime GenAI's builder) would take that projection for it; "
+            f"pick another vocab_size (e.g. {_free_vocab_size(args)})"
+        )
+    if args.get("variant") is not None:
+        from phi3.testing.variants import variant
+
+        tiny = variant(args["variant"])
+        if args["hidden_size"] % args["num_attention_heads"] == 0:
+            head_dim = args["hidden_size"] // args["num_attention_heads"]
+            if int(head_dim * tiny.partial_rotary_factor) != tiny.rotary_dim:
+                raise ValueError(
+                    f"variant {tiny.name!r} needs head_dim {tiny.head_dim} (its LongRoPE tables have "
+                    f"{tiny.rotary_dim // 2} entries); got hidden_size/num_attention_heads = {head_dim}"
+                )
+        if args["sentencepiece_model"] and tiny.tokenizer != "llama":
+            raise ValueError(f"variant {tiny.name!r} has a byte-level tokenizer; sentencepiece_model is for Phi-3's")
+
+
+def _tokenizer_size(args: dict[str, Any]) -> int:
+    """Ids the model's tokenizer uses (Phi-3's or, for the phi4-mini variant, Phi-4's)."""
+    if args.get("variant") is not None:
+        from phi3.testing.variants import variant
+
+        if variant(args["variant"]).tokenizer == "phi4":
+            from phi3.testing.bytelevel_tokenizer import phi4_tokenizer_vocab_size
+
+            return phi4_tokenizer_vocab_size()
+    return tokenizer_vocab_size()
 
 
 def _read_stamp(path: pathlib.Path) -> dict[str, Any] | None:
@@ -375,6 +485,17 @@ def _require(*modules: str) -> None:
 
 def _build(out: pathlib.Path, args: dict[str, Any]) -> None:
     """Write tokenizer and model files into the empty folder ``out``."""
+    if args.get("variant") is not None:
+        from phi3.testing.variants import variant
+
+        if variant(args["variant"]).tokenizer == "phi4":
+            from phi3.testing.bytelevel_tokenizer import build_phi4_tokenizer
+
+            ids = build_phi4_tokenizer(
+                out, _corpus(), model_max_length=args["max_position_embeddings"], write_json=_write_json
+            )
+            _save_model(out, args, {**ids, "<s>": ids["<|endoftext|>"]})
+            return
     if args["sentencepiece_model"]:
         sp_bytes, vocab, merges = _train_sentencepiece()
         (out / "tokenizer.model").write_bytes(sp_bytes)
@@ -602,24 +723,31 @@ def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) ->
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
     eot, end = ids["<|endoftext|>"], ids["<|end|>"]
-    cfg: Any = Phi3Config(
-        vocab_size=args["vocab_size"],
-        hidden_size=args["hidden_size"],
-        intermediate_size=args["intermediate_size"],
-        num_hidden_layers=args["num_hidden_layers"],
-        num_attention_heads=args["num_attention_heads"],
-        num_key_value_heads=args["num_key_value_heads"],
-        max_position_embeddings=args["max_position_embeddings"],
-        original_max_position_embeddings=args["max_position_embeddings"],
-        bos_token_id=ids["<s>"],
-        eos_token_id=eot,
-        pad_token_id=eot,
-        tie_word_embeddings=False,
-        sliding_window=None,
-    )
+    dims = {name: args[name] for name in (*_LEGACY_DIMS, "num_key_value_heads")}
+    layout: dict[str, Any] = {
+        "original_max_position_embeddings": args["max_position_embeddings"],
+        "tie_word_embeddings": False,
+        "sliding_window": None,
+    }
+    if args.get("variant") is not None:
+        from phi3.testing.variants import variant
+
+        layout = {k: v for k, v in variant(args["variant"]).config_fields().items() if k not in dims}
+    cfg: Any = Phi3Config(**dims, **layout, bos_token_id=ids["<s>"], eos_token_id=eot, pad_token_id=eot)
     with _no_init_weights():  # skip transformers' slow double init; every tensor is filled below
         model: Any = Phi3ForCausalLM(cfg)
     generator = torch.Generator().manual_seed(args["seed"])
+    if args.get("variant") is not None:
+        from phi3.testing.discriminating import fill_discriminating
+
+        fill_discriminating(model, cfg, generator, _tokenizer_size(args))
+        model = model.to(getattr(torch, args["dtype"]))
+        eos = [end, eot] if variant(args["variant"]).tokenizer == "phi4" else [eot, end]
+        make_config: Any = GenerationConfig
+        model.generation_config = make_config(bos_token_id=ids["<s>"], eos_token_id=eos, pad_token_id=eot)
+        model.save_pretrained(str(out))
+        _write_real_rope_layout(out / "config.json", layout)
+        return
     std = float(cfg.initializer_range)
     used = tokenizer_vocab_size()
     with torch.no_grad():
@@ -641,3 +769,24 @@ def _save_model(out: pathlib.Path, args: dict[str, Any], ids: dict[str, int]) ->
     make_generation_config: Any = GenerationConfig
     model.generation_config = make_generation_config(bos_token_id=ids["<s>"], eos_token_id=[eot, end], pad_token_id=eot)
     model.save_pretrained(str(out))
+
+
+def _write_real_rope_layout(config_path: pathlib.Path, layout: dict[str, Any]) -> None:
+    """Rewrite transformers 5's ``rope_parameters`` as the real checkpoints spell it.
+
+    The microsoft/* config.json files have a top-level ``rope_theta`` (and, for Phi-4-mini,
+    ``partial_rotary_factor``) and ``rope_scaling`` = null or ``{"type": "longrope", "short_factor",
+    "long_factor"}``; converters that read config.json themselves (or older transformers) must see
+    that layout, and transformers 5 reads it back to the same rope parameters.
+    """
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("rope_parameters", None)
+    config["rope_theta"] = layout["rope_theta"]
+    config["rope_scaling"] = layout.get("rope_scaling")
+    config["original_max_position_embeddings"] = layout["original_max_position_embeddings"]
+    config["sliding_window"] = layout["sliding_window"]
+    if layout["partial_rotary_factor"] != 1.0:
+        config["partial_rotary_factor"] = layout["partial_rotary_factor"]
+    else:
+        config.pop("partial_rotary_factor", None)
+    _write_json(config_path, config)
