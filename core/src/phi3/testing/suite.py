@@ -291,8 +291,11 @@ class BackendConformanceSuite:
         assert "NO-SUCH-DEVICE-7" in str(info.value)
 
     def test_too_long_prompt_is_a_phi3_error(self, loaded_model: phi3.Model) -> None:
-        context = loaded_model.artifact.context_length or loaded_model.session.context_length
+        context = loaded_model.context_length
         assert context, "the artifact manifest or session must report the context length"
+        model_context, session_context = loaded_model.artifact.context_length, loaded_model.session.context_length
+        if model_context and session_context:
+            assert session_context <= model_context, "a session cannot hold more than the model supports"
         with pytest.raises(phi3.PromptTooLongError):
             loaded_model.generate("hello world " * (context + 8), max_new_tokens=2)
 
