@@ -565,6 +565,10 @@ from phi3.bench_cli import bench  # noqa: E402
 
 cli.add_command(bench)
 
+from phi3.server.command import serve  # noqa: E402
+
+cli.add_command(serve)
+
 
 def main() -> None:
     silence_vendor_progress_bars()

@@ -121,6 +121,12 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
     Raise ``DeviceNotFoundError`` (listing the devices that are present) for a device the runtime
     lacks, and ``ArtifactError`` when files are unreadable. Put compiled blobs in
     ``request.cache_dir``. Report the device really used in the returned handle.
+
+    Concurrency: set ``SessionHandle.max_concurrent_generations`` to how many ``phi3_generate``
+    streams this session can safely run at once (interleaved, or from several threads). The default,
+    1, promises nothing: phi3 then never has two of this session's streams open at the same time
+    (:class:`phi3.Model` refuses a second with ``ModelBusyError``, ``phi3 serve`` queues it). Say more
+    only when the runtime really batches or is re-entrant (e.g. a continuous-batching pipeline).
     """
 
 
