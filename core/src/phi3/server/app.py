@@ -195,6 +195,8 @@ def generation_config(request: schemas.ChatCompletionRequest | schemas.Completio
         options["stop"] = tuple(stops)
     if request.repetition_penalty is not None:
         options["repetition_penalty"] = request.repetition_penalty
+    if request.ignore_eos is not None:
+        options["ignore_eos"] = request.ignore_eos
     try:
         return GenerationConfig.from_options(**options)
     except ConfigError as exc:

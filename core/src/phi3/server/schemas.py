@@ -68,6 +68,7 @@ class _Sampling(_Strict):
     # phi3 extensions (vLLM and llama.cpp accept these too)
     top_k: StrictInt | None = Field(default=None, ge=0)
     repetition_penalty: Number | None = Field(default=None, gt=0)
+    ignore_eos: StrictBool | None = None
     # OpenAI fields accepted only at values phi3 honours; see unsupported()
     n: StrictInt | None = None
     logprobs: Any = None
