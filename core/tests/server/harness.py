@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,11 +71,11 @@ class ServerProcess:
         self.process.kill()
         raise AssertionError(f"phi3 serve was not ready after {timeout:.0f} s:\n{self.log()}")
 
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=self.headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+    def get(self, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", headers={**self.headers, **(headers or {})}, timeout=60, **kwargs)
 
-    def post(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", headers=self.headers, timeout=120, **kwargs)  # type: ignore[arg-type]
+    def post(self, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", headers={**self.headers, **(headers or {})}, timeout=120, **kwargs)
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of one Prometheus sample over every series whose labels include ``labels``."""
@@ -98,7 +99,8 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.log()[-4000:]}")
+        log = "\n".join(line for line in self.log().splitlines() if "GET /metrics" not in line)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log[-4000:]}")
 
     def stop(self, timeout: float = 60.0) -> tuple[int, str]:
         """Ctrl-C, then the exit status and the log."""

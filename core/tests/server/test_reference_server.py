@@ -339,7 +339,8 @@ def test_queue_is_fifo_and_full_queue_is_429(server: ServerProcess) -> None:
     outcome: list[object] = []
     waiter = threading.Thread(target=lambda: outcome.append(asyncio.run(second_request())))
     try:
-        next(first.iter_lines())  # the first request is decoding
+        lines = first.iter_lines()  # keep it: dropping this iterator would close the response
+        next(lines)  # the first request is decoding
         waiter.start()
         server.wait_for("one queued request", lambda: server.metric("phi3_queue_depth", model=MODEL) == 1)
         third = server.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 2})

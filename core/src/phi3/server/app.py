@@ -617,6 +617,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(unexpected(exc).body(), status_code=500)
 
 
+UNION_BRANCHES = ("list[", "function-after[", "constrained-")
+"""How pydantic names the branch of a union in an error's location (not a parameter name)."""
+
+
 def _validation_error(errors: Sequence[Any]) -> APIError:
     """One line naming the first bad parameter, as OpenAI's 400s do."""
     if not errors:
@@ -628,8 +632,7 @@ def _validation_error(errors: Sequence[Any]) -> APIError:
         return bad_request(f"the request body is not valid JSON ({detail}); send a JSON object", code="invalid_json")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     # a union (str | list of parts) reports each branch: name the field, not the branch
-    branches = ("list[", "str", "int", "float", "bool", "function-after")
-    loc = [part for part in loc if not part.startswith(branches)]
+    loc = [part for part in loc if part not in ("str", "int", "float", "bool") and not part.startswith(UNION_BRANCHES)]
     param = ".".join(loc) or None
     if first.get("type") == "extra_forbidden":
         return bad_request(
