@@ -137,16 +137,16 @@ class ModelPool:
                 try:
                     model = await asyncio.to_thread(self._load_now, spec)
                 except Phi3Error as exc:
-                    self.metrics.loads.labels(spec.model, "error").inc()
+                    self.metrics.loads.labels(name, "error").inc()
                     log.warning("loading %s failed: %s", spec.label, exc)
                     raise from_phi3(exc, param="model") from exc
                 except Exception as exc:
-                    self.metrics.loads.labels(spec.model, "error").inc()
+                    self.metrics.loads.labels(name, "error").inc()
                     log.exception("loading %s failed", spec.label)
                     raise unexpected(exc) from exc
                 entry = Entry(name, spec, model, Slots(model.max_concurrent_generations, self.max_queue))
                 self._loaded[spec] = entry
-                self.metrics.loads.labels(spec.model, "ok").inc()
+                self.metrics.loads.labels(name, "ok").inc()
                 self.metrics.loaded.set(len(self._loaded))
                 log.info(
                     "loaded %s on %s/%s (%s, %s, %d concurrent) in %.2f s",
@@ -192,7 +192,7 @@ class ModelPool:
     def _unload(self, spec: ModelSpec, entry: Entry, reason: str) -> None:
         del self._loaded[spec]
         self.metrics.loaded.set(len(self._loaded))
-        self.metrics.unloads.labels(spec.model, reason).inc()
+        self.metrics.unloads.labels(entry.name, reason).inc()
         task = asyncio.create_task(self._close(entry, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
