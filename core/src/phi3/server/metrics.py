@@ -39,7 +39,9 @@ class Metrics:
         self.queue_depth = Gauge("phi3_queue_depth", "Requests waiting for a generation slot", ["model"], registry=r)
         self.active = Gauge("phi3_active_generations", "Generations running now", ["model"], registry=r)
         self.loaded = Gauge("phi3_loaded_models", "Models loaded now", registry=r)
-        self.loads = Counter("phi3_model_loads", "Model loads, by the model field that asked and outcome", ["model", "outcome"], registry=r)
+        self.loads = Counter(
+            "phi3_model_loads", "Model loads, by model field and outcome", ["model", "outcome"], registry=r
+        )
         self.unloads = Counter("phi3_model_unloads", "Model unloads, by reason", ["model", "reason"], registry=r)
 
     def render(self) -> bytes:
