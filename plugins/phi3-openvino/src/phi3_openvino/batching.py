@@ -59,6 +59,8 @@ class _Scheduler:
         self._requests: dict[int, _Request] = {}
         self._ids = itertools.count()
         self._closed = False
+        self._cancelled = False
+        """A request was cancelled: one more step() frees its KV-cache blocks."""
         self._thread = threading.Thread(target=self._run, name="phi3-openvino-batching", daemon=True)
         self._thread.start()
 
@@ -80,6 +82,8 @@ class _Scheduler:
                     del self._requests[request_id]
             if request.handle.get_status() == self._running:
                 request.handle.cancel()
+                self._cancelled = True
+                self._lock.notify()
 
     def close(self) -> None:
         with self._lock:
@@ -87,17 +91,26 @@ class _Scheduler:
             for request in self._requests.values():
                 request.handle.cancel()
                 request.events.put(_Failure(ConfigError("the model was closed during generation")))
+                self._cancelled = True
             self._requests.clear()
             self._lock.notify()
         self._thread.join()
+        if self._cancelled:
+            self._pipe.step()  # let the scheduler free what cancelled requests held
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and not self._requests and not self._pipe.has_non_finished_requests():
+                while (
+                    not self._closed
+                    and not self._requests
+                    and not self._cancelled
+                    and not self._pipe.has_non_finished_requests()
+                ):
                     self._lock.wait()
                 if self._closed:
                     return
+                self._cancelled = False
                 try:
                     self._pipe.step()
                 except Exception as exc:  # every running request fails with it; the thread carries on
