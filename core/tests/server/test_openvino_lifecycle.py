@@ -127,3 +127,29 @@ def test_ctrl_c_mid_stream_shuts_down_cleanly(start_server: Any) -> None:
             assert_clean_exit(server)
             assert time.monotonic() - started < 30
     assert "unloaded smoke@openvino" in server.log()
+
+
+def test_continuous_batching_runs_requests_at_once(start_server: Any) -> None:
+    server: ServerProcess = start_server(
+        ["smoke", "-b", "openvino", "-O", "max_concurrent_generations=2", "--max-queue", "0", "--preload"]
+    )
+    card = httpx.get(f"{server.base_url}/models", timeout=30).json()["data"][0]
+    assert card["max_concurrent_generations"] == 2
+    body = {"model": "smoke", "messages": MESSAGES, "max_tokens": 900, "stream": True, "ignore_eos": True}
+    url = f"{server.base_url}/chat/completions"
+    with (
+        httpx.Client(timeout=60) as one,
+        httpx.Client(timeout=60) as two,
+        one.stream("POST", url, json=body) as first,
+    ):
+        first_lines = first.iter_lines()  # kept: dropping the iterator would close the response
+        next(first_lines)
+        with two.stream("POST", url, json=body) as second:
+            second_lines = second.iter_lines()
+            next(second_lines)
+            assert server.metric("phi3_active_generations", model="smoke") == 2
+            third = httpx.post(url, json={"model": "smoke", "messages": MESSAGES, "max_tokens": 2}, timeout=60)
+            assert third.status_code == 429  # two slots busy, --max-queue 0
+    server.wait_for("both cancelled", lambda: server.metric("phi3_active_generations") == 0, timeout=30)
+    answer = client_for(server, "unused").chat.completions.create(model="smoke", messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
+    assert answer.usage is not None and answer.usage.completion_tokens == 4
