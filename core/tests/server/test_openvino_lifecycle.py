@@ -34,7 +34,7 @@ def loaded(server: ServerProcess) -> list[str]:
 
 def test_preload_loaded_it_before_the_first_request(server: ServerProcess) -> None:
     assert server.metric("phi3_model_loads_total", outcome="ok") >= 1
-    assert "loaded smoke@openvino" in server.log()
+    assert "loaded smoke on openvino/genai" in server.log()
 
 
 def test_auth_is_required_on_v1_only(server: ServerProcess) -> None:

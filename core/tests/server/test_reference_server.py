@@ -381,3 +381,15 @@ def test_ttft_is_measured(server: ServerProcess) -> None:
     start = time.monotonic()
     assert server.metric("phi3_time_to_first_token_seconds_count", model=MODEL) > 0
     assert time.monotonic() - start < 30
+
+
+def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
+    done = run_phi3("serve", "no-such-model", "--preload", "--port", "1", timeout=300)
+    assert done.returncode == 1
+    assert "Error: 'no-such-model' is neither" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_serve_refuses_preload_without_models(run_phi3: Any) -> None:
+    done = run_phi3("serve", "--preload", timeout=300)
+    assert done.returncode == 1 and "--preload needs at least one MODEL" in done.stderr

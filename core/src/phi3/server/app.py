@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,7 +63,6 @@ class ServerSettings:
     max_loaded: int = 1
     idle_unload: float | None = None
     max_queue: int = 16
-    preload: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
@@ -333,15 +332,21 @@ def _raise_generation_error(exc: BaseException) -> None:
     raise unexpected(exc) from exc
 
 
-def create_app(settings: ServerSettings, loader: Loader | None = None) -> FastAPI:
-    """The application for ``settings``; ``loader`` replaces :func:`phi3.load` (for embedding)."""
+def create_app(
+    settings: ServerSettings, loader: Loader | None = None, preloaded: Mapping[str, Model] | None = None
+) -> FastAPI:
+    """The application for ``settings``.
+
+    ``loader`` replaces :func:`phi3.load` (for embedding); ``preloaded`` are models already loaded
+    (``--preload`` loads before the server starts, so a failure is phi3's one-line CLI error).
+    """
     server = Server(settings, loader)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for name, model in (preloaded or {}).items():
+            server.pool.adopt(name, model)
         server.pool.start()
-        if settings.preload:
-            await server.pool.preload()
         log.info("phi3 serve ready: models %s", ", ".join(settings.models) or "(any phi3 model id)")
         try:
             yield

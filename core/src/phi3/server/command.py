@@ -7,15 +7,21 @@ pip command.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from phi3.errors import ConfigError
+
+if TYPE_CHECKING:
+    from phi3.model import Model
+    from phi3.server.model_spec import Defaults
 
 SERVE_MODULES = ("fastapi", "uvicorn", "pydantic", "prometheus_client")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -110,7 +116,6 @@ def _serve(**args: Any) -> None:
     import uvicorn
 
     from phi3.server.app import ServerSettings, create_app
-    from phi3.server.model_spec import Defaults
 
     if args["api_key"] == "":
         args["api_key"] = None
@@ -122,27 +127,68 @@ def _serve(**args: Any) -> None:
             "(pass --api-key or set PHI3_API_KEY)",
             err=True,
         )
+    from phi3.server.model_spec import Defaults
+
+    defaults = Defaults(
+        backend=args["backend"],
+        device=args["device"],
+        precision=args["precision"],
+        engine=args["engine"],
+        options=_parse_options(args["options"]),
+    )
+    preloaded = _preload(args["models"], defaults) if args["preload"] else {}
     settings = ServerSettings(
         models=tuple(args["models"]),
-        defaults=Defaults(
-            backend=args["backend"],
-            device=args["device"],
-            precision=args["precision"],
-            engine=args["engine"],
-            options=_parse_options(args["options"]),
-        ),
+        defaults=defaults,
         api_key=args["api_key"],
         cors_origins=tuple(args["cors_origins"]),
         max_loaded=args["max_loaded"],
         idle_unload=args["idle_unload"],
         max_queue=args["max_queue"],
-        preload=args["preload"],
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, preloaded=preloaded),
         host=args["host"],
         port=args["port"],
         log_level=args["log_level"],
         timeout_graceful_shutdown=5,
     )
+
+
+def _preload(models: Sequence[str], defaults: Defaults) -> dict[str, Model]:
+    """Load every MODEL before the server starts, so a failure is phi3's one-line error (exit 1).
+
+    The loads run in a worker thread, like the server's own loads: OpenVINO then never has a
+    pipeline compiled on the main thread and used and closed on others (which crashed at exit).
+    """
+    from phi3.server.errors import APIError
+    from phi3.server.model_spec import parse
+    from phi3.server.pool import load_spec
+
+    log = logging.getLogger("phi3.server")
+    loaded: dict[str, Model] = {}
+
+    def load_all() -> None:
+        for name in dict.fromkeys(models):
+            started = time.perf_counter()
+            try:
+                spec = parse(name, defaults)
+            except APIError as exc:
+                raise ConfigError(exc.message) from None
+            model = load_spec(spec)
+            loaded[name] = model
+            log.info(
+                "loaded %s on %s/%s (%s, %s, %d concurrent) in %.2f s",
+                name,
+                model.backend,
+                model.engine,
+                model.device,
+                model.precision,
+                model.max_concurrent_generations,
+                time.perf_counter() - started,
+            )
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="phi3-serve-preload") as pool:
+        pool.submit(load_all).result()
+    return loaded

@@ -44,6 +44,23 @@ class Entry:
     loaded_at: float = field(default_factory=time.time)
 
 
+def load_spec(spec: ModelSpec, loader: Loader | None = None) -> Model:
+    """``phi3.load`` (or ``loader``) with the spec's model, backend, device, precision, engine, options."""
+    if loader is None:
+        import phi3
+
+        loader = phi3.load
+    options: dict[str, Any] = dict(spec.options)
+    return loader(
+        spec.model,
+        backend=spec.backend,
+        device=spec.device,
+        precision=spec.precision,
+        engine=spec.engine,
+        **options,
+    )
+
+
 class ModelPool:
     def __init__(
         self,
@@ -164,20 +181,15 @@ class ModelPool:
             self._loading.pop(spec, None)
 
     def _load_now(self, spec: ModelSpec) -> Model:
-        loader = self._loader
-        if loader is None:
-            import phi3
+        return load_spec(spec, self._loader)
 
-            loader = phi3.load
-        options: dict[str, Any] = dict(spec.options)
-        return loader(
-            spec.model,
-            backend=spec.backend,
-            device=spec.device,
-            precision=spec.precision,
-            engine=spec.engine,
-            **options,
-        )
+    def adopt(self, name: str, model: Model) -> None:
+        """Serve ``model`` (loaded before the server started, by ``--preload``) as ``name``."""
+        spec = self.resolve(name)
+        self._loaded[spec] = Entry(name, spec, model, Slots(model.max_concurrent_generations, self.max_queue))
+        self.metrics.loads.labels(name, "ok").inc()
+        self.metrics.loaded.set(len(self._loaded))
+        self._evict_excess()
 
     def _idle(self, spec: ModelSpec, entry: Entry) -> bool:
         return entry.users == 0 and self._pins[spec] == 0 and not entry.slots.busy
@@ -230,11 +242,6 @@ class ModelPool:
             for spec, entry in list(self._loaded.items()):
                 if self._idle(spec, entry) and entry.last_used <= cutoff:
                     self._unload(spec, entry, reason="idle")
-
-    async def preload(self) -> None:
-        for name in self.served:
-            entry = await self.get(name)
-            self.release(entry)
 
     async def shutdown(self) -> None:
         if self._idle_task is not None:
