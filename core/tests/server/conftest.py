@@ -18,10 +18,10 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> I
     """A factory: ``start_server(args, api_key=None)``; every server is Ctrl-C'd at module end."""
     started: list[ServerProcess] = []
 
-    def start(args: list[str], api_key: str | None = None) -> ServerProcess:
+    def start(args: list[str], api_key: str | None = None, env: dict[str, str] | None = None) -> ServerProcess:
         log = tmp_path_factory.mktemp("serve") / "serve.log"
         full = [*args, "--api-key", api_key] if api_key else args
-        server = ServerProcess(full, log, api_key)
+        server = ServerProcess(full, log, api_key, env)
         started.append(server)
         server.wait_ready()
         return server

@@ -32,14 +32,18 @@ def free_port() -> int:
 class ServerProcess:
     """``phi3 serve ARGS`` on a free port; ``stop()`` sends SIGINT and checks the exit."""
 
-    def __init__(self, args: list[str], log_path: Path, api_key: str | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, api_key: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
         self.api_key = api_key
         self.log_path = log_path
+        extra_env = env
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         env.pop("PHI3_API_KEY", None)
+        env.update(extra_env or {})
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "phi3", "serve", *args, "--port", str(self.port)],
