@@ -48,11 +48,24 @@ class Generation:
         self._cancel.set()
 
     async def pieces(self) -> AsyncIterator[str]:
-        """Text pieces as they decode; raises the generation's error; ends at the end or on cancel."""
+        """Text pieces as they decode; raises the generation's error; ends at the end or on cancel.
+
+        Pieces that arrived while the reader was busy are joined into one, so a slow client gets
+        fewer, larger chunks instead of falling ever further behind the decoder.
+        """
+        pending: tuple[str, Any] | None = None
         while True:
-            kind, value = await self._events.get()
+            kind, value = pending if pending is not None else await self._events.get()
+            pending = None
             if kind == "piece":
-                yield value
+                parts = [value]
+                while not self._events.empty():
+                    event = self._events.get_nowait()
+                    if event[0] != "piece":
+                        pending = event
+                        break
+                    parts.append(event[1])
+                yield "".join(parts)
             elif kind == "error":
                 raise value
             else:
