@@ -263,7 +263,7 @@ class Server:
         whatever happens to the HTTP request meanwhile.
         """
         entry = await self.pool.get(field)
-        name = entry.spec.model
+        name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
