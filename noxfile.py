@@ -197,7 +197,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]
-    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", str(CORE))
+    # the serve extra: phi3.server is checked against FastAPI/pydantic/uvicorn's own type hints
+    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve]")
     if present:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]
