@@ -108,7 +108,7 @@ def _serve(**args: Any) -> None:
     missing = [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(
-            f"phi3 serve needs {', '.join(missing)}, which is not installed",
+            f"phi3 serve needs {', '.join(missing)} (not installed here)",
             hint='pip install "phi3-core[serve]"',
         )
     if args["preload"] and not args["models"]:
