@@ -393,3 +393,13 @@ def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
 def test_serve_refuses_preload_without_models(run_phi3: Any) -> None:
     done = run_phi3("serve", "--preload", timeout=300)
     assert done.returncode == 1 and "--preload needs at least one MODEL" in done.stderr
+
+
+def test_client_giving_up_on_a_plain_answer_cancels_it(server: ServerProcess) -> None:
+    server.wait_for("no generation running", lambda: server.metric("phi3_active_generations") == 0)
+    cancelled = server.metric("phi3_cancelled_generations_total", model=MODEL)
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 1000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=0.5)
+    server.wait_for("the generation to stop", lambda: server.metric("phi3_active_generations") == 0, timeout=30)
+    assert server.metric("phi3_cancelled_generations_total", model=MODEL) == cancelled + 1

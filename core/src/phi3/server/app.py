@@ -43,6 +43,8 @@ log = logging.getLogger("phi3.server")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRY_AFTER_S = 1
+DISCONNECT_POLL_S = 0.25
+"""How often a non-streamed request checks that its client is still connected."""
 ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics")
 
 Scope = MutableMapping[str, Any]
@@ -392,7 +394,7 @@ def create_app(
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
         if not request.stream:
-            text = await _collect(generation)
+            text = await _collect(generation, http)
             assert generation.result is not None
             return JSONResponse(
                 schemas.ChatCompletion(
@@ -460,7 +462,7 @@ def create_app(
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
         if not request.stream:
-            text = await _collect(generation)
+            text = await _collect(generation, http)
             assert generation.result is not None
             return JSONResponse(
                 schemas.Completion(
@@ -574,8 +576,21 @@ def _card(entry: Entry) -> schemas.ModelCard:
     )
 
 
-async def _collect(generation: Generation) -> str:
-    """The whole answer; a generation error becomes the matching HTTP error."""
+async def _collect(generation: Generation, http: Request) -> str:
+    """The whole answer; a generation error becomes the matching HTTP error.
+
+    A client that gives up on a non-streamed answer (a timeout, Ctrl-C) cancels the generation
+    too: a watcher polls the connection, so the model is not kept busy for nobody.
+    """
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(DISCONNECT_POLL_S)
+            if await http.is_disconnected():
+                generation.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
     parts: list[str] = []
     try:
         async for piece in generation.pieces():
@@ -585,6 +600,10 @@ async def _collect(generation: Generation) -> str:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             raise
         _raise_generation_error(exc)
+    finally:
+        watcher.cancel()
+    if generation.result is None:  # cancelled: the client is gone, this answer reaches no one
+        raise APIError(499, "the client closed the connection before the answer was complete", code="cancelled")
     return "".join(parts)
 
 
