@@ -138,9 +138,14 @@ def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
     offset = 0
     for left, right in itertools.pairwise(pieces):
         offset += len(left)
-        candidate = left[-1] + right[0]
-        if full.find(candidate) == offset - 1:
-            stop, at = candidate, offset - 1
+        # the shortest end of this chunk that, with the next chunk's first character, first occurs here
+        # (at worst all the text so far: pieces queued behind a slow reader arrive joined)
+        for size in range(1, offset + 1):
+            candidate = full[offset - size : offset] + right[0]
+            if full.find(candidate) == offset - size:
+                stop, at = candidate, offset - size
+                break
+        if stop is not None:
             break
     assert stop is not None, f"no stop string spans two chunks of {pieces!r}"
     streamed = list(
