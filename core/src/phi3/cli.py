@@ -535,6 +535,10 @@ def cache_path() -> None:
 
 cli.add_command(bench)
 
+from phi3.server.command import serve  # noqa: E402
+
+cli.add_command(serve)
+
 
 def main() -> None:
     silence_vendor_progress_bars()
