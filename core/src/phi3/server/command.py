@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from phi3.cli_support import handle_errors, parse_options
 from phi3.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,9 +29,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
-    from phi3.cli import _parse_options as parse
-
-    return tuple(parse(pairs).items())
+    return tuple(parse_options(pairs).items())
 
 
 @click.command()
@@ -99,8 +98,6 @@ def serve(
     @BACKEND[:PRECISION[:DEVICE]] to pick how to run it (e.g. smoke@openvino:int8); missing parts
     take the -b/-p/-d defaults. Models load on first request (or at start with --preload).
     """
-    from phi3.cli import handle_errors
-
     handle_errors(_serve)(**locals())
 
 
