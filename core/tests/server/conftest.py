@@ -27,6 +27,14 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> I
         return server
 
     yield start
-    for server in started:
+    failures: list[str] = []
+    for server in started:  # every server is stopped, even when an earlier one failed its check
         if server.process.poll() is None:
-            assert_clean_exit(server)
+            try:
+                assert_clean_exit(server)
+            except AssertionError as exc:
+                failures.append(str(exc))
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(30)
+    assert not failures, "\n\n".join(failures)
