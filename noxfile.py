@@ -26,6 +26,8 @@ PLUGINS = {
 }
 PACKAGES = {"core": CORE, **PLUGINS}
 COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
+CORE_CONSTRAINTS = ROOT / "ci" / "constraints-core.txt"
+"""Pins for core's own sessions only (a plugin may pin another transformers)."""
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
 nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "dml_skew", "integration"]
@@ -91,6 +93,8 @@ def tests(session: nox.Session, package: str) -> None:
     if package == "core":
         session.install(
             *_constraints(CORE),
+            "-c",
+            str(CORE_CONSTRAINTS),
             f"{CORE}[testing,bench]",
             str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         )

@@ -148,9 +148,14 @@ def _stats_line(result: GenerationResult) -> str:
 
 
 def _print_stream(stream: TextStream) -> GenerationResult:
-    for piece in stream:
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
+    """Print pieces as they come. On any exit (a closed pipe, Ctrl-C) the stream is closed first, so
+    the backend's decoding thread stops before the interpreter does (else: "terminate called", SIGABRT)."""
+    try:
+        for piece in stream:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+    finally:
+        stream.close()
     click.echo()
     return stream.result
 
