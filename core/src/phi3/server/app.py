@@ -429,29 +429,24 @@ def create_app(
             "}",
         )
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield chunk(schemas.Delta(role="assistant", content=""))
-                async for piece in _chain(first, pieces):
-                    yield content(piece)
-                result = generation.result
-                if result is None:
-                    return
-                yield chunk(schemas.Delta(), finish_reason(result))
-                if include_usage:
-                    yield _sse(
-                        schemas.ChatCompletionChunk(
-                            id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
-                        )
-                    )
-                yield b"data: [DONE]\n\n"
-            except Exception as exc:
-                yield _sse(_stream_error(exc))
-                yield b"data: [DONE]\n\n"
-            finally:
-                generation.cancel()
+        def usage_chunk(result: GenerationResult) -> bytes:
+            return _sse(
+                schemas.ChatCompletionChunk(
+                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                )
+            )
 
-        return _event_stream(events())
+        return _event_stream(
+            _sse_events(
+                generation,
+                first,
+                pieces,
+                content,
+                opening=chunk(schemas.Delta(role="assistant", content="")),
+                closing=lambda result: chunk(schemas.Delta(), finish_reason(result)),
+                usage_chunk=usage_chunk if include_usage else None,
+            )
+        )
 
     @app.post("/v1/completions", response_model=None)
     async def completions(http: Request) -> Response:
@@ -492,28 +487,24 @@ def create_app(
             "",
         )
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for piece in _chain(first, pieces):
-                    yield content(piece)
-                result = generation.result
-                if result is None:
-                    return
-                yield chunk("", finish_reason(result))
-                if include_usage:
-                    yield _sse(
-                        schemas.Completion(
-                            id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
-                        )
-                    )
-                yield b"data: [DONE]\n\n"
-            except Exception as exc:
-                yield _sse(_stream_error(exc))
-                yield b"data: [DONE]\n\n"
-            finally:
-                generation.cancel()
+        def usage_chunk(result: GenerationResult) -> bytes:
+            return _sse(
+                schemas.Completion(
+                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                )
+            )
 
-        return _event_stream(events())
+        return _event_stream(
+            _sse_events(
+                generation,
+                first,
+                pieces,
+                content,
+                opening=None,
+                closing=lambda result: chunk("", finish_reason(result)),
+                usage_chunk=usage_chunk if include_usage else None,
+            )
+        )
 
     app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=server.metrics)
     if settings.cors_origins:
@@ -524,6 +515,39 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+async def _sse_events(
+    generation: Generation,
+    first: str | None,
+    pieces: AsyncIterator[str],
+    content: Callable[[str], bytes],
+    *,
+    opening: bytes | None,
+    closing: Callable[[GenerationResult], bytes],
+    usage_chunk: Callable[[GenerationResult], bytes] | None,
+) -> AsyncIterator[bytes]:
+    """One streamed answer as SSE frames, the same for both endpoints: an optional opening frame,
+    a frame per text piece, the finish frame, the usage frame if asked, then ``[DONE]``. An error
+    mid-stream is sent as an OpenAI error frame (the status line is gone by then); whatever
+    happens, the generation is cancelled so its slot goes to the next request."""
+    try:
+        if opening is not None:
+            yield opening
+        async for piece in _chain(first, pieces):
+            yield content(piece)
+        result = generation.result
+        if result is None:
+            return
+        yield closing(result)
+        if usage_chunk is not None:
+            yield usage_chunk(result)
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:
+        yield _sse(_stream_error(exc))
+        yield b"data: [DONE]\n\n"
+    finally:
+        generation.cancel()
 
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
