@@ -119,14 +119,19 @@ def core_alone(session: nox.Session) -> None:
 
 @nox.session
 def server(session: nox.Session) -> None:
-    """phi3 serve end to end: a real server subprocess, the openai client, reference + openvino backends."""
+    """phi3 serve end to end: a real server subprocess, the openai client, on the reference backend and
+    every plugin that runs here (openvino, dml), installed together under the integration pins."""
     _quiet_env(session)
-    openvino = PLUGINS["openvino"]
+    served = [name for name in ("openvino", "dml") if PLUGINS[name].is_dir()]
+    extras = {"dml": "build,test"}
     session.install(
-        *_constraints(CORE, openvino),
+        "-c",
+        str(INTEGRATION_CONSTRAINTS),
+        "-c",
+        str(COMMON_CONSTRAINTS),
         f"{CORE}[serve,testing]",
         str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
-        f"{openvino}[test]",
+        *(f"{PLUGINS[name]}[{extras.get(name, 'test')}]" for name in served),
         "openai",
         "httpx",
     )
