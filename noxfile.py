@@ -224,7 +224,7 @@ def benchmarks(session: nox.Session) -> None:
     _quiet_env(session)
     _install_all(session, present, setup=False)
     # llama-cpp-python builds llama.cpp from source here (~4 min)
-    session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[bench]", "llama-cpp-python==0.3.36")
+    session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[bench,serve]", "llama-cpp-python[server]==0.3.36")
     # optimum-intel pulls a CUDA torchvision that cannot load next to the CPU torch; Phi-3 never uses it
     session.run("python", "-m", "pip", "uninstall", "--yes", "torchvision")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)

@@ -11,7 +11,10 @@ Measures, on the same artifact:
 2. load: 1, 4 and 16 clients streaming back to back for ``--duration`` seconds each: errors, p50/p99
    time to first token, aggregate tokens/s; once with one generation at a time, once with
    ``-O max_concurrent_generations=N`` (continuous batching) when ``--batching N`` is given;
-3. memory: the server's resident set after 10 and after ``--requests`` sequential requests.
+3. memory: the server's resident set after 10 and after ``--requests`` sequential requests;
+4. with ``--llama-gguf FILE`` (or ``--llama-from CHECKPOINT``, converted to Q4_0 with llama.cpp's own
+   converter as ``benchmarks/run.py`` does): the same requests and load levels against llama.cpp's
+   server (``python -m llama_cpp.server``, llama-cpp-python) on the same model, side by side.
 
 Writes ``benchmarks/SERVER_RESULTS.md``. Speed is measured here, never asserted in tests.
 """
@@ -44,6 +47,49 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class LlamaServer:
+    """llama-cpp-python's OpenAI-compatible server on a GGUF file, on a free loopback port."""
+
+    def __init__(self, gguf: Path, alias: str, threads: int, context: int = 2048) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["--model", str(gguf), "--model_alias", alias, "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--n_ctx", str(context), "--n_threads", str(threads), "--verbose", "False"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                detail = self.process.stderr.read() if self.process.stderr else ""
+                raise SystemExit(f"llama_cpp.server exited: {detail}")
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("llama_cpp.server did not start within 600 s")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def llama_gguf(checkpoint: Path, workdir: Path) -> Path:
+    """Q4_0 GGUF of ``checkpoint`` made as benchmarks/run.py makes it (llama.cpp's converter + quantizer)."""
+    sys.path.insert(0, str(HERE))
+    import run as bench_run  # benchmarks/run.py
+
+    return bench_run.build_gguf(checkpoint, workdir, dict(os.environ))["q4_0"]
 
 
 class Server:
@@ -186,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", type=int, default=0, help="also run with max_concurrent_generations=N")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests for the memory check")
     parser.add_argument("--out", type=Path, default=HERE / "SERVER_RESULTS.md")
+    parser.add_argument("--llama-gguf", type=Path, default=None, help="also load-test llama.cpp's server on it")
+    parser.add_argument(
+        "--llama-from", type=Path, default=None, help="checkpoint to convert to Q4_0 GGUF for llama.cpp's server"
+    )
+    parser.add_argument("--workdir", type=Path, default=HERE / ".work", help="where --llama-from writes the GGUF")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clients = [int(c) for c in args.clients.split(",")]
@@ -241,6 +292,28 @@ def main(argv: list[str] | None = None) -> int:
                 memory_rows.append(f"| {after_10:.0f} | {after_n:.0f} | {after_n - after_10:+.1f} |")
         finally:
             server.stop()
+    gguf = args.llama_gguf or (llama_gguf(args.llama_from, args.workdir) if args.llama_from else None)
+    llama_rows: list[str] = []
+    if gguf is not None:
+        llama = LlamaServer(gguf, args.model, threads=os.cpu_count() or 1, context=max(2048, 4 * args.tokens))
+        try:
+            with httpx.Client(timeout=300) as client:
+                stream_once(client, llama.url, args.model, 4)  # warm-up
+                served = [stream_once(client, llama.url, args.model, args.tokens) for _ in range(args.runs)]
+            ttft = statistics.median(s.ttft_s for s in served) * 1000
+            rate = statistics.median(s.decode_tps for s in served)
+            llama_rows.append(f"| llama.cpp server, one request at a time | {ttft:.1f} | {rate:.0f} |")
+            for count in clients:
+                level = load_level(llama.url, args.model, count, args.duration, args.tokens)
+                ttfts = [s.ttft_s * 1000 for s in level.samples]
+                total = sum(s.tokens for s in level.samples)
+                load_rows.append(
+                    f"| llama.cpp server ({gguf.name}) | {count} | {len(level.samples)} | {level.errors} "
+                    f"| {pct(ttfts, 0.5):.1f} | {pct(ttfts, 0.99):.1f} | {total / level.seconds:.0f} |"
+                )
+                print(load_rows[-1], flush=True)
+        finally:
+            llama.stop()
     lines += [
         "## Server overhead (one request at a time; medians)",
         "",
@@ -267,9 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | --- |",
         *memory_rows,
         "",
-        "Not measured here: llama.cpp's own server on the same weights.",
-        "",
     ]
+    if llama_rows:
+        lines += [
+            f"## llama.cpp's own server on the same model ({gguf.name if gguf else ''}, llama-cpp-python)",
+            "",
+            "Same requests (chat, streamed, read with httpx); its load levels are in the table above.",
+            "",
+            "| server | TTFT (ms, median) | decode tok/s (median) |",
+            "| --- | --- | --- |",
+            *llama_rows,
+            "",
+        ]
+    else:
+        lines += ["Not measured in this run: llama.cpp's own server (pass --llama-gguf or --llama-from).", ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
     return 0
