@@ -48,6 +48,8 @@ class Runtime:
     add_bos: bool
     chat_template: str | None
     runtime_version: str
+    longrope_switch: int | None = None
+    """LongRoPE's original_max_position_embeddings, where the graph switches RoPE tables (or None)."""
 
     def encode(self, text: str) -> list[int]:
         ids = [int(i) for i in self.tokenizer.encode(text)]
@@ -155,6 +157,11 @@ def _adds_bos(folder: Path, tokenizer_config: Mapping[str, Any]) -> bool:
     return bool(single) and "SpecialToken" in single[0]
 
 
+def _longrope_switch(manifest: Mapping[str, Any]) -> int | None:
+    switch = manifest.get("longrope_switch")
+    return switch if isinstance(switch, int) and not isinstance(switch, bool) and switch > 0 else None
+
+
 def max_threads() -> int:
     """The most intra-op threads worth starting: the CPUs this process may run on."""
     try:
@@ -217,6 +224,7 @@ def load(request: LoadRequest) -> SessionHandle:
         add_bos=_adds_bos(folder, tokenizer_config),
         chat_template=_chat_template(folder, tokenizer_config),
         runtime_version=og.__version__,
+        longrope_switch=_longrope_switch(manifest),
     )
     return SessionHandle(
         backend=BACKEND_NAME,
