@@ -48,7 +48,6 @@ class TestDmlFamilyParityFp16CpuGraph(FamilyParitySuite):
     device = "cpu"
     precision = "fp16"
     backend_options: ClassVar[dict[str, object]] = {"execution_provider": "cpu"}
-    variants = ("phi3-mini-4k", "phi3-medium-4k", "phi3-medium-128k", "phi4-mini", "phi3-mini-128k")
     # phi3_dml.builder.check_fp16_cpu_layout: MultiHeadAttention + Tile graph (builder 0.18.0)
     refusals: ClassVar[dict[tuple[str, str], type[phi3.Phi3Error]]] = {
         ("phi3-mini-4k", "fp16"): phi3.PrecisionNotSupportedError,  # window ignored
