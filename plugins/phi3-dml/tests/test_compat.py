@@ -113,3 +113,12 @@ def test_a_default_cache_slack_is_dropped() -> None:
     changes, unknown = compat.downlevel_genai_config(config)
     assert unknown == [] and any("cache_slack" in c for c in changes)
     assert config["model"]["decoder"]["sliding_window"] == {"window_size": 8}
+
+
+def test_tool_call_token_ids_are_dropped_for_old_runtimes() -> None:
+    """Builder 0.18.0 writes Phi-4-mini's tool-call token ids, which 0.13.1 rejects; phi3 never uses them."""
+    config = _genai()
+    config["model"].update(bot_token_id=200025, eot_token_id=200026)
+    changes, unknown = compat.downlevel_genai_config(config)
+    assert unknown == [] and "bot_token_id" not in config["model"] and "eot_token_id" not in config["model"]
+    assert len(changes) == 2
