@@ -49,6 +49,34 @@ def _windowed(tiny: Path, out: Path) -> Path:
     return folder
 
 
+FAMILY = ("phi3-mini-128k", "phi4-mini")
+"""Family layouts also checked under the old runtime: fp16 dml graphs, a prompt whose generation
+crosses the LongRoPE switch (phi3-dml recomputes there), Phi-4-mini's tokenizer and tool tokens."""
+
+
+def _family(out: Path, expected: dict[str, Any]) -> None:
+    import phi3
+    from phi3.testing.parity import parity_prompt
+    from phi3.testing.reference import encode_prompt, reference_greedy_ids
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    for variant in FAMILY:
+        source = make_tiny_phi3(out / f"tiny-{variant}", variant=variant)
+        prompt = parity_prompt(source, variant, "longrope_decode")
+        target = out / f"family-{variant}-fp16-dml"
+        if target.exists():
+            shutil.rmtree(target)
+        phi3.quantize(source, backend="dml", precision="fp16", output=target, execution_provider="dml")
+        expected["family"][variant] = {
+            "artifact": target.name,
+            "prompt": prompt,
+            "reference_ids": reference_greedy_ids(
+                source, input_ids=encode_prompt(source, prompt), max_new_tokens=NEW_TOKENS
+            ),
+        }
+        print(f"built {target.name}")
+
+
 def _rewrite(artifact: Path, name: str, edit: Any) -> None:
     """Edit one file of a copied artifact and keep its manifest's size record in step."""
     path = artifact / name
@@ -80,6 +108,7 @@ def main(out: Path) -> None:
         "reference_ids": reference_greedy_ids(tiny, PROMPT, max_new_tokens=NEW_TOKENS),
         "window_reference_ids": reference_greedy_ids(models["windowed"], PROMPT, max_new_tokens=NEW_TOKENS),
         "cases": {},
+        "family": {},
     }
     for name, case in CASES.items():
         target = out / name
@@ -101,6 +130,8 @@ def main(out: Path) -> None:
                 },
             }
         print(f"built {name}: {expected['cases'][name]['manifest']}")
+
+    _family(out, expected)
 
     newer = out / "needs-newer"
     shutil.rmtree(newer, ignore_errors=True)

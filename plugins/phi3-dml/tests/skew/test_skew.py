@@ -83,6 +83,23 @@ def test_the_window_lives_in_the_graph_not_in_genai_config(out: Path, expected: 
     assert any("TokenizersBackend" in c for c in changes)
 
 
+def _family() -> list[str]:
+    if not ARTIFACTS or not (Path(ARTIFACTS) / "expected.json").is_file():
+        return ["missing-expected-json"]
+    return sorted(json.loads((Path(ARTIFACTS) / "expected.json").read_text()).get("family", {}))
+
+
+@pytest.mark.parametrize("variant", _family())
+def test_family_layouts_are_exact_across_the_longrope_switch(out: Path, expected: dict[str, Any], variant: str) -> None:
+    """fp16 dml graphs of LongRoPE layouts (Phi-4-mini: byte-level tokenizer, tool tokens dropped for
+    0.13.1) equal the transformers reference where generation crosses original_max_position_embeddings."""
+    want = expected["family"][variant]
+    with phi3.load(out / want["artifact"], backend="dml", device="cpu") as model:
+        assert model.session.details["runtime"].endswith(" 0.13.1")
+        result = model.generate(want["prompt"], max_new_tokens=expected["new_tokens"], ignore_eos=True)
+        assert list(result.token_ids) == want["reference_ids"]
+
+
 def test_an_artifact_for_a_newer_runtime_is_refused_clearly(out: Path, expected: dict[str, Any]) -> None:
     with pytest.raises(phi3.ArtifactError, match=f"needs onnxruntime-genai >= {expected['builder_version']}") as info:
         phi3.load(out / "needs-newer", backend="dml", device="cpu")
