@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import phi3
@@ -56,3 +58,28 @@ def test_fused_rotary_width_is_checked_on_cpu_graphs_only() -> None:
     real = {"hidden_size": 3072, "num_attention_heads": 24, "partial_rotary_factor": 0.75}  # Phi-4-mini: 48
     builder.check_fused_rotary("fp32", "cpu", real)
     builder.check_fused_rotary("int4", "cpu", {"hidden_size": 3072, "num_attention_heads": 32})  # Phi-3-mini
+
+
+def test_staging_falls_back_to_hard_links_where_symlinks_are_not_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows without developer mode refuses symlinks: the staged checkpoint still gets every file."""
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "model.safetensors").write_bytes(b"weights")
+    (source / "sub" / "x.txt").write_text("x")
+    config = {"sliding_window": 4, "max_position_embeddings": 16, "num_hidden_layers": 2}
+    (source / "config.json").write_text(json.dumps(config))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(1314, "A required privilege is not held by the client")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    staged = builder._staged_source(source, config, scratch)
+    assert staged != source
+    assert (staged / "model.safetensors").read_bytes() == b"weights"
+    assert (staged / "sub" / "x.txt").read_text() == "x"
+    assert json.loads((staged / "config.json").read_text())["layer_types"] == ["sliding_attention"] * 2
+    assert builder._staged_source(source, {**config, "sliding_window": 32}, scratch) == source  # never binds

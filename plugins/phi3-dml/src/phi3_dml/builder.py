@@ -60,6 +60,23 @@ def window_layout(hf_config: Mapping[str, Any]) -> int | None:
     return window
 
 
+def _link(target: Path, link: Path) -> None:
+    """``link`` -> ``target`` without copying where possible: a symlink (Windows allows those only in
+    developer mode or as administrator), else a hard link (same volume), else a copy."""
+    try:
+        link.symlink_to(target, target_is_directory=target.is_dir())
+        return
+    except OSError:
+        pass
+    if target.is_dir():
+        shutil.copytree(target, link)
+        return
+    try:
+        os.link(target, link)
+    except OSError:
+        shutil.copy2(target, link)
+
+
 def _staged_source(source: Path, hf_config: Mapping[str, Any], scratch: Path) -> Path:
     """The checkpoint as the builder must see it to build the sliding window into the graph.
 
@@ -80,7 +97,7 @@ def _staged_source(source: Path, hf_config: Mapping[str, Any], scratch: Path) ->
     staged.mkdir()
     for item in source.iterdir():
         if item.name != "config.json":
-            (staged / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
+            _link(item.resolve(), staged / item.name)
     layers = int(hf_config.get("num_hidden_layers") or 0)
     config = {**hf_config, "layer_types": ["sliding_attention"] * layers}
     (staged / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
