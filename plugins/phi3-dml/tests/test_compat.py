@@ -32,7 +32,7 @@ def test_built_artifacts_are_down_levelled(load_dml: LoadDml) -> None:
 
 @pytest.fixture(scope="module")
 def windowed_phi3(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with a sliding window, as Phi-3-mini has: the builder then writes cache_slack."""
+    """The tiny model with a sliding window, as Phi-3-mini has."""
     folder = tmp_path_factory.mktemp("windowed") / "tiny-phi3-window"
     shutil.copytree(tiny_phi3, folder)
     config = json.loads((folder / "config.json").read_text())
@@ -41,12 +41,24 @@ def windowed_phi3(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return folder
 
 
-def test_sliding_window_models_lose_only_the_default_cache_slack(windowed_phi3: Path) -> None:
+def test_sliding_window_models_get_the_window_in_the_graph(windowed_phi3: Path) -> None:
+    """Builder 0.18.0 alone builds full attention and writes a sliding_window section (the runtime then
+    fails past the window); phi3-dml builds the window into the graph and writes no such section."""
+    import onnx
+
     with phi3.load(windowed_phi3, backend="dml", device="cpu", precision="int4") as model:
         genai = json.loads((model.artifact.path / "genai_config.json").read_text())
-        window = genai["model"]["decoder"]["sliding_window"]
-        assert window["window_size"] == 256 and "cache_slack" not in window
-        assert any("cache_slack" in change for change in model.artifact.manifest["compat_changes"])
+        assert "sliding_window" not in genai["model"]["decoder"]
+        assert model.artifact.manifest["compat_unknown_keys"] == []
+        graph = onnx.load(str(model.artifact.path / "model.onnx"), load_external_data=False).graph
+        windows = {
+            onnx.helper.get_attribute_value(a)
+            for node in graph.node
+            if node.op_type == "GroupQueryAttention"
+            for a in node.attribute
+            if a.name == "local_window_size"
+        }
+        assert windows == {256}
         assert model.generate(PROMPT, max_new_tokens=5, ignore_eos=True).new_tokens == 5
 
 
@@ -93,3 +105,20 @@ def test_an_artifact_for_a_newer_runtime_is_refused_with_the_fix() -> None:
     assert "phi3 cache rm abcdef012345" in str(info.value)
     assert compat.parse_version("0.14.0rc1") == (0, 14, 0)
     assert compat.parse_version("1.24.4+cpu") == (1, 24, 4)
+
+
+def test_a_default_cache_slack_is_dropped() -> None:
+    """Artifacts built before phi3-dml put the window in the graph still carry cache_slack=0."""
+    config = _genai(sliding_window={"window_size": 8, "cache_slack": 0})
+    changes, unknown = compat.downlevel_genai_config(config)
+    assert unknown == [] and any("cache_slack" in c for c in changes)
+    assert config["model"]["decoder"]["sliding_window"] == {"window_size": 8}
+
+
+def test_tool_call_token_ids_are_dropped_for_old_runtimes() -> None:
+    """Builder 0.18.0 writes Phi-4-mini's tool-call token ids, which 0.13.1 rejects; phi3 never uses them."""
+    config = _genai()
+    config["model"].update(bot_token_id=200025, eot_token_id=200026)
+    changes, unknown = compat.downlevel_genai_config(config)
+    assert unknown == [] and "bot_token_id" not in config["model"] and "eot_token_id" not in config["model"]
+    assert len(changes) == 2

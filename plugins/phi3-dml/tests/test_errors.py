@@ -172,7 +172,10 @@ def test_missing_builder_dependencies_name_the_extra(
 def test_a_builder_crash_is_one_clear_error(tiny_phi3: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_phi3, broken)
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    # a checkpoint phi3's own checks accept (headers, shapes) but the builder cannot convert
+    config = json.loads((broken / "config.json").read_text())
+    config["hidden_act"] = "no_such_activation"
+    (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(phi3.BackendError, match=r"model builder failed: .*(Error|error)") as info:
         phi3.quantize(broken, backend="dml", precision="fp32")
     assert "\n" not in info.value.message

@@ -8,7 +8,7 @@ Importing this package is cheap: nothing here imports onnxruntime, torch or tran
 model is quantized, loaded or the runtime's device list is asked for.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 BACKEND_NAME = "dml"
 ENGINE_NAME = "genai"

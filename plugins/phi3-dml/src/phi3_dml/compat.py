@@ -133,9 +133,23 @@ def _paths(data: Mapping[str, Any], parent: str = "") -> Iterator[tuple[str, str
             yield parent, path, value
 
 
+TOOL_TOKEN_KEYS = ("bot_token_id", "eot_token_id", "bor_token_id", "eor_token_id")
+"""``model.*`` keys builder 0.18.0 writes for checkpoints with tool-call tokens (Phi-4-mini's
+``<|tool_call|>``/``<|/tool_call|>``), read only by the runtime's own tool-call parsing, which phi3
+does not use (it drives ``og.Generator`` and renders chat templates itself). 0.13.1 rejects them
+(``Unknown value "bot_token_id"``); dropping them leaves every id phi3 generates unchanged (the
+family parity suite runs Phi-4-mini on the down-levelled artifact)."""
+
+
 def downlevel_genai_config(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Edit ``config`` in place; return (changes made, keys 0.13.1 is not known to read)."""
     changes: list[str] = []
+    model = config.get("model")
+    if isinstance(model, dict):
+        for key in TOOL_TOKEN_KEYS:
+            if isinstance(model.get(key), int):
+                value = model.pop(key)
+                changes.append(f"genai_config.json: dropped model.{key}={value} (runtime tool-call parsing only)")
     window = config.get("model", {}).get("decoder", {}).get("sliding_window")
     if isinstance(window, dict) and "cache_slack" in window and window["cache_slack"] == 0:
         del window["cache_slack"]

@@ -42,16 +42,30 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig) -> Itera
     context = runtime.context_length or len(ids) + config.max_new_tokens
     params.set_search_options(**search_options(config, len(ids), context))
     generator = og.Generator(runtime.model, params)
+    switch = runtime.longrope_switch
     try:
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
         stream = runtime.tokenizer.create_stream()
+        tokens = list(ids)
         produced = 0
         while produced < config.max_new_tokens and not generator.is_done():
+            if switch is not None and len(ids) <= switch and len(tokens) == switch + 1:
+                # Workaround for onnxruntime-genai 0.18.0 (and 0.13.1) LongRoPE graphs: they choose the
+                # short or long cos/sin table by the current total length, so the step that crosses
+                # original_max_position_embeddings would attend with long-factor queries to keys the
+                # cache holds rotated with the short factors. transformers recomputes the whole
+                # sequence with the long factors there; so do we, once per generation: a fresh
+                # generator prefilled with every token so far (the same total length, so the same
+                # search options). Tracked by test_longrope_crossing_still_needs_a_recompute.
+                del generator
+                generator = og.Generator(runtime.model, params)
+                generator.append_tokens(np.asarray(tokens, dtype=np.int32))
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             if token in runtime.eos_ids and not config.ignore_eos:
                 break
             produced += 1
+            tokens.append(token)
             yield Chunk(stream.decode(token), (token,), prompt_tokens=len(ids) if produced == 1 else None)
         if produced == 0:
             yield Chunk("", (), prompt_tokens=len(ids))

@@ -29,10 +29,12 @@ from phi3.types import ChatMessage, LoadRequest, SessionHandle
 
 from phi3_dml import BACKEND_NAME, compat, probe, providers
 
-LOAD_OPTIONS = ("provider_options", "intra_op_num_threads")
+LOAD_OPTIONS = ("provider_options", "intra_op_num_threads", "context_length")
 """Backend options ``phi3_load`` accepts: extra execution-provider options for dml/cuda (e.g.
 ``{"enable_graph_capture": "0"}``, which works around DirectML drivers that replay captured graphs
-wrongly) and the CPU thread count."""
+wrongly), the CPU thread count, and the context (tokens) phi3 lets one generation reach."""
+
+GIB = 1024**3
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Runtime:
     add_bos: bool
     chat_template: str | None
     runtime_version: str
+    longrope_switch: int | None = None
+    """LongRoPE's original_max_position_embeddings, where the graph switches RoPE tables (or None)."""
 
     def encode(self, text: str) -> list[int]:
         ids = [int(i) for i in self.tokenizer.encode(text)]
@@ -155,6 +159,74 @@ def _adds_bos(folder: Path, tokenizer_config: Mapping[str, Any]) -> bool:
     return bool(single) and "SpecialToken" in single[0]
 
 
+def _longrope_switch(manifest: Mapping[str, Any]) -> int | None:
+    switch = manifest.get("longrope_switch")
+    return switch if isinstance(switch, int) and not isinstance(switch, bool) and switch > 0 else None
+
+
+def kv_bytes_per_token(genai: Mapping[str, Any], manifest: Mapping[str, Any], precision: str) -> int | None:
+    """Bytes of KV cache one token takes: layers x 2 (K, V) x KV heads x head size x the graph's I/O width.
+
+    The graphs' I/O (and so the cache) is fp16 for fp16 and for GPU builds, fp32 for cpu builds
+    (builder 0.18.0: int4/int8 cpu graphs keep fp32 activations) and for fp32.
+    """
+    decoder = genai.get("model", {}).get("decoder", {}) if isinstance(genai.get("model"), dict) else {}
+    layers, kv_heads, head_size = (decoder.get(k) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
+    if not (isinstance(layers, int) and isinstance(kv_heads, int) and isinstance(head_size, int)):
+        return None
+    wide = precision == "fp32" or (manifest.get("execution_provider") == "cpu" and precision != "fp16")
+    return layers * 2 * kv_heads * head_size * (4 if wide else 2)
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM the OS says can be allocated now (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _context(
+    requested: Any, model_context: int, per_token: int | None, memory: int | None, on_cpu: bool
+) -> tuple[int, str]:
+    """The context phi3 enforces (tokens) and how it was chosen.
+
+    onnxruntime-genai allocates the KV cache for ``search.max_length`` tokens when a generation
+    starts (GroupQueryAttention graphs share one past/present buffer); phi3 sets that to prompt +
+    max_new_tokens, capped at this context. So the context is what one generation may allocate: by
+    default the model's whole context where the KV cache for it fits in the available memory (CPU
+    provider only: GPU memory is not measured), else the largest multiple of 1024 tokens that fits.
+    """
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 2):
+        raise ConfigError(f"context_length must be a whole number of tokens >= 2, got {requested!r}")
+    if model_context and requested is not None and requested > model_context:
+        raise ConfigError(
+            f"context_length={requested} is longer than this model's context ({model_context} tokens)",
+            hint=f"use context_length <= {model_context}",
+        )
+    wanted = requested if requested is not None else model_context
+    if not wanted or per_token is None or memory is None or not on_cpu:
+        return wanted, "requested" if requested is not None else "the model's"
+    need = wanted * per_token
+    if need <= memory:
+        return wanted, "requested" if requested is not None else "the model's"
+    fits = (memory // per_token) // 1024 * 1024
+    if requested is not None or fits < 1024:
+        raise ConfigError(
+            f"a {wanted}-token context needs {need / GIB:.1f} GiB for its KV cache "
+            f"({per_token} bytes per token), but only {memory / GIB:.1f} GiB of memory is available",
+            hint=f"load with context_length={max(fits, 1024)} or less, or free memory",
+        )
+    return fits, (
+        f"capped from {model_context}: its KV cache needs {need / GIB:.1f} GiB, {memory / GIB:.1f} GiB available; "
+        "raise it with context_length="
+    )
+
+
 def max_threads() -> int:
     """The most intra-op threads worth starting: the CPUs this process may run on."""
     try:
@@ -188,6 +260,15 @@ def load(request: LoadRequest) -> SessionHandle:
     _check_files(folder, genai, manifest, key)
     tokenizer_config = _read_json(folder / "tokenizer_config.json", key)
     providers.check_artifact_target(device, manifest.get("execution_provider"), artifact.precision)
+    genai_model: dict[str, Any] = genai["model"] if isinstance(genai.get("model"), dict) else {}
+    model_context = int(genai_model.get("context_length") or manifest.get("context_length") or 0)
+    context, context_source = _context(
+        request.options.get("context_length"),
+        model_context,
+        kv_bytes_per_token(genai, manifest, artifact.precision),
+        available_memory(),
+        device.provider == "cpu",
+    )
     og = import_runtime()
     compat.check_runtime(manifest, og.__version__, key)
     providers.check_available(device, og)
@@ -205,7 +286,6 @@ def load(request: LoadRequest) -> SessionHandle:
     model_section = genai.get("model", {})
     eos = model_section.get("eos_token_id")
     eos_ids = frozenset(int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None)
-    context = int(model_section.get("context_length") or manifest.get("context_length") or 0)
     bos = model_section.get("bos_token_id")
     runtime = Runtime(
         og=og,
@@ -217,6 +297,7 @@ def load(request: LoadRequest) -> SessionHandle:
         add_bos=_adds_bos(folder, tokenizer_config),
         chat_template=_chat_template(folder, tokenizer_config),
         runtime_version=og.__version__,
+        longrope_switch=_longrope_switch(manifest),
     )
     return SessionHandle(
         backend=BACKEND_NAME,
@@ -228,6 +309,7 @@ def load(request: LoadRequest) -> SessionHandle:
             "provider": str(model.device_type),
             "runtime": f"onnxruntime-genai {og.__version__}",
             "built_for": manifest.get("execution_provider"),
+            "context": f"{context} tokens ({context_source})",
         },
     )
 

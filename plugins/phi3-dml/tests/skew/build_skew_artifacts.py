@@ -30,19 +30,51 @@ CASES: dict[str, dict[str, Any]] = {
     "int4-cpu": {"precision": "int4"},
     "fp16-dml": {"precision": "fp16", "execution_provider": "dml"},
     "int4-dml": {"precision": "int4", "execution_provider": "dml"},
-    "int4-cpu-window": {"precision": "int4", "model": "windowed"},
+    "fp32-cpu-window": {"precision": "fp32", "model": "windowed"},
 }
 
 
+WINDOW = 8
+"""Short enough that PROMPT + NEW_TOKENS crosses it: the old runtime must apply the graph's window."""
+
+
 def _windowed(tiny: Path, out: Path) -> Path:
-    """The tiny model with Phi-3-mini's kind of sliding window, so the builder writes cache_slack."""
+    """The tiny model with Phi-3-mini's kind of sliding window (built into the graph by phi3-dml)."""
     folder = out / "tiny-phi3-window"
     if not folder.exists():
         shutil.copytree(tiny, folder)
         config = json.loads((folder / "config.json").read_text())
-        config["sliding_window"] = 256
+        config["sliding_window"] = WINDOW
         (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+FAMILY = ("phi3-mini-128k", "phi4-mini")
+"""Family layouts also checked under the old runtime: fp16 dml graphs, a prompt whose generation
+crosses the LongRoPE switch (phi3-dml recomputes there), Phi-4-mini's tokenizer and tool tokens."""
+
+
+def _family(out: Path, expected: dict[str, Any]) -> None:
+    import phi3
+    from phi3.testing.parity import parity_prompt
+    from phi3.testing.reference import encode_prompt, reference_greedy_ids
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    for variant in FAMILY:
+        source = make_tiny_phi3(out / f"tiny-{variant}", variant=variant)
+        prompt = parity_prompt(source, variant, "longrope_decode")
+        target = out / f"family-{variant}-fp16-dml"
+        if target.exists():
+            shutil.rmtree(target)
+        phi3.quantize(source, backend="dml", precision="fp16", output=target, execution_provider="dml")
+        expected["family"][variant] = {
+            "artifact": target.name,
+            "prompt": prompt,
+            "reference_ids": reference_greedy_ids(
+                source, input_ids=encode_prompt(source, prompt), max_new_tokens=NEW_TOKENS
+            ),
+        }
+        print(f"built {target.name}")
 
 
 def _rewrite(artifact: Path, name: str, edit: Any) -> None:
@@ -74,7 +106,9 @@ def main(out: Path) -> None:
         "messages": CHAT,
         "new_tokens": NEW_TOKENS,
         "reference_ids": reference_greedy_ids(tiny, PROMPT, max_new_tokens=NEW_TOKENS),
+        "window_reference_ids": reference_greedy_ids(models["windowed"], PROMPT, max_new_tokens=NEW_TOKENS),
         "cases": {},
+        "family": {},
     }
     for name, case in CASES.items():
         target = out / name
@@ -96,6 +130,8 @@ def main(out: Path) -> None:
                 },
             }
         print(f"built {name}: {expected['cases'][name]['manifest']}")
+
+    _family(out, expected)
 
     newer = out / "needs-newer"
     shutil.rmtree(newer, ignore_errors=True)
