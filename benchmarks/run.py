@@ -49,7 +49,7 @@ MID_SHAPE = {
     "max_position_embeddings": 4096,
 }
 SMALL_SHAPE = {
-    "vocab_size": 1024,
+    "vocab_size": 1056,  # not 2 x intermediate: the kit refuses widths that equal the vocab (ORT GenAI builder)
     "hidden_size": 256,
     "intermediate_size": 512,
     "num_hidden_layers": 2,

@@ -182,6 +182,9 @@ def test_user_errors_exit_1(phi3_home: Path, tiny_phi3: Path, tmp_path: Path) ->
         (["--runs", "0"], "runs must be"),
         (["-b", "nope"], "no backend can be benchmarked"),
         (["-b", "reference", "-e", "optimum"], "has none of the engines optimum"),
+        (["-b", ",,,"], "the backend list ',,,' names nothing"),
+        (["-b", " , "], "names nothing"),
+        (["-b", "reference", "-e", ","], "the engine list"),
     ]
     for extra, fragment in cases:
         done = _phi3(phi3_home, tmp_path, "bench", str(tiny_phi3), "-p", "fp32", *extra)
@@ -255,3 +258,13 @@ def test_summarize_and_stat() -> None:
     assert Stat.of([]) is None
     assert bench.format_stat(summary["ttft_s"], lambda v: f"{v:.1f}") == "0.2 (0.1-0.3)"
     assert bench.format_stat(None, str) == "-"
+
+
+def test_a_run_cut_short_by_the_context_is_not_blamed_on_ignore_eos() -> None:
+    """A 12-token prompt + 30 new tokens in a 32-token context: the context ran out, not the backend."""
+    from phi3.bench.runner import _short_run_reason
+
+    full = _short_run_reason({"new_tokens": 20, "prompt_tokens": 12}, {"context_length": 32}, 30)
+    assert "do not fit the model's 32-token context" in full and "ignore_eos" not in full
+    roomy = _short_run_reason({"new_tokens": 20, "prompt_tokens": 12}, {"context_length": 4096}, 30)
+    assert "does not honour ignore_eos" in roomy

@@ -176,8 +176,9 @@ def test_cached_reference_loop_equals_full_recompute(family: dict[str, Path], na
     for case in _cases(name):
         prompt = parity_prompt(path, name, case)
         cached = reference_greedy_ids(path, prompt, max_new_tokens=NEW)
-        assert cached == reference_greedy_ids(path, prompt, max_new_tokens=NEW, recompute=True), case
         assert len(set(cached)) >= 4, f"{name}/{case}: a degenerate continuation tells little: {cached}"
+        if case != "short":  # 16 tokens cross the LongRoPE switch (at 8-9) and run past the window
+            assert cached[:16] == reference_greedy_ids(path, prompt, max_new_tokens=16, recompute=True), case
 
 
 def test_prompts_sit_where_the_cases_say(family: dict[str, Path]) -> None:
@@ -221,8 +222,8 @@ def test_every_modelled_mistake_changes_the_greedy_ids(family: dict[str, Path], 
     """For each mistake that applies to the layout, some case's 32 greedy ids change.
 
     This is what makes the variants worth testing on: a backend with that bug fails the parity
-    suite. Which case catches it is recorded (the window only shows past the window, the LongRoPE
-    switch only past the switch).
+    suite. Where it must show is pinned too: an ignored window only past the window, a LongRoPE
+    table that never switches only past the switch.
     """
     path = family[name]
     mistakes = applicable_mistakes(_config(path))
@@ -232,21 +233,26 @@ def test_every_modelled_mistake_changes_the_greedy_ids(family: dict[str, Path], 
         "phi4-mini": set(MISTAKES) - {"sliding_window_ignored"},
     }.get(name, set(MISTAKES) - {"sliding_window_ignored", "partial_rotary_ignored"})
     assert set(mistakes) == expected
-    right = {
-        case: reference_greedy_ids(path, parity_prompt(path, name, case), max_new_tokens=NEW) for case in _cases(name)
-    }
+    right: dict[str, list[int]] = {}
+
+    def changes(wrong_dir: Path, case: str) -> bool:
+        prompt = parity_prompt(path, name, case)
+        if case not in right:
+            right[case] = reference_greedy_ids(path, prompt, max_new_tokens=NEW)
+        return reference_greedy_ids(wrong_dir, prompt, max_new_tokens=NEW) != right[case]
+
     for mistake in mistakes:
         wrong_dir = write_mistaken_copy(path, mistake, tmp_path / mistake)
-        caught = [
-            case
-            for case in _cases(name)
-            if reference_greedy_ids(wrong_dir, parity_prompt(path, name, case), max_new_tokens=NEW) != right[case]
-        ]
-        assert caught, f"{name}: mistake {mistake} leaves every case's greedy ids unchanged"
-        if mistake == "longrope_never_switches":
-            assert "short" not in caught, "before the switch the short factors are right"
-        if mistake == "sliding_window_ignored":
-            assert caught == ["past_window"]
+        if mistake == "longrope_never_switches":  # before the switch the short factors are right
+            assert not changes(wrong_dir, "short")
+            assert changes(wrong_dir, "longrope_decode") and changes(wrong_dir, "longrope_prompt")
+        elif mistake == "sliding_window_ignored":  # the window only matters past it
+            assert not changes(wrong_dir, "short")
+            assert changes(wrong_dir, "past_window")
+        else:
+            assert any(changes(wrong_dir, case) for case in _cases(name)), (
+                f"{name}: mistake {mistake} leaves every case's greedy ids unchanged"
+            )
 
 
 def test_reference_logprobs_are_teacher_forced(family: dict[str, Path]) -> None:

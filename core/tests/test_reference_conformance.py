@@ -72,3 +72,27 @@ class TestReferenceFamilyRefusal(FamilyParitySuite):
     refusals: ClassVar[dict[tuple[str, str], type[phi3.Phi3Error]]] = {
         ("phi3-mini-4k", "int4"): phi3.PrecisionNotSupportedError
     }
+
+
+class TestReferenceBackendOnASentencePieceCheckpoint(BackendConformanceSuite):
+    """``tokenizer_model = True``: the whole suite on the twin checkpoint that has ``tokenizer.model``."""
+
+    backend = "reference"
+    device = "cpu"
+    precisions = ("fp32",)
+    new_tokens = 8
+    tokenizer_model = True
+
+    def test_the_checkpoint_has_a_sentencepiece_model(self, tiny_phi3: Any) -> None:
+        assert (tiny_phi3 / "tokenizer.model").is_file()
+
+
+def test_a_suite_names_its_own_vendor_modules_and_the_check_can_fail() -> None:
+    """A backend whose probe imports its runtime is caught once the suite names that runtime."""
+
+    class ProbeImportsItsRuntime(BackendConformanceSuite):
+        backend = "reference"
+        vendor_modules = ("pluggy",)  # phi3.backends() really imports it: stands in for a runtime
+
+    with pytest.raises(AssertionError, match="listing backends imported vendor modules"):
+        ProbeImportsItsRuntime().test_probe_imports_no_vendor_library()

@@ -28,9 +28,33 @@ MAX_REPETITION_PENALTY = 100.0
 class GenerationConfig:
     """How to generate. Greedy by default, so results are reproducible.
 
-    ``do_sample=False`` is greedy decoding and ignores temperature/top_p/top_k/seed.
-    ``top_k=0`` and ``top_p=1.0`` disable those filters. ``ignore_eos`` keeps decoding past
-    end-of-sequence tokens (benchmarks use it so every run decodes the same number of tokens).
+    What each field means, precisely enough that two backends agree (the conformance suite checks
+    the parts that can be checked across runtimes; backends map them onto their runtime's options):
+
+    ``max_new_tokens``
+        The most tokens generated. Generation also ends at an end-of-sequence token (unless
+        ``ignore_eos``), at a stop string, or when the context is full (``finish_reason="length"``).
+    ``do_sample``
+        ``False``: greedy decoding (argmax at every step); temperature, top_k, top_p and seed are
+        ignored. ``True``: sample from the distribution below.
+    ``repetition_penalty``
+        Applied first, to the logits of every token id that occurs in the prompt *or* the output so
+        far (transformers' rule, the window is the whole sequence): a positive logit is divided by
+        it, a negative one multiplied. ``1.0`` disables it. It applies to greedy decoding too.
+    ``temperature``, ``top_k``, ``top_p``
+        Then, when sampling, in this order: logits divided by ``temperature``; only the ``top_k``
+        most likely tokens kept (``0`` keeps all; ``1`` is greedy); of those, the smallest set whose
+        probabilities (renormalised) reach ``top_p`` kept (``1.0`` keeps all); then one is drawn.
+    ``seed``
+        Seeds the draw of this one request. Same seed + same backend, engine, device and artifact +
+        same config and prompt = same tokens. Across backends (different runtimes and kernels) the
+        same seed need not give the same text. ``None``: a fresh random seed per request.
+    ``stop``
+        Strings matched on the *decoded text* (by phi3, not the runtime), across token boundaries.
+        The result ends just before the first match; the stop string itself is not returned.
+    ``ignore_eos``
+        Keep decoding past end-of-sequence tokens (benchmarks use it so every run decodes the same
+        number of tokens).
     """
 
     max_new_tokens: int = 256

@@ -121,6 +121,13 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
     Raise ``DeviceNotFoundError`` (listing the devices that are present) for a device the runtime
     lacks, and ``ArtifactError`` when files are unreadable. Put compiled blobs in
     ``request.cache_dir``. Report the device really used in the returned handle.
+
+    Context length, one rule: ``Artifact.context_length`` is what the model supports;
+    ``SessionHandle.context_length`` is what this session really allocated and enforces (never
+    more than the artifact's). The session's wins wherever phi3 needs one (``Model.context_length``,
+    ``finish_reason="length"``); leave it ``None`` only when it equals the artifact's. A backend
+    that cannot allocate a 128k model's whole context reports what it allocated and offers a load
+    option to raise it, naming the memory needed when that does not fit.
     """
 
 

@@ -113,7 +113,7 @@ class TextStream:
             if close is not None:
                 with registry.guard(name, "phi3_generate"):
                     close()
-        context = model.session.context_length
+        context = model.context_length
         if finish == "eos" and context and prompt_tokens is not None and prompt_tokens + len(ids) >= context:
             finish = "length"  # the backend stopped because the context window is full
         if finish != "stop" and emitted < len(text):
@@ -172,6 +172,17 @@ class Model:
     @property
     def precision(self) -> str:
         return self.artifact.precision
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens this session can hold, prompt and output together.
+
+        The rule (see :mod:`phi3.hookspecs`): the session's own ``context_length`` (what the backend
+        really allocated, e.g. a KV cache smaller than a 128k model's context) wins; without one,
+        the artifact's (what the model supports).
+        """
+        session = self.session.context_length
+        return session if session is not None else self.artifact.context_length
 
     @property
     def selection_reason(self) -> str:

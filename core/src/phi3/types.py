@@ -164,6 +164,7 @@ class Artifact:
 
     @property
     def context_length(self) -> int | None:
+        """What the model supports (the manifest's ``context_length``); a session may hold less."""
         value = self.manifest.get("context_length")
         return int(value) if value is not None else None
 
@@ -261,6 +262,8 @@ class SessionHandle:
     """The device really used (e.g. ``"CPU"`` when ``AUTO`` resolved to it)."""
     native: Any
     context_length: int | None = None
+    """Tokens this session really holds (its KV cache), when less than the artifact's
+    ``context_length``; it wins over the artifact's (see ``phi3_load`` in :mod:`phi3.hookspecs`)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Anything else worth showing the user (provider, ov_config actually applied, ...)."""
 

@@ -108,3 +108,25 @@ def test_a_disabled_backend_is_not_reported_as_missing(
         pytest.skip("the reference backend distribution is not installed")
     with pytest.raises(phi3.Phi3Error, match="disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS"):
         phi3.load(tiny_phi3, backend="reference", precision="fp32")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["generate", "", "Hi"], "the model argument is empty"),
+        (["generate", " ", "Hi"], "the model argument is empty"),
+        (["generate", "{model}", "Hi", "-b", "reference", "-p", ""], "precision must be a non-empty string"),
+        (["generate", "{model}", "", "-b", "reference", "-p", "fp32"], "the prompt is empty"),
+        (["quantize", "{model}", "-b", "reference", "-p", ""], "precision must be a non-empty string"),
+        (["quantize", "{model}", "-b", "", "-p", "fp32"], "backend must be a non-empty string"),
+    ],
+)
+def test_empty_values_on_the_command_line_are_refused(
+    tiny_phi3: Path, tmp_path: Path, args: list[str], words: str
+) -> None:
+    from _sandbox import make_sandbox, one_line_error
+
+    sandbox = make_sandbox(tmp_path)
+    error = one_line_error(sandbox.phi3(*(a.format(model=tiny_phi3) for a in args)))
+    assert words in error
+    assert not (sandbox.home / "artifacts").exists(), "an empty value was read as a default and built something"

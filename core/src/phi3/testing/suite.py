@@ -14,7 +14,11 @@ It runs your real backend on the tiny Phi-3 from :func:`phi3.testing.tiny_model.
 registration and listing, a cheap probe (no vendor import), quantize/load/generate for every
 precision you advertise, deterministic greedy decoding, streaming, ``max_new_tokens``, stop strings,
 seeded sampling, chat templates, config and device errors, too-long prompts and the cache hit on a
-second load. A standard test can be replaced only with :func:`phi3.testing.override` and a reason.
+second load; and the :class:`phi3.GenerationConfig` semantics runtimes must agree on (``top_k=1``
+is greedy, the seed decides sampled text, ``repetition_penalty`` acts), on float32 and bf16
+checkpoints. A standard test can be replaced only with :func:`phi3.testing.override` and a reason.
+Settings: ``vendor_modules`` (your runtime's modules, which listing must not import) and
+``tokenizer_model`` (test on a checkpoint with a SentencePiece ``tokenizer.model``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ class BackendConformanceSuite:
     """Precisions to test; None means every precision the backend advertises."""
     backend_options: ClassVar[dict[str, Any]] = {}
     new_tokens: ClassVar[int] = 12
+    vendor_modules: ClassVar[tuple[str, ...]] = ()
+    """Your runtime's own top-level modules (e.g. ``("llama_cpp",)``): listing backends must not
+    import them either. Checked in a fresh interpreter, with :data:`VENDOR_MODULES`."""
+    tokenizer_model: ClassVar[bool] = False
+    """Test on a tiny checkpoint that also has a SentencePiece ``tokenizer.model`` (converters such as
+    llama.cpp's need one); its ``tokenizer.json`` is derived from it, so both encode alike."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -103,6 +113,16 @@ class BackendConformanceSuite:
 
     @pytest.fixture(scope="class")
     @classmethod
+    def tiny_phi3(cls, tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        """The session's tiny checkpoint, or (``tokenizer_model = True``) its twin with ``tokenizer.model``."""
+        if not cls.tokenizer_model:
+            return tiny_phi3
+        from phi3.testing.tiny_model import make_tiny_phi3
+
+        return make_tiny_phi3(tmp_path_factory.mktemp("models") / "tiny-phi3-spm", sentencepiece_model=True)
+
+    @pytest.fixture(scope="class")
+    @classmethod
     def loaded_model(cls, tiny_phi3: Path) -> Iterator[phi3.Model]:
         """One model per test class (first precision), shared by the tests that only read it."""
         model = cls.load(tiny_phi3)
@@ -127,7 +147,7 @@ class BackendConformanceSuite:
         code = (
             "import json, sys, phi3\n"
             "phi3.backends()\n"
-            f"vendor = {VENDOR_MODULES!r}\n"
+            f"vendor = {tuple(VENDOR_MODULES) + tuple(self.vendor_modules)!r}\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in vendor)))\n"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
@@ -167,6 +187,39 @@ class BackendConformanceSuite:
         second = loaded_model.generate(PROMPT, config)
         assert first.new_tokens == self.new_tokens
         assert first.token_ids == second.token_ids
+
+    # -- GenerationConfig semantics that every runtime must agree on (see phi3.generation_config) --
+
+    def test_top_k_1_sampling_is_greedy(self, loaded_model: phi3.Model) -> None:
+        greedy = loaded_model.generate(PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True)
+        for seed in (1, 2):
+            sampled = loaded_model.generate(
+                PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True, do_sample=True, top_k=1, seed=seed
+            )
+            assert sampled.token_ids == greedy.token_ids, "top_k=1 must keep only the argmax token"
+
+    def test_the_seed_decides_sampled_text(self, loaded_model: phi3.Model) -> None:
+        """Same seed, same text (checked above); different seeds, different text on the tiny model,
+        whose near-uniform distribution makes a collision over 12 tokens practically impossible."""
+        config = phi3.GenerationConfig(max_new_tokens=self.new_tokens, do_sample=True, ignore_eos=True)
+        runs = {loaded_model.generate(PROMPT, config.replace(seed=seed)).token_ids for seed in (1, 2, 3)}
+        assert len(runs) > 1, "three seeds sampled the same tokens: the seed is not passed to the runtime"
+
+    def test_repetition_penalty_changes_greedy_output(self, loaded_model: phi3.Model) -> None:
+        """A strong penalty over the prompt and output must move greedy decoding off the tokens it has seen."""
+        plain = loaded_model.generate(PROMPT, max_new_tokens=24, ignore_eos=True)
+        penalised = loaded_model.generate(PROMPT, max_new_tokens=24, ignore_eos=True, repetition_penalty=20.0)
+        assert penalised.token_ids != plain.token_ids, "repetition_penalty had no effect"
+
+    def test_a_bf16_checkpoint_quantizes_loads_and_generates(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        """The family ships bf16 weights; every test above used float32 ones."""
+        from phi3.testing.tiny_model import make_tiny_phi3
+
+        model_dir = make_tiny_phi3(tmp_path_factory.mktemp("models") / "tiny-phi3-bf16", dtype="bfloat16")
+        with self.load(model_dir) as model:
+            first = model.generate(PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True)
+            second = model.generate(PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True)
+        assert first.new_tokens == self.new_tokens and first.token_ids == second.token_ids
 
     def test_stream_pieces_join_to_the_full_text(self, loaded_model: phi3.Model) -> None:
         stream = loaded_model.stream(PROMPT, max_new_tokens=self.new_tokens, ignore_eos=True)
@@ -238,8 +291,11 @@ class BackendConformanceSuite:
         assert "NO-SUCH-DEVICE-7" in str(info.value)
 
     def test_too_long_prompt_is_a_phi3_error(self, loaded_model: phi3.Model) -> None:
-        context = loaded_model.artifact.context_length or loaded_model.session.context_length
+        context = loaded_model.context_length
         assert context, "the artifact manifest or session must report the context length"
+        model_context, session_context = loaded_model.artifact.context_length, loaded_model.session.context_length
+        if model_context and session_context:
+            assert session_context <= model_context, "a session cannot hold more than the model supports"
         with pytest.raises(phi3.PromptTooLongError):
             loaded_model.generate("hello world " * (context + 8), max_new_tokens=2)
 

@@ -357,7 +357,7 @@ def _validate(args: dict[str, Any]) -> None:
         from phi3.testing.variants import variant
 
         tiny = variant(args["variant"])
-        if args["hidden_size"] % args["num_attention_heads"] == 0:
+        if tiny.longrope and args["hidden_size"] % args["num_attention_heads"] == 0:
             head_dim = args["hidden_size"] // args["num_attention_heads"]
             if int(head_dim * tiny.partial_rotary_factor) != tiny.rotary_dim:
                 raise ValueError(

@@ -148,19 +148,19 @@ def library_view() -> LibraryView | None:
 
 def openvino_devices() -> list[str]:
     """OpenVINO's ``available_devices`` (imports openvino, ~0.2 s)."""
-    from phi3_openvino import devices as ov_devices
+    from phi3_openvino.api import available_devices
 
-    return ov_devices.available()
+    return available_devices()
 
 
 def _openvino_npu() -> DeviceInfo | None:
     if not module_available("openvino"):
         return None
-    from phi3_openvino import devices as ov_devices
+    from phi3_openvino.api import ov_core
 
     if NPU not in openvino_devices():
         return None
-    core = ov_devices.ov_core()
+    core = ov_core()
     name, driver = "Intel NPU", None
     with contextlib.suppress(Exception):  # a plugin that lists the device but cannot describe it
         name = str(core.get_property(NPU, "FULL_DEVICE_NAME"))

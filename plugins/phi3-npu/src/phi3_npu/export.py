@@ -1,7 +1,7 @@
 """``phi3_quantize`` for both engines: the NPU export recipe, and the library's staged checkpoint.
 
 ``genai``: OpenVINO IR built by phi3-openvino's exporter (optimum-intel + NNCF + openvino_tokenizers,
-:func:`phi3_openvino.export.quantize`) with the NPU recipe instead of phi3-openvino's CPU/GPU
+:func:`phi3_openvino.api.export_ir`) with the NPU recipe instead of phi3-openvino's CPU/GPU
 defaults: int4 **symmetric**, ratio **1.0** (every eligible weight in int4), group size 128 or
 per channel; int8 symmetric per channel; fp16 as is. The NPU compiler is built for exactly those
 layouts (asymmetric or mixed int4/int8 weights fall back to slow paths or fail to compile).
@@ -85,7 +85,7 @@ def check_request(request: QuantizeRequest) -> int | None:
 
 def build_genai(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
     """Export with phi3-openvino's exporter and the NPU recipe; return the manifest fields."""
-    from phi3_openvino.export import quantize as openvino_export
+    from phi3_openvino.api import export_ir as openvino_export
 
     group_size = check_request(request)
     recipe = npu_recipe(request.precision, group_size)

@@ -15,7 +15,7 @@ limits are applied: a run on ``--device CPU`` behaves like the NPU would with th
 which is what makes it a useful stand-in (and how the tests check the guard on machines without an
 NPU). Tokenizing here (``Tokenizer.encode``) also counts the prompt exactly and hands genai token ids,
 so it cannot apply the chat template a second time. Streaming, generation-config mapping and
-artifact checks are phi3-openvino's (:mod:`phi3_openvino.streaming`, ``config_mapping``, ``artifact``).
+artifact checks are phi3-openvino's, through its public API (:mod:`phi3_openvino.api`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from phi3.errors import PromptTooLongError
 from phi3.types import Artifact
 from phi3_npu.devices import NPU, resolve_genai_device
 from phi3_npu.options import GenAISettings
-from phi3_openvino.artifact import context_length
-from phi3_openvino.genai_engine import GenAIEngine as OpenVINOGenAIEngine
+from phi3_openvino.api import GenAIEngine as OpenVINOGenAIEngine
+from phi3_openvino.api import context_length
 
 
 def token_budget(prompt_tokens: int, max_new_tokens: int, context: int | None, settings: GenAISettings) -> int:

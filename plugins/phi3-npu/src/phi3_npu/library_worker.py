@@ -139,8 +139,7 @@ class Worker:
         from transformers.generation.streamers import BaseStreamer
 
         from phi3.generation_config import GenerationConfig
-        from phi3_openvino.config_mapping import sampling_seed, to_transformers
-        from phi3_openvino.streaming import IncrementalDecoder
+        from phi3_openvino.api import IncrementalDecoder, sampling_seed, to_transformers
 
         gen_id = int(request["id"])
         config = GenerationConfig.from_options(**request["config"])

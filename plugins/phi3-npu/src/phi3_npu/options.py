@@ -121,7 +121,7 @@ class GenAISettings:
 
 def _ov_config(value: Any) -> dict[str, Any]:
     """phi3-openvino's ``ov_config`` check, plus: NPU knobs belong in phi3 options, not in ov_config."""
-    from phi3_openvino.options import resolve_ov_config
+    from phi3_openvino.api import resolve_ov_config
 
     checked = resolve_ov_config({"ov_config": value})
     knobs = sorted(name for name in checked if name.upper() in PROPERTY_NAMES.values())

@@ -1,0 +1,77 @@
+"""phi3-openvino's public API for other phi3 distributions (phi3-npu builds on it).
+
+What a distribution may use of phi3-openvino is listed here, typed and documented; every other
+module of the package is private and may change in any release. phi3-npu's genai engine runs
+OpenVINO GenAI on the NPU with this exporter, engine and streaming, changing only what differs on
+the NPU. Names are imported lazily (PEP 562), so ``import phi3_openvino.api`` loads no vendor
+library until a name is used.
+
+Exporting
+    :func:`export_ir` ``(request, output_dir, progress) -> manifest fields``: Hugging Face checkpoint
+    -> OpenVINO IR (model, tokenizer, detokenizer) with optimum-intel/NNCF, ``request.options``
+    being phi3-openvino's artifact options (``group_size``, ``ratio``, ``sym``, ...).
+Running
+    :class:`GenAIEngine` ``(artifact, device, ov_config, cache_dir)``: the LLMPipeline engine. A
+    subclass may override exactly these hooks: ``_resolve_device(device) -> str`` (the concrete
+    device to compile for), ``_properties(ov_config, cache_dir) -> dict`` (compile properties),
+    ``max_new_tokens(prompt_tokens, requested) -> int`` (the token budget; raise
+    ``PromptTooLongError``), and may call ``_encode(prompt)`` (genai ``TokenizedInputs``, never
+    truncated). :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
+    :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
+Devices
+    :func:`available_devices` ``() -> list[str]``: OpenVINO's device names; :func:`ov_core`: the
+    process's ``openvino.Core``.
+Decoding outside GenAI (the NPU library engine runs transformers)
+    :class:`IncrementalDecoder`: token ids -> text pieces, holding back incomplete UTF-8;
+    :func:`to_transformers` ``(config, max_new_tokens) -> generate kwargs`` and
+    :func:`sampling_seed` ``(config) -> int``: phi3's ``GenerationConfig`` mapped the way this
+    backend maps it, so both backends sample alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phi3_openvino.artifact import context_length
+    from phi3_openvino.config_mapping import sampling_seed, to_transformers
+    from phi3_openvino.devices import available as available_devices
+    from phi3_openvino.devices import ov_core
+    from phi3_openvino.export import quantize as export_ir
+    from phi3_openvino.genai_engine import GenAIEngine
+    from phi3_openvino.options import resolve_ov_config
+    from phi3_openvino.streaming import IncrementalDecoder
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
+    "IncrementalDecoder": ("phi3_openvino.streaming", "IncrementalDecoder"),
+    "available_devices": ("phi3_openvino.devices", "available"),
+    "context_length": ("phi3_openvino.artifact", "context_length"),
+    "export_ir": ("phi3_openvino.export", "quantize"),
+    "ov_core": ("phi3_openvino.devices", "ov_core"),
+    "resolve_ov_config": ("phi3_openvino.options", "resolve_ov_config"),
+    "sampling_seed": ("phi3_openvino.config_mapping", "sampling_seed"),
+    "to_transformers": ("phi3_openvino.config_mapping", "to_transformers"),
+}
+
+__all__ = [
+    "GenAIEngine",
+    "IncrementalDecoder",
+    "available_devices",
+    "context_length",
+    "export_ir",
+    "ov_core",
+    "resolve_ov_config",
+    "sampling_seed",
+    "to_transformers",
+]
+assert sorted(__all__) == sorted(_EXPORTS), "every public name has one lazy import"
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"phi3_openvino.api has no {name!r} (public names: {', '.join(__all__)})") from None
+    return getattr(importlib.import_module(module), attribute)
