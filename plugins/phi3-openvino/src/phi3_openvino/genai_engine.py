@@ -50,13 +50,22 @@ class GenAIEngine:
 
     name = "genai"
 
-    def __init__(self, artifact: Artifact, device: str, ov_config: dict[str, Any], cache_dir: Path) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str,
+        ov_config: dict[str, Any],
+        cache_dir: Path,
+        *,
+        context: int | None = None,
+    ) -> None:
         check_files(artifact)
         self.device = self._resolve_device(device)
         self.properties = self._properties(ov_config, cache_dir)
         self.longrope_switch = longrope_switch(artifact.path)
         self._open_pipeline(artifact)
-        self.context_length = context_length(artifact)
+        self.model_context_length = context_length(artifact)
+        self.context_length = context if context is not None else self.model_context_length
         self._prompt_limit: int | None = None
         if devices.kind_of(self.device) == "npu":
             self._prompt_limit = int(self.properties.get("MAX_PROMPT_LEN", NPU_DEFAULT_MAX_PROMPT_LEN))
@@ -73,7 +82,12 @@ class GenAIEngine:
     def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
         """New tokens this prompt leaves room for; PromptTooLongError when it does not fit."""
         return budget(
-            prompt_tokens, requested, self.context_length, limit_name="MAX_PROMPT_LEN", prompt_limit=self._prompt_limit
+            prompt_tokens,
+            requested,
+            self.context_length,
+            limit_name="MAX_PROMPT_LEN",
+            prompt_limit=self._prompt_limit,
+            model_context=self.model_context_length,
         )
 
     # -- shared --------------------------------------------------------------------------------

@@ -84,7 +84,15 @@ class OptimumEngine:
 
     name = "optimum"
 
-    def __init__(self, artifact: Artifact, device: str, ov_config: dict[str, Any], cache_dir: Path) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str,
+        ov_config: dict[str, Any],
+        cache_dir: Path,
+        *,
+        context: int | None = None,
+    ) -> None:
         check_files(artifact)
         self.device = devices.resolve(device)
         self.properties = compile_properties(ov_config, cache_dir)
@@ -112,7 +120,8 @@ class OptimumEngine:
         except Exception as exc:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self.longrope_patched = fix_longrope_switch(self._model)
-        self.context_length = context_length(artifact)
+        self.model_context_length = context_length(artifact)
+        self.context_length = context if context is not None else self.model_context_length
         self._eos = eos_token_ids(artifact.path)
         self._busy = threading.Lock()
         self.details: dict[str, object] = {"ov_config": dict(self.properties)}
@@ -130,7 +139,9 @@ class OptimumEngine:
 
         inputs = self._tokenizer(prompt, return_tensors="pt", add_special_tokens=True)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
-        max_new = budget(prompt_tokens, config.max_new_tokens, self.context_length)
+        max_new = budget(
+            prompt_tokens, config.max_new_tokens, self.context_length, model_context=self.model_context_length
+        )
         kwargs = to_transformers(config, max_new, self._eos)
         seed = sampling_seed(config) if config.do_sample else None
         model = self._model

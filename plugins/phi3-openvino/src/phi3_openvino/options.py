@@ -19,7 +19,8 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
     (NNCF's and optimum-cli's default, which is more accurate per bit for int8).
 
 Load options: ``ov_config``, a mapping of OpenVINO properties passed to the compiler as given (over
-phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`).
+phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``context_length``, the tokens
+the session holds (:mod:`phi3_openvino.context`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from phi3.errors import ConfigError, ModelNotFoundError
 
 PRECISIONS = ("int4", "int8", "fp16")
 ARTIFACT_OPTIONS = ("group_size", "ratio", "sym")
-LOAD_OPTIONS = ("ov_config",)
+LOAD_OPTIONS = ("ov_config", "context_length")
 
 DEFAULT_INT4_GROUP_SIZE = 128
 DEFAULT_INT4_RATIO = 0.6
