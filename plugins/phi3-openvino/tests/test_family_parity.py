@@ -45,7 +45,9 @@ class TestOptimumFamilyParity(FamilyParitySuite):
     device = "CPU"
     precision = "fp16"
     backend_options: ClassVar[dict[str, Any]] = F32
-    kl_bounds: ClassVar[dict[str, float]] = {"int8": 1.0, "int4": 1.0}
+    kl_bounds: ClassVar[dict[str, float]] = {"int8": 0.01, "int4": 0.3}
+    """Measured (mean nats/token, teacher-forced): int8 0.0011-0.0023, int4 0.053-0.124 (defaults:
+    int8 asym per channel; int4 sym, ratio 0.6, group size auto)."""
 
     def teacher_forced_logprobs(self, model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
         import numpy as np
