@@ -28,7 +28,7 @@ PACKAGES = {"core": CORE, **PLUGINS}
 COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "dml_skew", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
 
@@ -108,6 +108,25 @@ def core_alone(session: nox.Session) -> None:
     if "pip install phi3-openvino" not in listing:
         session.error(f"phi3 list-backends did not say how to install a backend:\n{listing}")
     session.run("phi3", "--version")
+    serve = session.run("phi3", "serve", "smoke", success_codes=[1], silent=True) or ""
+    if 'pip install "phi3-core[serve]"' not in serve:
+        session.error(f"phi3 serve without the serve extra did not name the pip command:\n{serve}")
+
+
+@nox.session
+def server(session: nox.Session) -> None:
+    """phi3 serve end to end: a real server subprocess, the openai client, reference + openvino backends."""
+    _quiet_env(session)
+    openvino = PLUGINS["openvino"]
+    session.install(
+        *_constraints(CORE, openvino),
+        f"{CORE}[serve,testing]",
+        str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
+        f"{openvino}[test]",
+        "openai",
+        "httpx",
+    )
+    session.run(*PYTEST, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"), *session.posargs)
 
 
 @nox.session
@@ -178,7 +197,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]
-    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", str(CORE))
+    # the serve extra: phi3.server is checked against FastAPI/pydantic/uvicorn's own type hints
+    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve]")
     if present:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]

@@ -76,7 +76,7 @@ def _phi3_imports(path: object) -> set[str]:
 
 
 def test_the_cli_imports_go_one_way() -> None:
-    """cli -> bench_cli -> cli_support; never back (they once imported each other)."""
+    """cli -> bench_cli / server.command -> cli_support; never back (they once imported each other)."""
     from pathlib import Path
 
     import phi3
@@ -84,6 +84,7 @@ def test_the_cli_imports_go_one_way() -> None:
     root = Path(phi3.__file__).parent
     assert "phi3.cli" not in _phi3_imports(root / "bench_cli.py")
     assert not {"phi3.cli", "phi3.bench_cli"} & _phi3_imports(root / "cli_support.py")
+    assert "phi3.cli" not in _phi3_imports(root / "server" / "command.py")
     for part in (root / "bench").glob("*.py"):
         assert not {"phi3.cli", "phi3.bench_cli", "phi3.cli_support"} & _phi3_imports(part), part
 
@@ -97,3 +98,38 @@ def test_the_cli_does_not_pay_for_the_benchmark() -> None:
         "assert not [m for m in sys.modules if m == 'phi3.bench' or m.startswith(('phi3.bench.', 'matplotlib'))]\n"
     )
     assert _imported(setup) == []
+
+
+SERVER_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "anyio")
+"""phi3 serve's stack: only `phi3 serve` itself may import it."""
+
+
+def _imported_server_modules(setup: str) -> list[str]:
+    check = CHECK.replace(repr(VENDOR_MODULES), repr(SERVER_MODULES))
+    done = subprocess.run(
+        [sys.executable, "-c", check.format(setup=setup)], capture_output=True, text=True, timeout=120, check=True
+    )
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_import_phi3_and_list_backends_import_no_server_module() -> None:
+    assert _imported_server_modules("import phi3") == []
+    setup = (
+        "from phi3.cli import cli\n"
+        "try:\n    cli(['list-backends', '--json'], prog_name='phi3')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+    )
+    assert _imported_server_modules(setup) == []
+
+
+def test_serve_help_imports_no_server_module() -> None:
+    setup = (
+        "from phi3.cli import cli\n"
+        "try:\n    cli(['serve', '--help'], prog_name='phi3')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+    )
+    assert _imported_server_modules(setup) == []
+
+
+def test_the_server_check_sees_server_imports() -> None:
+    assert "fastapi" in _imported_server_modules("import fastapi")

@@ -25,6 +25,7 @@ from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
 from phi3.plugins import BackendEntry, get_registry
 from phi3.progress import CliProgress, silence_vendor_progress_bars
+from phi3.server.command import serve
 from phi3.types import BackendStatus, DeviceInfo, GenerationResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -534,6 +535,7 @@ def cache_path() -> None:
 
 
 cli.add_command(bench)
+cli.add_command(serve)
 
 
 def main() -> None:

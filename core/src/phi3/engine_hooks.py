@@ -36,7 +36,11 @@ class Engine(Protocol):
 
 
 def engine_session(backend: str, engine: Engine) -> SessionHandle:
-    """The SessionHandle for ``engine``: phi3 reports its name, device and context length."""
+    """The SessionHandle for ``engine``: phi3 reports its name, device and context length.
+
+    An engine that runs several generations at once says so in an optional
+    ``max_concurrent_generations`` attribute (default 1; see :func:`phi3.hookspecs.phi3_load`).
+    """
     return SessionHandle(
         backend=backend,
         engine=engine.name,
@@ -44,6 +48,7 @@ def engine_session(backend: str, engine: Engine) -> SessionHandle:
         native=engine,
         context_length=engine.context_length,
         details=dict(engine.details),
+        max_concurrent_generations=int(getattr(engine, "max_concurrent_generations", 1)),
     )
 
 

@@ -73,6 +73,10 @@ class BackendError(Phi3Error):
     """A backend failed in a way it did not translate into a phi3 error itself."""
 
 
+class ModelBusyError(Phi3Error):
+    """The model is already running as many generations as its backend allows at once."""
+
+
 __all__ = [
     "ArtifactError",
     "BackendError",
@@ -80,6 +84,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "DeviceNotFoundError",
+    "ModelBusyError",
     "ModelNotFoundError",
     "Phi3Error",
     "PluginError",

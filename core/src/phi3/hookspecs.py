@@ -128,6 +128,12 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
     ``finish_reason="length"``); leave it ``None`` only when it equals the artifact's. A backend
     that cannot allocate a 128k model's whole context reports what it allocated and offers a load
     option to raise it, naming the memory needed when that does not fit.
+
+    Concurrency: set ``SessionHandle.max_concurrent_generations`` to how many ``phi3_generate``
+    streams this session can safely run at once (interleaved, or from several threads). The default,
+    1, promises nothing: phi3 then never has two of this session's streams open at the same time
+    (:class:`phi3.Model` refuses a second with ``ModelBusyError``, ``phi3 serve`` queues it). Say more
+    only when the runtime really batches or is re-entrant (e.g. a continuous-batching pipeline).
     """
 
 

@@ -7,12 +7,14 @@ phi3 does the parts that must behave the same on every backend: config validatio
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from phi3.errors import BackendError, ConfigError, PluginError
+from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError
 from phi3.generation_config import GenerationConfig, coerce_config, find_stop
 from phi3.plugins import PluginRegistry
 from phi3.selection import Selection
@@ -37,6 +39,9 @@ class TextStream:
 
     Closing it early (``close()``, or leaving a ``for`` loop and dropping it) closes the backend's
     generator too, so the backend stops decoding.
+
+    The stream takes one of the model's generation slots (``Model.max_concurrent_generations``) when
+    it starts decoding (the first ``next``) and gives it back when it ends or is closed.
     """
 
     def __init__(self, model: Model, prompt: str, config: GenerationConfig) -> None:
@@ -44,6 +49,7 @@ class TextStream:
         self._prompt = prompt
         self._config = config
         self._result: GenerationResult | None = None
+        self._new_tokens = 0
         self._iterator: Generator[str, None, None] = self._run()
 
     def __iter__(self) -> Iterator[str]:
@@ -56,12 +62,21 @@ class TextStream:
         self._iterator.close()
 
     @property
+    def new_tokens(self) -> int:
+        """Tokens decoded so far (also after an early close: what the backend really produced)."""
+        return self._new_tokens
+
+    @property
     def result(self) -> GenerationResult:
         if self._result is None:
             raise RuntimeError("the stream has not finished yet: iterate it to the end first")
         return self._result
 
     def _run(self) -> Generator[str, None, None]:
+        with self._model._generation_slot():
+            yield from self._decode()
+
+    def _decode(self) -> Generator[str, None, None]:
         model, config = self._model, self._config
         registry, name = model._registry, model.backend
         stops = config.stop
@@ -93,6 +108,7 @@ class TextStream:
                         first_at = now
                     last_at = now
                     ids.extend(chunk.token_ids)
+                    self._new_tokens = len(ids)
                 text += chunk.text
                 cut = find_stop(text, stops) if stops else -1
                 if cut >= 0:
@@ -153,6 +169,34 @@ class Model:
         self.artifact = artifact
         self.selection = selection
         self._closed = False
+        concurrency = session.max_concurrent_generations
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise PluginError(
+                f"backend {session.backend!r} reported max_concurrent_generations={concurrency!r}; "
+                "it must be a whole number >= 1"
+            )
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    @property
+    def max_concurrent_generations(self) -> int:
+        """How many streams this model runs at once (its backend's promise; 1 = one at a time)."""
+        return self.session.max_concurrent_generations
+
+    @contextlib.contextmanager
+    def _generation_slot(self) -> Iterator[None]:
+        """Hold one generation slot, or refuse at once: a backend given more concurrent streams
+        than it declared may corrupt its state or abort the process, so phi3 never waits here
+        (a caller that wants to queue, like ``phi3 serve``, schedules before streaming)."""
+        if not self._slots.acquire(blocking=False):
+            raise ModelBusyError(
+                f"this model is already running {self.max_concurrent_generations} generation(s), as many as "
+                f"backend {self.backend!r} allows at once",
+                hint="finish or close the other stream first, or use one Model per thread",
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     # -- what is running ----------------------------------------------------------------------
 

@@ -266,6 +266,10 @@ class SessionHandle:
     ``context_length``; it wins over the artifact's (see ``phi3_load`` in :mod:`phi3.hookspecs`)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Anything else worth showing the user (provider, ov_config actually applied, ...)."""
+    max_concurrent_generations: int = 1
+    """How many generations this session can run at the same time (see
+    :func:`phi3.hookspecs.phi3_load`). 1, the default, means one at a time: phi3 refuses a second
+    concurrent stream on the same :class:`phi3.Model` and ``phi3 serve`` queues it instead."""
 
 
 __all__ = [

@@ -234,3 +234,15 @@ def test_optimum_engine_patches_only_longrope_models(long_fp16: phi3.Artifact, t
         assert model.session.native.longrope_patched
     with phi3.load(tiny_phi3, backend="openvino", device="CPU", precision="fp16", engine="optimum", **F32) as model:
         assert not model.session.native.longrope_patched
+
+
+def test_batching_engine_is_right_on_longrope(long_model: Path, long_fp16: phi3.Artifact) -> None:
+    """max_concurrent_generations > 1 (ContinuousBatchingPipeline): the same workarounds as LLMPipeline."""
+    load = {"backend": "openvino", "device": "CPU", "precision": "fp16", "engine": "genai", **F32}
+    with phi3.load(long_model, max_concurrent_generations=2, **load) as model:
+        for case in ("longrope_decode", "longrope_prompt", "short", "longrope_decode"):
+            prompt = parity_prompt(long_model, LONG, case)
+            ids = encode_prompt(long_model, prompt)
+            expected = reference_greedy_ids(long_model, input_ids=ids, max_new_tokens=N_NEW)
+            got = model.generate(prompt, max_new_tokens=N_NEW, ignore_eos=True)
+            assert list(got.token_ids) == expected, case

@@ -101,6 +101,7 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         raise DeviceNotFoundError(
             f"device {request.device!r} is not available to backend {NAME}", hint="devices present: cpu"
         )
+    hide_broken_torchvision()  # a cached artifact skips phi3_quantize, which used to be the only caller
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

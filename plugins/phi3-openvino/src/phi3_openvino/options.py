@@ -19,8 +19,10 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
     (NNCF's and optimum-cli's default, which is more accurate per bit for int8).
 
 Load options: ``ov_config``, a mapping of OpenVINO properties passed to the compiler as given (over
-phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``context_length``, the tokens
-the session holds (:mod:`phi3_openvino.context`).
+phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``max_concurrent_generations``
+(default 1): above 1 the genai engine runs that many generations at once with continuous batching
+(:mod:`phi3_openvino.batching`); ``context_length``, the tokens the session holds
+(:mod:`phi3_openvino.context`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from phi3.errors import ConfigError, ModelNotFoundError
 
 PRECISIONS = ("int4", "int8", "fp16")
 ARTIFACT_OPTIONS = ("group_size", "ratio", "sym")
-LOAD_OPTIONS = ("ov_config", "context_length")
+LOAD_OPTIONS = ("ov_config", "max_concurrent_generations", "context_length")
 
 DEFAULT_INT4_GROUP_SIZE = 128
 DEFAULT_INT4_RATIO = 0.6
@@ -171,6 +173,19 @@ def resolve_quantization(precision: str, options: Mapping[str, Any], shape: Mode
 _OV_VALUE_TYPES = (str, int, float, bool)
 
 
+def resolve_max_concurrent(options: Mapping[str, Any]) -> int:
+    """``max_concurrent_generations`` (default 1): above 1 the genai engine batches continuously."""
+    value = options.get("max_concurrent_generations", 1)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
+        raise ConfigError(
+            f"max_concurrent_generations must be a whole number from 1 to 256, got {value!r}",
+            hint="e.g. -O max_concurrent_generations=4",
+        )
+    return value
+
+
 def resolve_ov_config(options: Mapping[str, Any]) -> dict[str, Any]:
     """The user's ``ov_config`` (or ``{}``), checked to be ``{PROPERTY: scalar}``."""
     value = options.get("ov_config")
@@ -198,6 +213,7 @@ __all__ = [
     "PRECISIONS",
     "ModelShape",
     "QuantSettings",
+    "resolve_max_concurrent",
     "resolve_ov_config",
     "resolve_quantization",
     "working_group_sizes",

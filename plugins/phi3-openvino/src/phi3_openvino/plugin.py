@@ -28,7 +28,13 @@ from phi3.types import (
 )
 from phi3_openvino._version import __version__
 from phi3_openvino.artifact import ARTIFACT_FORMAT
-from phi3_openvino.options import ARTIFACT_OPTIONS, LOAD_OPTIONS, PRECISIONS, resolve_ov_config
+from phi3_openvino.options import (
+    ARTIFACT_OPTIONS,
+    LOAD_OPTIONS,
+    PRECISIONS,
+    resolve_max_concurrent,
+    resolve_ov_config,
+)
 
 NAME = "openvino"
 LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf", "transformers")
@@ -147,14 +153,26 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
     from phi3_openvino.context import session_context
 
     ov_config = resolve_ov_config(request.options)
+    concurrent = resolve_max_concurrent(request.options)
     if request.engine not in ("genai", "optimum"):
         raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
     context = session_context(request.artifact, request.options.get("context_length"))
     engine: Any
-    if request.engine == "genai":
+    if request.engine == "genai" and concurrent > 1:
+        from phi3_openvino.batching import BatchingEngine
+
+        engine = BatchingEngine(
+            request.artifact, request.device, ov_config, request.cache_dir, concurrent, context=context
+        )
+    elif request.engine == "genai":
         from phi3_openvino.genai_engine import GenAIEngine
 
         engine = GenAIEngine(request.artifact, request.device, ov_config, request.cache_dir, context=context)
+    elif concurrent > 1:
+        raise ConfigError(
+            f"max_concurrent_generations={concurrent} needs the genai engine (continuous batching)",
+            hint="drop -e optimum, or use max_concurrent_generations=1",
+        )
     else:
         from phi3_openvino.optimum_engine import OptimumEngine
 

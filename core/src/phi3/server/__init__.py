@@ -1,0 +1,17 @@
+"""``phi3 serve``: an OpenAI-compatible HTTP server over :func:`phi3.load` and :class:`phi3.Model`.
+
+Install it with ``pip install "phi3-core[serve]"`` (FastAPI, uvicorn, pydantic, prometheus-client).
+Importing this package imports none of them: :mod:`phi3.server.command` (the click command) is
+registered with the CLI for every user, and the web stack is imported only when ``phi3 serve``
+starts. One job per module:
+
+- :mod:`~phi3.server.command`: the ``phi3 serve`` command line.
+- :mod:`~phi3.server.app`: the FastAPI application (routes, auth, CORS, body limit).
+- :mod:`~phi3.server.schemas`: every request and response body (pydantic).
+- :mod:`~phi3.server.errors`: OpenAI's error object and the HTTP status of each phi3 error.
+- :mod:`~phi3.server.model_spec`: what a request's ``model`` field means.
+- :mod:`~phi3.server.pool`: loading, sharing, LRU and idle unloading of models.
+- :mod:`~phi3.server.slots`: per-model generation slots and the bounded FIFO queue.
+- :mod:`~phi3.server.streaming`: running a blocking :class:`phi3.TextStream` off the event loop.
+- :mod:`~phi3.server.metrics`: Prometheus metrics.
+"""

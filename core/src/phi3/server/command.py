@@ -1,0 +1,191 @@
+"""``phi3 serve``: the command line of the OpenAI-compatible server.
+
+Registered with the CLI for every user, so this module imports only click and phi3: FastAPI and
+uvicorn are imported when the command runs, and a missing ``serve`` extra is one line naming the
+pip command.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from phi3.cli_support import handle_errors, parse_options
+from phi3.errors import ConfigError
+
+if TYPE_CHECKING:
+    from phi3.model import Model
+    from phi3.server.model_spec import Defaults
+
+SERVE_MODULES = ("fastapi", "uvicorn", "pydantic", "prometheus_client")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
+    return tuple(parse_options(pairs).items())
+
+
+@click.command()
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback only by default).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("-b", "--backend", default="auto", show_default=True, help="Default backend, or auto.")
+@click.option("-d", "--device", default="auto", show_default=True, help="Default device, or auto.")
+@click.option("-p", "--precision", default=None, help="Default precision, e.g. int4 (default), int8, fp16.")
+@click.option("-e", "--engine", default=None, help="Engine of the default backend.")
+@click.option(
+    "-O", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Option of the default backend, repeatable."
+)
+@click.option(
+    "--api-key",
+    envvar="PHI3_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on /v1 routes [env PHI3_API_KEY].",
+)
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", help="Allow browser calls from ORIGIN.")
+@click.option(
+    "--max-loaded", default=1, show_default=True, type=click.IntRange(1), help="Most models loaded at once (LRU)."
+)
+@click.option(
+    "--idle-unload",
+    default=None,
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Unload a model idle this long.",
+)
+@click.option(
+    "--max-queue",
+    default=16,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Requests that may wait per model; more get HTTP 429.",
+)
+@click.option("--preload", is_flag=True, help="Load the MODELs at start instead of on first request.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Server log level.",
+)
+def serve(
+    models: Sequence[str],
+    host: str,
+    port: int,
+    backend: str,
+    device: str,
+    precision: str | None,
+    engine: str | None,
+    options: Sequence[str],
+    api_key: str | None,
+    cors_origins: Sequence[str],
+    max_loaded: int,
+    idle_unload: float | None,
+    max_queue: int,
+    preload: bool,
+    log_level: str,
+) -> None:
+    """Serve MODELs over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).
+
+    Without MODEL any phi3 model id is served. A request's "model" may end in
+    @BACKEND[:PRECISION[:DEVICE]] to pick how to run it (e.g. smoke@openvino:int8); missing parts
+    take the -b/-p/-d defaults. Models load on first request (or at start with --preload).
+    """
+    handle_errors(_serve)(**locals())
+
+
+def _serve(**args: Any) -> None:
+    missing = [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"phi3 serve needs {', '.join(missing)} (not installed here)",
+            hint='pip install "phi3-core[serve]"',
+        )
+    if args["preload"] and not args["models"]:
+        raise ConfigError("--preload needs at least one MODEL to load", hint="e.g. phi3 serve smoke --preload")
+    import uvicorn
+
+    from phi3.server.app import ServerSettings, create_app
+
+    if args["api_key"] == "":
+        args["api_key"] = None
+    logging.basicConfig(level=args["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("phi3").setLevel(args["log_level"].upper())
+    if args["host"] not in LOOPBACK and not args["api_key"]:
+        click.echo(
+            f"Warning: serving on {args['host']} without an API key: anyone who can reach this port can use it "
+            "(pass --api-key or set PHI3_API_KEY)",
+            err=True,
+        )
+    from phi3.server.model_spec import Defaults
+
+    defaults = Defaults(
+        backend=args["backend"],
+        device=args["device"],
+        precision=args["precision"],
+        engine=args["engine"],
+        options=_parse_options(args["options"]),
+    )
+    preloaded = _preload(args["models"], defaults) if args["preload"] else {}
+    settings = ServerSettings(
+        models=tuple(args["models"]),
+        defaults=defaults,
+        api_key=args["api_key"],
+        cors_origins=tuple(args["cors_origins"]),
+        max_loaded=args["max_loaded"],
+        idle_unload=args["idle_unload"],
+        max_queue=args["max_queue"],
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    uvicorn.run(
+        create_app(settings, preloaded=preloaded),
+        host=args["host"],
+        port=args["port"],
+        log_level=args["log_level"],
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _preload(models: Sequence[str], defaults: Defaults) -> dict[str, Model]:
+    """Load every MODEL before the server starts, so a failure is phi3's one-line error (exit 1).
+
+    The loads run in a worker thread, like the server's own loads: OpenVINO then never has a
+    pipeline compiled on the main thread and used and closed on others (which crashed at exit).
+    """
+    from phi3.server.errors import APIError
+    from phi3.server.model_spec import parse
+    from phi3.server.pool import load_spec
+
+    log = logging.getLogger("phi3.server")
+    loaded: dict[str, Model] = {}
+
+    def load_all() -> None:
+        for name in dict.fromkeys(models):
+            started = time.perf_counter()
+            try:
+                spec = parse(name, defaults)
+            except APIError as exc:
+                raise ConfigError(exc.message) from None
+            model = load_spec(spec)
+            loaded[name] = model
+            log.info(
+                "loaded %s on %s/%s (%s, %s, %d concurrent) in %.2f s",
+                name,
+                model.backend,
+                model.engine,
+                model.device,
+                model.precision,
+                model.max_concurrent_generations,
+                time.perf_counter() - started,
+            )
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="phi3-serve-preload") as pool:
+        pool.submit(load_all).result()
+    return loaded

@@ -1,0 +1,261 @@
+"""Request and response bodies of the OpenAI-compatible API, in one place.
+
+Requests are strict: a field phi3 does not know is a 400 naming it (OpenAI does the same), and a
+known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, ``tools``, a JSON
+``response_format`` ...) is a 400 naming it too (:func:`unsupported`), never silently ignored: a
+client that asked for JSON mode must not get prose back believing it is JSON.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+
+Number = StrictInt | StrictFloat
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``{"type": "text", "text": ...}`` is accepted."""
+
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr
+    text: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text":
+            raise ValueError(f"content part type {self.type!r} is not supported: Phi-3 reads text parts only")
+        if self.text is None:
+            raise ValueError("a text content part needs a 'text' string")
+        return self
+
+
+class Message(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[ContentPart]
+
+    def text(self) -> str:
+        """The content as one string (text parts joined, as OpenAI concatenates them)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: StrictBool = False
+    include_obfuscation: StrictBool | None = None
+
+
+class _Sampling(_Strict):
+    """Fields shared by both generation endpoints."""
+
+    model: StrictStr = Field(min_length=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, gt=0, le=1)
+    seed: StrictInt | None = Field(default=None, ge=0, lt=2**32)
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+    # phi3 extensions (vLLM and llama.cpp accept these too)
+    top_k: StrictInt | None = Field(default=None, ge=0)
+    repetition_penalty: Number | None = Field(default=None, gt=0)
+    ignore_eos: StrictBool | None = None
+    # OpenAI fields accepted only at values phi3 honours; see unsupported()
+    n: StrictInt | None = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    logit_bias: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: Any = None
+    # accepted and without effect on the answer
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    modalities: Any = None
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    web_search_options: Any = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: StrictStr | list[StrictStr]
+    echo: Any = None
+    suffix: Any = None
+    best_of: Any = None
+
+
+def unsupported(request: _Sampling) -> tuple[str, str] | None:
+    """The first parameter phi3 cannot honour, with why; None when every one can be."""
+    fields = request.model_fields_set
+    checks: list[tuple[str, bool, str]] = [
+        ("n", request.n not in (None, 1), "phi3 generates one choice per request; send n=1 or repeat the request"),
+        ("logprobs", request.logprobs not in (None, False, 0), "phi3 does not return log probabilities"),
+        ("top_logprobs", request.top_logprobs not in (None, 0), "phi3 does not return log probabilities"),
+        ("logit_bias", bool(request.logit_bias), "phi3 does not support logit_bias"),
+        (
+            "presence_penalty",
+            request.presence_penalty not in (None, 0, 0.0),
+            "phi3 has no presence penalty; use repetition_penalty",
+        ),
+        (
+            "frequency_penalty",
+            request.frequency_penalty not in (None, 0, 0.0),
+            "phi3 has no frequency penalty; use repetition_penalty",
+        ),
+        (
+            "response_format",
+            request.response_format not in (None, {"type": "text"}),
+            "phi3 generates plain text only; drop response_format or send {'type': 'text'}",
+        ),
+        ("tools", bool(request.tools), "phi3 does not call tools"),
+        ("tool_choice", request.tool_choice not in (None, "none"), "phi3 does not call tools"),
+        ("functions", bool(request.functions), "phi3 does not call functions"),
+        ("function_call", request.function_call not in (None, "none"), "phi3 does not call functions"),
+        ("parallel_tool_calls", bool(request.parallel_tool_calls), "phi3 does not call tools"),
+    ]
+    if isinstance(request, ChatCompletionRequest):
+        checks += [
+            ("modalities", request.modalities not in (None, ["text"]), "phi3 answers in text only"),
+            ("audio", request.audio is not None, "phi3 answers in text only"),
+            ("prediction", request.prediction is not None, "phi3 does not support predicted outputs"),
+            ("reasoning_effort", request.reasoning_effort is not None, "Phi-3 is not a reasoning model"),
+            ("web_search_options", request.web_search_options is not None, "phi3 does not search the web"),
+        ]
+    if isinstance(request, CompletionRequest):
+        checks += [
+            ("echo", bool(request.echo), "phi3 does not echo the prompt"),
+            ("suffix", bool(request.suffix), "phi3 does not support suffix (fill-in-the-middle)"),
+            ("best_of", request.best_of not in (None, 1), "phi3 generates one candidate per request"),
+        ]
+    for name, refused, why in checks:
+        if name in fields and refused:
+            return name, why
+    return None
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "phi3"
+    loaded: bool = False
+    backend: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    max_concurrent_generations: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,263 @@
+"""The ``genai`` engine on OpenVINO GenAI's ``ContinuousBatchingPipeline``: N streams, one model.
+
+``LLMPipeline`` runs one generation at a time, and two interleaved streams on it are not safe. With
+``-O max_concurrent_generations=N`` (N > 1) phi3-openvino opens a ``ContinuousBatchingPipeline``
+instead (paged KV cache, a scheduler limited to N sequences, prefix caching) and reports N in
+``SessionHandle.max_concurrent_generations``, so ``phi3 serve`` runs N requests at once on one copy
+of the weights and each decode step serves them all.
+
+One scheduler thread owns the pipeline: it calls ``step()`` while any request is unfinished and
+hands each request's new token ids to that request's queue. A consumer (one per stream) submits its
+request, reads its queue, and on close cancels the request, which the next step drops from the batch.
+The tokenizer is shared, so its calls are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phi3.errors import BackendError, ConfigError
+from phi3.generation_config import GenerationConfig
+from phi3.types import Artifact, ChatMessage, Chunk
+from phi3_openvino import devices
+from phi3_openvino.artifact import explain_load_failure
+from phi3_openvino.config_mapping import to_genai
+from phi3_openvino.genai_engine import GenAIEngine, _set_lengths, _translate
+from phi3_openvino.streaming import IncrementalDecoder
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+_DONE = object()
+
+
+@dataclass
+class _Request:
+    handle: Any
+    events: queue.Queue[object] = field(default_factory=queue.Queue)
+
+
+class _Scheduler:
+    """The thread that steps the pipeline and routes new tokens to their requests."""
+
+    def __init__(self, pipe: Any) -> None:
+        import openvino_genai
+
+        self._pipe = pipe
+        self._running = openvino_genai.GenerationStatus.RUNNING
+        self._ignored = openvino_genai.GenerationStatus.IGNORED
+        self._lock = threading.Condition()
+        self._requests: dict[int, _Request] = {}
+        self._ids = itertools.count()
+        self._closed = False
+        self._cancelled = False
+        """A request was cancelled: one more step() frees its KV-cache blocks."""
+        self._thread = threading.Thread(target=self._run, name="phi3-openvino-batching", daemon=True)
+        self._thread.start()
+
+    def submit(self, input_ids: Any, config: Any) -> _Request:
+        with self._lock:
+            if self._closed:
+                raise ConfigError("this model is closed; load it again")
+            request_id = next(self._ids)
+            request = _Request(self._pipe.add_request(request_id, input_ids, config))
+            self._requests[request_id] = request
+            self._lock.notify()
+            return request
+
+    def finish(self, request: _Request) -> None:
+        """The consumer is done with ``request``: drop it from the batch if it is still running."""
+        with self._lock:
+            for request_id, known in list(self._requests.items()):
+                if known is request:
+                    del self._requests[request_id]
+            if request.handle.get_status() == self._running:
+                request.handle.cancel()
+                self._cancelled = True
+                self._lock.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for request in self._requests.values():
+                request.handle.cancel()
+                request.events.put(_Failure(ConfigError("the model was closed during generation")))
+                self._cancelled = True
+            self._requests.clear()
+            self._lock.notify()
+        self._thread.join()
+        if self._cancelled:
+            self._pipe.step()  # let the scheduler free what cancelled requests held
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while (
+                    not self._closed
+                    and not self._requests
+                    and not self._cancelled
+                    and not self._pipe.has_non_finished_requests()
+                ):
+                    self._lock.wait()
+                if self._closed:
+                    return
+                self._cancelled = False
+                try:
+                    self._pipe.step()
+                except Exception as exc:  # every running request fails with it; the thread carries on
+                    for request in self._requests.values():
+                        request.events.put(_Failure(exc))
+                    self._requests.clear()
+                    continue
+                for request_id, request in list(self._requests.items()):
+                    status = request.handle.get_status()
+                    if request.handle.can_read():
+                        for output in request.handle.read().values():
+                            ids = [int(i) for i in output.generated_ids]
+                            if ids:
+                                request.events.put(ids)
+                    if status == self._ignored:
+                        request.events.put(
+                            _Failure(BackendError("OpenVINO GenAI's scheduler could not fit this request in its cache"))
+                        )
+                        del self._requests[request_id]
+                    elif status != self._running:
+                        request.events.put(_DONE)
+                        del self._requests[request_id]
+
+
+def _with_tokens(input_ids: Any, tokens: Sequence[int]) -> Any:
+    """``input_ids`` (an ``ov.Tensor`` [1, n]) followed by ``tokens``, as a new tensor."""
+    import numpy as np
+    import openvino as ov
+
+    ids = np.concatenate([np.asarray(input_ids.data).reshape(-1), np.asarray(tokens)]).astype(np.int64)
+    return ov.Tensor(ids.reshape(1, -1))
+
+
+class BatchingEngine(GenAIEngine):
+    """:class:`GenAIEngine` on a ``ContinuousBatchingPipeline`` running up to N requests at once."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str,
+        ov_config: dict[str, Any],
+        cache_dir: Path,
+        max_concurrent: int,
+        *,
+        context: int | None = None,
+    ) -> None:
+        self.max_concurrent_generations = max_concurrent
+        self._tokenizer_lock = threading.Lock()
+        super().__init__(artifact, device, ov_config, cache_dir, context=context)
+        if devices.kind_of(self.device) == "npu":
+            self.close()
+            raise ConfigError(
+                "continuous batching (max_concurrent_generations > 1) does not run on the NPU",
+                hint="use -O max_concurrent_generations=1 on the NPU, or a CPU/GPU device",
+            )
+        self.details["max_concurrent_generations"] = max_concurrent
+
+    def _open_pipeline(self, artifact: Artifact) -> None:
+        import openvino_genai
+
+        scheduler = openvino_genai.SchedulerConfig()
+        scheduler.max_num_seqs = self.max_concurrent_generations
+        # LongRoPE: no prefix cache (openvino-genai 2026.4.1 mixes factor tables; see genai_engine.no_prefix_cache)
+        scheduler.enable_prefix_caching = self.longrope_switch is None
+        try:
+            self._pipe = openvino_genai.ContinuousBatchingPipeline(
+                str(artifact.path), scheduler, self.device, self.properties
+            )
+        except Exception as exc:
+            raise explain_load_failure(artifact, self.device, exc) from exc
+        self._tokenizer = self._pipe.get_tokenizer()
+        self._busy = threading.Lock()  # unused here; kept so GenAIEngine's invariants hold
+        self._scheduler: _Scheduler | None = _Scheduler(self._pipe)
+
+    def _encode(self, prompt: str) -> Any:
+        with self._tokenizer_lock:
+            return super()._encode(prompt)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return super()._decode(ids)
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        with self._tokenizer_lock:
+            return super().apply_chat_template(messages)
+
+    def generate(self, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+        """Tokenize and check the prompt now; join the batch on the first ``next``."""
+        inputs = self._encode(prompt)
+        prompt_tokens = int(inputs.input_ids.get_shape()[-1])
+        max_new = self.max_new_tokens(prompt_tokens, config.max_new_tokens)
+        gen_config = to_genai(config, self._pipe.get_config(), max_new)
+        return self._stream(inputs.input_ids, gen_config, prompt_tokens, max_new, config.ignore_eos)
+
+    def _parts(self, prompt_tokens: int, max_new: int) -> list[int]:
+        """New tokens per request: two where the generation crosses the LongRoPE switch (see genai_engine)."""
+        switch = self.longrope_switch
+        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+            return [max_new]
+        first_part = switch - prompt_tokens + 1
+        return [first_part, max_new - first_part]
+
+    def _stream(
+        self, input_ids: Any, gen_config: Any, prompt_tokens: int, max_new: int, ignore_eos: bool = False
+    ) -> Iterator[Chunk]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise ConfigError("this model is closed; load it again")
+        parts = self._parts(prompt_tokens, max_new)
+        stops = {int(i) for i in gen_config.stop_token_ids} | {int(gen_config.eos_token_id)}
+        decoder = IncrementalDecoder(self._decode)
+        emitted: list[int] = []
+        first = True
+        for index, part in enumerate(parts):
+            if index:  # past the LongRoPE switch: resubmit everything, prefilled with the long factors
+                if len(emitted) < parts[0] or (not ignore_eos and emitted[-1] in stops):
+                    break
+                input_ids = _with_tokens(input_ids, emitted)
+            if len(parts) > 1:
+                _set_lengths(gen_config, part, ignore_eos)
+            request = scheduler.submit(input_ids, gen_config)
+            try:
+                while True:
+                    event = request.events.get()
+                    if event is _DONE:
+                        break
+                    if isinstance(event, _Failure):
+                        raise _translate(event.error) from event.error
+                    assert isinstance(event, list)
+                    ids = event[: max(0, max_new - len(emitted))]
+                    if not ids:
+                        continue
+                    emitted.extend(ids)
+                    yield Chunk(decoder.push(ids), tuple(ids), prompt_tokens if first else None)
+                    first = False
+            finally:
+                scheduler.finish(request)
+        rest = decoder.flush()
+        if rest or first:
+            yield Chunk(rest, (), prompt_tokens if first else None)
+
+    def close(self) -> None:
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None:
+            scheduler.close()
+            self._scheduler = None
+        super().close()
+
+
+__all__ = ["BatchingEngine"]
