@@ -11,7 +11,8 @@ Exporting
     -> OpenVINO IR (model, tokenizer, detokenizer) with optimum-intel/NNCF, ``request.options``
     being phi3-openvino's artifact options (``group_size``, ``ratio``, ``sym``, ...).
 Running
-    :class:`GenAIEngine` ``(artifact, device, ov_config, cache_dir)``: the LLMPipeline engine. A
+    :class:`GenAIEngine` ``(artifact, device, ov_config, cache_dir, *, context=None)``: the
+    LLMPipeline engine (``context``: tokens the session holds, default the model's). A
     subclass may override exactly these hooks: ``_resolve_device(device) -> str`` (the concrete
     device to compile for), ``_properties(ov_config, cache_dir) -> dict`` (compile properties),
     ``max_new_tokens(prompt_tokens, requested) -> int`` (the token budget; raise

@@ -28,7 +28,7 @@ from phi3.types import Artifact, ChatMessage, Chunk
 from phi3_openvino import devices
 from phi3_openvino.artifact import explain_load_failure
 from phi3_openvino.config_mapping import to_genai
-from phi3_openvino.genai_engine import GenAIEngine, _translate
+from phi3_openvino.genai_engine import GenAIEngine, _set_lengths, _translate
 from phi3_openvino.streaming import IncrementalDecoder
 
 
@@ -135,15 +135,31 @@ class _Scheduler:
                         del self._requests[request_id]
 
 
+def _with_tokens(input_ids: Any, tokens: Sequence[int]) -> Any:
+    """``input_ids`` (an ``ov.Tensor`` [1, n]) followed by ``tokens``, as a new tensor."""
+    import numpy as np
+    import openvino as ov
+
+    ids = np.concatenate([np.asarray(input_ids.data).reshape(-1), np.asarray(tokens)]).astype(np.int64)
+    return ov.Tensor(ids.reshape(1, -1))
+
+
 class BatchingEngine(GenAIEngine):
     """:class:`GenAIEngine` on a ``ContinuousBatchingPipeline`` running up to N requests at once."""
 
     def __init__(
-        self, artifact: Artifact, device: str, ov_config: dict[str, Any], cache_dir: Path, max_concurrent: int
+        self,
+        artifact: Artifact,
+        device: str,
+        ov_config: dict[str, Any],
+        cache_dir: Path,
+        max_concurrent: int,
+        *,
+        context: int | None = None,
     ) -> None:
         self.max_concurrent_generations = max_concurrent
         self._tokenizer_lock = threading.Lock()
-        super().__init__(artifact, device, ov_config, cache_dir)
+        super().__init__(artifact, device, ov_config, cache_dir, context=context)
         if devices.kind_of(self.device) == "npu":
             self.close()
             raise ConfigError(
@@ -157,7 +173,8 @@ class BatchingEngine(GenAIEngine):
 
         scheduler = openvino_genai.SchedulerConfig()
         scheduler.max_num_seqs = self.max_concurrent_generations
-        scheduler.enable_prefix_caching = True
+        # LongRoPE: no prefix cache (openvino-genai 2026.4.1 mixes factor tables; see genai_engine.no_prefix_cache)
+        scheduler.enable_prefix_caching = self.longrope_switch is None
         try:
             self._pipe = openvino_genai.ContinuousBatchingPipeline(
                 str(artifact.path), scheduler, self.device, self.properties
@@ -186,35 +203,54 @@ class BatchingEngine(GenAIEngine):
         prompt_tokens = int(inputs.input_ids.get_shape()[-1])
         max_new = self.max_new_tokens(prompt_tokens, config.max_new_tokens)
         gen_config = to_genai(config, self._pipe.get_config(), max_new)
-        return self._stream(inputs.input_ids, gen_config, prompt_tokens, max_new)
+        return self._stream(inputs.input_ids, gen_config, prompt_tokens, max_new, config.ignore_eos)
 
-    def _stream(self, input_ids: Any, gen_config: Any, prompt_tokens: int, max_new: int) -> Iterator[Chunk]:
+    def _parts(self, prompt_tokens: int, max_new: int) -> list[int]:
+        """New tokens per request: two where the generation crosses the LongRoPE switch (see genai_engine)."""
+        switch = self.longrope_switch
+        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+            return [max_new]
+        first_part = switch - prompt_tokens + 1
+        return [first_part, max_new - first_part]
+
+    def _stream(
+        self, input_ids: Any, gen_config: Any, prompt_tokens: int, max_new: int, ignore_eos: bool = False
+    ) -> Iterator[Chunk]:
         scheduler = self._scheduler
         if scheduler is None:
             raise ConfigError("this model is closed; load it again")
-        request = scheduler.submit(input_ids, gen_config)
+        parts = self._parts(prompt_tokens, max_new)
+        stops = {int(i) for i in gen_config.stop_token_ids} | {int(gen_config.eos_token_id)}
         decoder = IncrementalDecoder(self._decode)
-        sent = 0
+        emitted: list[int] = []
         first = True
-        try:
-            while True:
-                event = request.events.get()
-                if event is _DONE:
+        for index, part in enumerate(parts):
+            if index:  # past the LongRoPE switch: resubmit everything, prefilled with the long factors
+                if len(emitted) < parts[0] or (not ignore_eos and emitted[-1] in stops):
                     break
-                if isinstance(event, _Failure):
-                    raise _translate(event.error) from event.error
-                assert isinstance(event, list)
-                ids = event[: max(0, max_new - sent)]
-                if not ids:
-                    continue
-                sent += len(ids)
-                yield Chunk(decoder.push(ids), tuple(ids), prompt_tokens if first else None)
-                first = False
-            rest = decoder.flush()
-            if rest or first:
-                yield Chunk(rest, (), prompt_tokens if first else None)
-        finally:
-            scheduler.finish(request)
+                input_ids = _with_tokens(input_ids, emitted)
+            if len(parts) > 1:
+                _set_lengths(gen_config, part, ignore_eos)
+            request = scheduler.submit(input_ids, gen_config)
+            try:
+                while True:
+                    event = request.events.get()
+                    if event is _DONE:
+                        break
+                    if isinstance(event, _Failure):
+                        raise _translate(event.error) from event.error
+                    assert isinstance(event, list)
+                    ids = event[: max(0, max_new - len(emitted))]
+                    if not ids:
+                        continue
+                    emitted.extend(ids)
+                    yield Chunk(decoder.push(ids), tuple(ids), prompt_tokens if first else None)
+                    first = False
+            finally:
+                scheduler.finish(request)
+        rest = decoder.flush()
+        if rest or first:
+            yield Chunk(rest, (), prompt_tokens if first else None)
 
     def close(self) -> None:
         scheduler = getattr(self, "_scheduler", None)

@@ -43,12 +43,14 @@ def budget(
     *,
     limit_name: str = "context",
     prompt_limit: int | None = None,
+    model_context: int | None = None,
 ) -> int:
     """How many tokens may be generated; PromptTooLongError when the prompt leaves no room.
 
     Generation past the context would run positions the model never saw, so ``max_new_tokens`` is
     capped at what is left (phi3 then reports ``finish_reason="length"``). ``prompt_limit`` is a
-    device's own limit on the prompt (the NPU's ``MAX_PROMPT_LEN``).
+    device's own limit on the prompt (the NPU's ``MAX_PROMPT_LEN``). ``model_context`` is what the
+    model supports when the session holds less (the ``context_length`` load option raises it).
     """
     if prompt_limit is not None and prompt_tokens > prompt_limit:
         raise PromptTooLongError(
@@ -58,6 +60,13 @@ def budget(
     if context_length is None:
         return max_new_tokens
     if prompt_tokens >= context_length:
+        if model_context and model_context > context_length:
+            raise PromptTooLongError(
+                f"the prompt is {prompt_tokens} tokens but this session holds {context_length} tokens "
+                f"(the model supports {model_context})",
+                hint=f"load with -O context_length={min(model_context, 2 * prompt_tokens)} (or max), "
+                "or shorten the prompt",
+            )
         raise PromptTooLongError(
             f"the prompt is {prompt_tokens} tokens but the model's context is {context_length} tokens",
             hint="shorten the prompt (it must leave room for at least one new token)",

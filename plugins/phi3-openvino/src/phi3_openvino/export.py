@@ -9,6 +9,9 @@ Through optimum-intel's Python API (what ``optimum-cli export openvino`` runs), 
    OVWeightQuantizationConfig(...))`` compresses the weights with NNCF and ``save_pretrained``
    writes the result. (``main_export`` alone never compresses when given a config; optimum-cli
    uses a private helper for that step.)
+   fp16 only: the rotary embedding's tables (inverse frequencies, LongRoPE factors) are put back
+   into f32 with the checkpoint's exact values (:mod:`phi3_openvino.rope_tables`; optimum-intel
+   compresses the whole IR to fp16, and positions then drift).
 3. ``openvino_tokenizers.convert_tokenizer`` turns the Hugging Face tokenizer into tokenizer and
    detokenizer models, so the genai engine needs neither torch nor transformers at run time.
 
@@ -35,6 +38,7 @@ from phi3.types import Progress, QuantizeRequest
 from phi3.vendor_compat import hide_broken_torchvision
 from phi3_openvino.artifact import DETOKENIZER_XML, MODEL_XML, REQUIRED_FILES, TOKENIZER_XML
 from phi3_openvino.options import ModelShape, QuantSettings, resolve_quantization
+from phi3_openvino.rope_tables import read_config, restore_rope_tables
 
 TASK = "text-generation-with-past"
 EXPORT_MODULES = ("optimum", "nncf", "transformers", "torch", "openvino", "openvino_tokenizers")
@@ -158,8 +162,10 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
     try:
         with stdout_to_stderr(), quiet_tracing():
             progress(f"openvino: exporting {request.source.model_id} to OpenVINO IR", 0, total)
+            restored: list[str] = []
             if settings.bits is None:
                 _export_ir(source, output_dir, "fp16", request.trust_remote_code)
+                restored = restore_rope_tables(output_dir / MODEL_XML, read_config(source))
             else:
                 scratch = output_dir / SCRATCH
                 _export_ir(source, scratch, "auto", request.trust_remote_code)
@@ -184,7 +190,13 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
         "context_length": shape.context_length,
         "quantization": settings.manifest(),
         "model": {"hidden_size": shape.hidden_size, "intermediate_size": shape.intermediate_size},
-        "export": {"task": TASK, "stateful": True, "ir": MODEL_XML, "tokenizer": "openvino_tokenizers"},
+        "export": {
+            "task": TASK,
+            "stateful": True,
+            "ir": MODEL_XML,
+            "tokenizer": "openvino_tokenizers",
+            "rope_tables_f32": restored,
+        },
         "engines": ["genai", "optimum"],
     }
 

@@ -4,6 +4,18 @@ It needs only openvino, openvino-genai and openvino-tokenizers at run time (no t
 transformers: ~0.25 s to import instead of ~5 s), runs the tokenizer and detokenizer as OpenVINO
 models, and uses the paged-attention backend that caches prompt prefixes across calls.
 
+LongRoPE models (Phi-3-*-128k, Phi-3.5-mini, Phi-4-mini) switch from short to long RoPE factors
+once a sequence is longer than ``original_max_position_embeddings``, and then *every* position's
+keys change. Two things follow (workarounds for openvino-genai 2026.4.1, checked by
+``tests/test_family_parity.py``):
+
+- prefix caching is off for them: genai's prefix cache hands a later prompt KV blocks computed with
+  the other factor table (a sequence of prompts diverged where a fresh pipeline was exact);
+- a generation that crosses the switch runs in two calls: up to the switch, then again with
+  prompt + tokens so far as a fresh prompt, whose prefill uses the long factors for the whole
+  sequence (what transformers computes). genai alone keeps the short-factor keys in its KV cache
+  and diverges from the switch on. It costs one extra prefill per crossing request.
+
 Prompts are tokenized here (``Tokenizer.encode``) and handed to ``generate`` as token ids: that
 counts the prompt exactly for ``prompt_tokens`` and the context check, and guarantees genai cannot
 apply the chat template a second time.
@@ -20,7 +32,7 @@ from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
 from phi3.types import Artifact, ChatMessage, Chunk
 from phi3_openvino import devices
-from phi3_openvino.artifact import check_files, context_length, explain_load_failure
+from phi3_openvino.artifact import check_files, context_length, explain_load_failure, longrope_switch
 from phi3_openvino.config_mapping import compile_properties, to_genai
 from phi3_openvino.engine import budget
 from phi3_openvino.streaming import Push, stream_chunks
@@ -38,12 +50,22 @@ class GenAIEngine:
 
     name = "genai"
 
-    def __init__(self, artifact: Artifact, device: str, ov_config: dict[str, Any], cache_dir: Path) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str,
+        ov_config: dict[str, Any],
+        cache_dir: Path,
+        *,
+        context: int | None = None,
+    ) -> None:
         check_files(artifact)
         self.device = self._resolve_device(device)
         self.properties = self._properties(ov_config, cache_dir)
+        self.longrope_switch = longrope_switch(artifact.path)
         self._open_pipeline(artifact)
-        self.context_length = context_length(artifact)
+        self.model_context_length = context_length(artifact)
+        self.context_length = context if context is not None else self.model_context_length
         self._prompt_limit: int | None = None
         if devices.kind_of(self.device) == "npu":
             self._prompt_limit = int(self.properties.get("MAX_PROMPT_LEN", NPU_DEFAULT_MAX_PROMPT_LEN))
@@ -60,7 +82,12 @@ class GenAIEngine:
     def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
         """New tokens this prompt leaves room for; PromptTooLongError when it does not fit."""
         return budget(
-            prompt_tokens, requested, self.context_length, limit_name="MAX_PROMPT_LEN", prompt_limit=self._prompt_limit
+            prompt_tokens,
+            requested,
+            self.context_length,
+            limit_name="MAX_PROMPT_LEN",
+            prompt_limit=self._prompt_limit,
+            model_context=self.model_context_length,
         )
 
     # -- shared --------------------------------------------------------------------------------
@@ -68,8 +95,11 @@ class GenAIEngine:
     def _open_pipeline(self, artifact: Artifact) -> None:
         import openvino_genai
 
+        extra: dict[str, Any] = {}
+        if self.longrope_switch is not None and devices.kind_of(self.device) != "npu":
+            extra["scheduler_config"] = no_prefix_cache()
         try:
-            self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **self.properties)
+            self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **self.properties, **extra)
         except Exception as exc:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self._tokenizer = self._pipe.get_tokenizer()
@@ -104,8 +134,40 @@ class GenAIEngine:
             def end(self) -> None:
                 return None
 
-        def run(push: Push) -> None:
-            pipe.generate(inputs, gen_config, _Streamer(push))
+        switch = self.longrope_switch
+        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+
+            def run(push: Push) -> None:
+                pipe.generate(inputs, gen_config, _Streamer(push))
+
+        else:
+            first_part = switch - prompt_tokens + 1  # the last token computed from <= switch positions
+            stops = {int(i) for i in gen_config.stop_token_ids} | {int(gen_config.eos_token_id)}
+
+            def run(push: Push) -> None:
+                import numpy as np
+                import openvino as ov
+
+                emitted: list[int] = []
+                stopped = False
+
+                def tracking_push(ids: Sequence[int]) -> bool:
+                    nonlocal stopped
+                    emitted.extend(ids)
+                    stopped = push(ids) or stopped
+                    return stopped
+
+                _set_lengths(gen_config, first_part, config.ignore_eos)
+                pipe.generate(inputs, gen_config, _Streamer(tracking_push))
+                if stopped or len(emitted) < first_part or (not config.ignore_eos and emitted[-1] in stops):
+                    return
+                # past the switch: a fresh prefill of everything, computed with the long factors
+                ids = np.concatenate([np.asarray(inputs.input_ids.data).reshape(-1), np.asarray(emitted)])
+                again = openvino_genai.TokenizedInputs(
+                    ov.Tensor(ids.astype(np.int64).reshape(1, -1)), ov.Tensor(np.ones((1, ids.size), np.int64))
+                )
+                _set_lengths(gen_config, max_new - first_part, config.ignore_eos)
+                pipe.generate(again, gen_config, _Streamer(tracking_push))
 
         return stream_chunks(
             run,
@@ -133,6 +195,27 @@ class GenAIEngine:
         self._tokenizer = None
 
 
+def no_prefix_cache() -> Any:
+    """genai's latency-oriented scheduler config (its default on CPU/GPU) without prefix caching.
+
+    Workaround for openvino-genai 2026.4.1: its prefix cache keys KV blocks by tokens only, so on a
+    LongRoPE model it reuses blocks computed with the short factors for a prompt past the switch
+    (and the reverse). ``test_prefix_cache_still_mixes_longrope_factors_upstream`` turns red when
+    genai stops doing that.
+    """
+    import openvino_genai
+
+    config = openvino_genai.SchedulerConfig()
+    config.enable_prefix_caching = False
+    config.max_num_batched_tokens = 2**63 - 1  # as genai's own default: no limit on the batch
+    return config
+
+
+def _set_lengths(gen_config: Any, max_new: int, ignore_eos: bool) -> None:
+    gen_config.max_new_tokens = max_new
+    gen_config.min_new_tokens = max_new if ignore_eos else 0
+
+
 def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, Phi3Error):
         return exc
@@ -141,4 +224,4 @@ def _translate(exc: BaseException) -> BaseException:
     )
 
 
-__all__ = ["GenAIEngine"]
+__all__ = ["GenAIEngine", "no_prefix_cache"]

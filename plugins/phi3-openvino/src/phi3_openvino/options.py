@@ -21,7 +21,8 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
 Load options: ``ov_config``, a mapping of OpenVINO properties passed to the compiler as given (over
 phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``max_concurrent_generations``
 (default 1): above 1 the genai engine runs that many generations at once with continuous batching
-(:mod:`phi3_openvino.batching`).
+(:mod:`phi3_openvino.batching`); ``context_length``, the tokens the session holds
+(:mod:`phi3_openvino.context`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from phi3.errors import ConfigError, ModelNotFoundError
 
 PRECISIONS = ("int4", "int8", "fp16")
 ARTIFACT_OPTIONS = ("group_size", "ratio", "sym")
-LOAD_OPTIONS = ("ov_config", "max_concurrent_generations")
+LOAD_OPTIONS = ("ov_config", "max_concurrent_generations", "context_length")
 
 DEFAULT_INT4_GROUP_SIZE = 128
 DEFAULT_INT4_RATIO = 0.6

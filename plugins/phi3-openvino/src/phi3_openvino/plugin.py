@@ -150,26 +150,31 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
 @hookimpl
 def phi3_load(request: LoadRequest) -> SessionHandle:
     """Open the artifact with the requested engine on the resolved device."""
+    from phi3_openvino.context import session_context
+
     ov_config = resolve_ov_config(request.options)
     concurrent = resolve_max_concurrent(request.options)
+    if request.engine not in ("genai", "optimum"):
+        raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
+    context = session_context(request.artifact, request.options.get("context_length"))
     engine: Any
     if request.engine == "genai" and concurrent > 1:
         from phi3_openvino.batching import BatchingEngine
 
-        engine = BatchingEngine(request.artifact, request.device, ov_config, request.cache_dir, concurrent)
+        engine = BatchingEngine(
+            request.artifact, request.device, ov_config, request.cache_dir, concurrent, context=context
+        )
     elif request.engine == "genai":
         from phi3_openvino.genai_engine import GenAIEngine
 
-        engine = GenAIEngine(request.artifact, request.device, ov_config, request.cache_dir)
+        engine = GenAIEngine(request.artifact, request.device, ov_config, request.cache_dir, context=context)
     elif concurrent > 1:
         raise ConfigError(
             f"max_concurrent_generations={concurrent} needs the genai engine (continuous batching)",
             hint="drop -e optimum, or use max_concurrent_generations=1",
         )
-    elif request.engine == "optimum":
+    else:
         from phi3_openvino.optimum_engine import OptimumEngine
 
-        engine = OptimumEngine(request.artifact, request.device, ov_config, request.cache_dir)
-    else:
-        raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
+        engine = OptimumEngine(request.artifact, request.device, ov_config, request.cache_dir, context=context)
     return engine_session(NAME, engine)

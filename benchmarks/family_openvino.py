@@ -1,0 +1,161 @@
+"""Family quality of phi3-openvino and phi3-npu: every tiny catalogue layout, every precision.
+
+Writes ``benchmarks/FAMILY_OPENVINO.md``: for each variant of :data:`phi3.testing.variants.VARIANTS`
+(tiny checkpoints with each real config's layout and discriminating weights):
+
+- greedy parity, per engine: 32 greedy ids on each parity case that applies (short, longrope_prompt,
+  longrope_decode, past_window), the new token where they first differ from transformers fp32
+  (``exact`` when they never do), fp16 artifacts run with ``INFERENCE_PRECISION_HINT=f32``;
+- teacher-forced quality of each precision's IR (fp16, int8, int4; through optimum-intel, which
+  exposes logits): mean KL(reference || artifact) in nats/token and top-1 agreement, over the longest
+  applicable prompt plus the reference's 32 tokens.
+
+This is what ``tests/test_family_parity.py`` of both plugins asserts, as numbers rather than pass/fail.
+Run: ``.venv/bin/python benchmarks/family_openvino.py`` (~5 min on 2 cores; artifacts in a temporary
+phi3 home). Not part of ``benchmarks/run.py``: that one measures speed on one (Phi-3-mini-shaped) model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
+ENGINES = (("openvino", "genai"), ("openvino", "optimum"), ("npu", "genai"))
+PRECISIONS = ("fp16", "int8", "int4")
+NEW = 32
+
+
+def greedy_row(model_dir: Path, variant: str, backend: str, engine: str) -> dict[str, str]:
+    import phi3
+    from phi3.testing.parity import CASES, case_applies, parity_prompt
+    from phi3.testing.reference import encode_prompt, reference_greedy_ids
+
+    row: dict[str, str] = {}
+    options: dict[str, Any] = {"backend": backend, "engine": engine, "device": "CPU", "precision": "fp16", **F32}
+    for case in CASES:
+        if not case_applies(variant, case):
+            continue
+        prompt = parity_prompt(model_dir, variant, case)
+        expected = reference_greedy_ids(model_dir, input_ids=encode_prompt(model_dir, prompt), max_new_tokens=NEW)
+        with phi3.load(model_dir, **options) as model:  # a fresh model per case: no state carried over
+            got = list(model.generate(prompt, max_new_tokens=NEW, ignore_eos=True).token_ids)
+        first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+        row[case] = "exact" if got == expected else f"differs at token {first}"
+    return row
+
+
+def teacher_forced(model_dir: Path, variant: str, precision: str) -> tuple[float, float]:
+    import numpy as np
+    import torch
+
+    import phi3
+    from phi3.testing.parity import case_applies, parity_prompt
+    from phi3.testing.reference import encode_prompt, reference_greedy_ids, reference_logprobs
+
+    case = "longrope_prompt" if case_applies(variant, "longrope_prompt") else "short"
+    prompt_ids = encode_prompt(model_dir, parity_prompt(model_dir, variant, case))
+    ids = prompt_ids + reference_greedy_ids(model_dir, input_ids=prompt_ids, max_new_tokens=NEW)
+    expected = reference_logprobs(model_dir, ids)
+    options: dict[str, Any] = {"backend": "openvino", "engine": "optimum", "device": "CPU", **F32}
+    with phi3.load(model_dir, precision=precision, **options) as model, torch.no_grad():
+        tensor = torch.tensor([ids])
+        logits = model.session.native.model(tensor, attention_mask=torch.ones_like(tensor)).logits[0].float()
+    got = torch.log_softmax(logits, dim=-1).numpy().astype(np.float64)
+    rows = slice(len(prompt_ids) - 1, len(ids) - 1)
+    p = np.exp(expected[rows].astype(np.float64))
+    kl = float(np.mean(np.sum(p * (expected[rows] - got[rows]), axis=-1)))
+    top1 = float(np.mean(got[rows].argmax(-1) == expected[rows].argmax(-1)))
+    return kl, top1
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("openvino", "openvino-genai", "optimum-intel", "nncf", "transformers", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    from phi3_npu._version import __version__ as npu_version
+    from phi3_openvino._version import __version__ as openvino_version
+
+    # the source's own versions (what the artifact cache key uses), not an editable install's stale metadata
+    return {**found, "phi3-openvino": openvino_version, "phi3-npu": npu_version}
+
+
+def render(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict[str, tuple[float, float]]]) -> str:
+    from phi3.testing.parity import CASES
+    from phi3.testing.variants import VARIANTS
+
+    lines = [
+        "# Family quality: phi3-openvino and phi3-npu",
+        "",
+        "Written by `benchmarks/family_openvino.py` (see its docstring). Tiny checkpoints with each catalogue",
+        "entry's layout (`phi3.testing.variants`), discriminating weights; CPU, f32 inference.",
+        "",
+        "## Greedy parity with transformers fp32 (fp16 artifacts, 32 tokens, a fresh model per case)",
+        "",
+        "| variant | engine | " + " | ".join(CASES) + " |",
+        "|---|---|" + "---|" * len(CASES),
+    ]
+    for variant in VARIANTS:
+        for label, row in greedy[variant].items():
+            cells = [row.get(case, "n/a") for case in CASES]
+            lines.append(f"| `{variant}` | {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Teacher-forced quality of each precision's IR (phi3-openvino artifacts, through optimum-intel)",
+        "",
+        "Mean KL(reference || artifact) in nats/token and top-1 agreement over the 32 continuation tokens",
+        "(default quantization options: int8 asymmetric per channel; int4 symmetric, ratio 0.6, group size auto).",
+        "",
+        "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in PRECISIONS) + " |",
+        "|---|" + "---|---|" * len(PRECISIONS),
+    ]
+    for variant in VARIANTS:
+        cells = []
+        for precision in PRECISIONS:
+            kl, top1 = quality[variant][precision]
+            cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in versions().items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "FAMILY_OPENVINO.md")
+    args = parser.parse_args(argv)
+    from phi3.vendor_compat import hide_broken_torchvision
+
+    hide_broken_torchvision()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    with tempfile.TemporaryDirectory(prefix="phi3-family-") as scratch:
+        os.environ["PHI3_HOME"] = str(Path(scratch) / "home")
+        from phi3.testing.tiny_model import make_tiny_phi3
+        from phi3.testing.variants import VARIANTS
+
+        greedy: dict[str, dict[str, dict[str, str]]] = {}
+        quality: dict[str, dict[str, tuple[float, float]]] = {}
+        for variant in VARIANTS:
+            start = time.monotonic()
+            model_dir = make_tiny_phi3(Path(scratch) / variant, variant=variant)
+            greedy[variant] = {f"{b}/{e}": greedy_row(model_dir, variant, b, e) for b, e in ENGINES}
+            quality[variant] = {p: teacher_forced(model_dir, variant, p) for p in PRECISIONS}
+            print(f"{variant}: {time.monotonic() - start:.0f} s", file=sys.stderr)
+    args.output.write_text(render(greedy, quality), encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
