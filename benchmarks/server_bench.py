@@ -57,6 +57,8 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--model", str(gguf), "--model_alias", alias, "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--n_ctx", str(context), "--n_threads", str(threads), "--verbose", "False"]
+        # its default cancels the running completion when another request arrives; queue instead, as phi3 does
+        args += ["--interrupt_requests", "False"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", *args],
             stdout=subprocess.DEVNULL,
@@ -155,6 +157,7 @@ def stream_once(client: httpx.Client, url: str, model: str, tokens: int) -> Samp
     start = time.perf_counter()
     first = last = None
     usage = 0
+    pieces = 0  # content events: the token count when a server sends no usage (llama-cpp-python's doesn't)
     with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -168,8 +171,10 @@ def stream_once(client: httpx.Client, url: str, model: str, tokens: int) -> Samp
             if event.get("choices") and event["choices"][0]["delta"].get("content"):
                 last = time.perf_counter()
                 first = first or last
+                pieces += 1
     if first is None or last is None:
         raise RuntimeError("no content streamed")
+    usage = usage or pieces
     rate = (usage - 1) / (last - first) if usage > 1 and last > first else 0.0
     return Sample(first - start, usage, rate)
 
