@@ -22,6 +22,21 @@ TARGET_FIRST_SECOND_RATIO = 10.0
 TARGET_LIST_BACKENDS_S = 1.0
 
 
+COMPANION_REPORTS = (
+    (
+        "SERVER_RESULTS.md",
+        "`phi3 serve` under load: overhead against in-process phi3, 1/4/16 streaming clients, continuous "
+        "batching, memory, and llama.cpp's own server on the same model (`server_bench.py`)",
+    ),
+    (
+        "FAMILY_OPENVINO.md",
+        "quality per Phi-3 family variant: greedy parity with transformers fp32 and int8/int4 KL, "
+        "phi3-openvino and phi3-npu (`family_openvino.py`)",
+    ),
+)
+"""Reports other benchmark scripts write next to RESULTS.md; RESULTS.md links the ones present."""
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "Error" in line or line.startswith("error")]
@@ -679,6 +694,14 @@ def render(results: Mapping[str, Any]) -> str:
     not_measured = list(results.get("skipped", []))
     not_measured += [f"{r['label']}: {r['error']}" for r in rows if r["error"]]
     w("\n".join(f"- {x}" for x in not_measured) + "\n" if not_measured else "Everything requested was measured.\n")
+
+    # -- companion reports, written by their own scripts
+    companions = [
+        (name, what) for name, what in COMPANION_REPORTS if (Path(__file__).resolve().parent / name).is_file()
+    ]
+    if companions:
+        w("## Companion reports\n")
+        w("\n".join(f"- [{name}]({name}): {what}" for name, what in companions) + "\n")
 
     # -- versions
     w("## Versions\n")
