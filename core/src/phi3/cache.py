@@ -394,12 +394,16 @@ class ArtifactCache:
                     self._delete_inside(path, root=self.tmp_dir)
 
     @staticmethod
-    def _remove_stale_outputs(dest: Path) -> None:
-        """Delete temp siblings of ``dest`` left by a killed ``quantize -o`` (we hold its lock)."""
+    def _remove_stale_outputs(dest: Path) -> list[Path]:
+        """Delete temp siblings of ``dest`` left by a killed ``quantize -o`` (the caller holds its lock)."""
         prefix = f".{dest.name}{_OUTPUT_TMP_MARK}"
-        for path in dest.parent.iterdir():
-            if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
+        removed = []
+        if dest.parent.is_dir():
+            for path in sorted(dest.parent.iterdir()):
+                if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        return removed
 
     def _delete_inside(self, path: Path, root: Path | None = None) -> None:
         """Remove ``path``, which must be inside ``root`` (default: the cache root); never follow a link out."""
@@ -491,20 +495,19 @@ class ArtifactCache:
         if not self.outputs_dir.is_dir():
             return removed
         for record in sorted(self.outputs_dir.glob("output-*.json")):
-            if not self._lock_is_free(record.stem):
+            lock = filelock.FileLock(str(self._mkdir(self.locks_dir) / f"{record.stem}.lock"))
+            try:
+                lock.acquire(timeout=0)  # held while removing: a build of the same folder waits
+            except filelock.Timeout:
                 continue  # that build is still running
             try:
                 dest = Path(json.loads(record.read_text(encoding="utf-8"))["dest"])
+                removed += self._remove_stale_outputs(dest)
             except (OSError, ValueError, KeyError, TypeError):
+                pass  # an unreadable record: nothing to find through it
+            finally:
                 record.unlink(missing_ok=True)
-                continue
-            prefix = f".{dest.name}{_OUTPUT_TMP_MARK}"
-            if dest.parent.is_dir():
-                for path in sorted(dest.parent.iterdir()):
-                    if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
-                        removed.append(path)
-            record.unlink(missing_ok=True)
+                lock.release()
         return removed
 
     def _lock_is_free(self, key: str) -> bool:
