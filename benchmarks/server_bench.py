@@ -49,6 +49,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(process: subprocess.Popen[str], url: str, name: str, seconds: float = 600) -> None:
+    """Poll ``url`` until it answers 200; a server that exits or never answers ends the benchmark."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited: {process.stderr.read() if process.stderr else ''}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not start within {seconds:.0f} s")
+
+
 class LlamaServer:
     """llama-cpp-python's OpenAI-compatible server on a GGUF file, on a free loopback port."""
 
@@ -65,18 +80,7 @@ class LlamaServer:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                detail = self.process.stderr.read() if self.process.stderr else ""
-                raise SystemExit(f"llama_cpp.server exited: {detail}")
-            try:
-                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("llama_cpp.server did not start within 600 s")
+        wait_ready(self.process, f"{self.url}/v1/models", "llama_cpp.server")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
@@ -107,17 +111,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"phi3 serve exited: {self.process.stderr.read() if self.process.stderr else ''}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("phi3 serve did not start within 600 s")
+        wait_ready(self.process, f"{self.url}/health", "phi3 serve")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
