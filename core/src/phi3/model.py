@@ -14,11 +14,19 @@ import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError
+from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError, UnsupportedError
 from phi3.generation_config import GenerationConfig, coerce_config, find_stop
 from phi3.plugins import PluginRegistry
 from phi3.selection import Selection
-from phi3.types import Artifact, ChatMessage, Chunk, FinishReason, GenerationResult, SessionHandle
+from phi3.types import (
+    Artifact,
+    ChatMessage,
+    Chunk,
+    ConstraintKind,
+    FinishReason,
+    GenerationResult,
+    SessionHandle,
+)
 
 log = logging.getLogger("phi3")
 
@@ -232,6 +240,33 @@ class Model:
     def selection_reason(self) -> str:
         return self.selection.reason
 
+    @property
+    def structured_output(self) -> tuple[ConstraintKind, ...]:
+        """The structured-output kinds this model enforces while decoding (see
+        ``BackendInfo.structured_output``): the session's own narrowing wins, then the engine's
+        declaration, then the backend's."""
+        session = self.session.structured_output
+        if session is not None:
+            return tuple(session)
+        engine = self.selection.engine.structured_output
+        if engine is not None:
+            return tuple(engine)
+        return tuple(self.selection.info.structured_output)
+
+    def check_supported(self, config: GenerationConfig) -> None:
+        """Refuse ``config`` before any decoding if it asks for a constraint this model cannot
+        enforce (``UnsupportedError`` naming the capability). ``phi3 serve`` calls it up front so
+        a client gets a 400 instead of a failed stream."""
+        constraint = config.output_constraint
+        if constraint is None or constraint.kind in self.structured_output:
+            return
+        enforced = ", ".join(self.structured_output) or "no structured output"
+        raise UnsupportedError(
+            f"backend {self.backend!r} (engine {self.engine!r} on {self.device}) cannot enforce "
+            f"{constraint.kind} output; it enforces {enforced}",
+            hint="choose a backend whose `phi3 list-backends` entry lists it, or drop the constraint",
+        )
+
     def __repr__(self) -> str:
         return (
             f"<phi3.Model {self.artifact.manifest.get('source', {}).get('model_id', '?')} "
@@ -247,7 +282,9 @@ class Model:
         self._check_open()
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
-        return TextStream(self, prompt, coerce_config(config, options))
+        gen_config = coerce_config(config, options)
+        self.check_supported(gen_config)
+        return TextStream(self, prompt, gen_config)
 
     def generate(
         self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None, **options: Any
@@ -258,16 +295,33 @@ class Model:
             pass
         return stream.result
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """Render chat messages with the model's own template (ending with the assistant turn)."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """Render chat messages with the model's own template (ending with the assistant turn).
+
+        ``tools`` go to the template's ``tools`` variable; only backends declaring
+        ``BackendInfo.chat_template_tools`` accept them (others: ``UnsupportedError``).
+        """
         self._check_open()
         checked = _check_messages(messages)
+        if tools is not None and not self.selection.info.chat_template_tools:
+            raise UnsupportedError(
+                f"backend {self.backend!r} does not pass tools to the model's chat template",
+                hint="use Model.chat(messages, tools=...), which offers tools on every backend",
+            )
         if self.artifact.manifest.get("has_chat_template") is False:  # recorded when the artifact was built
             raise ConfigError(
                 f"{self.artifact.manifest.get('source', {}).get('model_id', 'this model')} has no chat template",
                 hint="send a raw prompt instead (phi3 generate --raw), or add the template to the checkpoint",
             )
-        rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session, messages=checked)
+        rendered = self._registry.call(
+            self.backend,
+            "phi3_apply_chat_template",
+            session=self.session,
+            messages=checked,
+            tools=None if tools is None else [dict(tool) for tool in tools],
+        )
         if not isinstance(rendered, str):
             raise PluginError(
                 f"backend {self.backend!r} returned {type(rendered).__name__} from phi3_apply_chat_template, not str"
@@ -282,6 +336,7 @@ class Model:
     ) -> TextStream:
         """Like :meth:`chat`, streaming."""
         gen_config = coerce_config(config, options)
+        self.check_supported(gen_config)
         return TextStream(self, self.apply_chat_template(messages), gen_config)
 
     def chat(
