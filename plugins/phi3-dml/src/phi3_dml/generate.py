@@ -8,12 +8,14 @@ closed early, e.g. by phi3 at a stop string, stops decoding and frees the genera
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from phi3.errors import ConfigError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
 from phi3.types import Chunk, SessionHandle
 
+from phi3_dml import guidance
 from phi3_dml.search_options import search_options
 from phi3_dml.session import Runtime
 
@@ -33,16 +35,19 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
             "(and at least one must be left to generate)",
             hint="shorten the prompt",
         )
-    return _stream(runtime, ids, config)
-
-
-def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig) -> Iterator[Chunk]:
-    og = runtime.og
-    params = og.GeneratorParams(runtime.model)
+    params = runtime.og.GeneratorParams(runtime.model)
     context = runtime.context_length or len(ids) + config.max_new_tokens
     params.set_search_options(**search_options(config, len(ids), context))
+    guidance.apply(params, config.output_constraint)  # a grammar it cannot compile: refused now
+    return _stream(runtime, ids, config, params)
+
+
+def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: Any) -> Iterator[Chunk]:
+    og = runtime.og
     generator = og.Generator(runtime.model, params)
-    switch = runtime.longrope_switch
+    # Under a grammar the recompute below would feed the output so far back as prompt, and the
+    # grammar would start over: a constrained generation runs straight through the switch.
+    switch = runtime.longrope_switch if config.output_constraint is None else None
     try:
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
         stream = runtime.tokenizer.create_stream()

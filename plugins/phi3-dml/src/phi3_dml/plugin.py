@@ -14,6 +14,7 @@ from phi3 import hookimpl, probing
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.types import (
+    CONSTRAINT_KINDS,
     BackendInfo,
     BackendStatus,
     ChatMessage,
@@ -89,6 +90,10 @@ def phi3_backend_info() -> BackendInfo:
         artifact_options=targets.ARTIFACT_OPTIONS,
         load_options=LOAD_OPTIONS,
         api_version=PLUGIN_API_VERSION,
+        # set_guidance (llguidance) in every runtime phi3-dml supports; a session narrows this to
+        # nothing where the installed runtime's guidance does not work (phi3_dml.guidance.enforced)
+        structured_output=CONSTRAINT_KINDS,
+        chat_template_tools=True,
     )
 
 
@@ -122,10 +127,12 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
 
 
 @hookimpl
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+def phi3_apply_chat_template(
+    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None
+) -> str:
     from phi3_dml.session import apply_chat_template
 
-    return apply_chat_template(session, messages)
+    return apply_chat_template(session, messages, tools)
 
 
 @hookimpl

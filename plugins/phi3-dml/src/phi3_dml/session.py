@@ -27,7 +27,7 @@ from phi3 import probing
 from phi3.errors import ArtifactError, BackendError, BackendUnavailableError, ConfigError, DeviceNotFoundError
 from phi3.types import ChatMessage, LoadRequest, SessionHandle
 
-from phi3_dml import BACKEND_NAME, compat, probe, providers
+from phi3_dml import BACKEND_NAME, compat, guidance, probe, providers
 
 LOAD_OPTIONS = ("provider_options", "intra_op_num_threads", "context_length")
 """Backend options ``phi3_load`` accepts: extra execution-provider options for dml/cuda (e.g.
@@ -305,6 +305,8 @@ def load(request: LoadRequest) -> SessionHandle:
         device=device.name,
         native=runtime,
         context_length=context or None,
+        # the backend declares every kind; a runtime without working guidance enforces none
+        structured_output=guidance.enforced(og, model),
         details={
             "provider": str(model.device_type),
             "runtime": f"onnxruntime-genai {og.__version__}",
@@ -314,16 +316,22 @@ def load(request: LoadRequest) -> SessionHandle:
     )
 
 
-def apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-    """Render with the model's own template through the runtime tokenizer's template engine."""
+def apply_chat_template(
+    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+) -> str:
+    """Render with the model's own template through the runtime tokenizer's template engine;
+    ``tools`` (JSON text, as the runtime takes them) reach the template's ``tools`` variable."""
     runtime: Runtime = session.native
     if not runtime.chat_template:
         raise ConfigError("this model ships no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
     payload = json.dumps([dict(m) for m in messages], ensure_ascii=False)
+    extra: dict[str, str] = {}
+    if tools is not None:
+        extra["tools"] = json.dumps([dict(tool) for tool in tools], ensure_ascii=False)
     try:
         return str(
             runtime.tokenizer.apply_chat_template(
-                payload, template_str=runtime.chat_template, add_generation_prompt=True
+                payload, template_str=runtime.chat_template, add_generation_prompt=True, **extra
             )
         )
     except RuntimeError as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,10 +175,16 @@ class BatchingEngine(GenAIEngine):
         scheduler.max_num_seqs = self.max_concurrent_generations
         # LongRoPE: no prefix cache (openvino-genai 2026.4.1 mixes factor tables; see genai_engine.no_prefix_cache)
         scheduler.enable_prefix_caching = self.longrope_switch is None
+        tokenizer = self._grammar_tokenizer(artifact)
         try:
-            self._pipe = openvino_genai.ContinuousBatchingPipeline(
-                str(artifact.path), scheduler, self.device, self.properties
-            )
+            if tokenizer is not None:
+                self._pipe = openvino_genai.ContinuousBatchingPipeline(
+                    str(artifact.path), tokenizer, scheduler, self.device, **self.properties
+                )
+            else:
+                self._pipe = openvino_genai.ContinuousBatchingPipeline(
+                    str(artifact.path), scheduler, self.device, self.properties
+                )
         except Exception as exc:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self._tokenizer = self._pipe.get_tokenizer()
@@ -193,9 +199,11 @@ class BatchingEngine(GenAIEngine):
         with self._tokenizer_lock:
             return super()._decode(ids)
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
         with self._tokenizer_lock:
-            return super().apply_chat_template(messages)
+            return super().apply_chat_template(messages, tools)
 
     def generate(self, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
         """Tokenize and check the prompt now; join the batch on the first ``next``."""
@@ -203,23 +211,31 @@ class BatchingEngine(GenAIEngine):
         prompt_tokens = int(inputs.input_ids.get_shape()[-1])
         max_new = self.max_new_tokens(prompt_tokens, config.max_new_tokens)
         gen_config = to_genai(config, self._pipe.get_config(), max_new)
-        return self._stream(inputs.input_ids, gen_config, prompt_tokens, max_new, config.ignore_eos)
+        constrained = config.output_constraint is not None
+        return self._stream(inputs.input_ids, gen_config, prompt_tokens, max_new, config.ignore_eos, constrained)
 
-    def _parts(self, prompt_tokens: int, max_new: int) -> list[int]:
-        """New tokens per request: two where the generation crosses the LongRoPE switch (see genai_engine)."""
+    def _parts(self, prompt_tokens: int, max_new: int, constrained: bool = False) -> list[int]:
+        """New tokens per request: two where the generation crosses the LongRoPE switch (see genai_engine),
+        except under a grammar, which a second request would restart."""
         switch = self.longrope_switch
-        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+        if switch is None or constrained or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
             return [max_new]
         first_part = switch - prompt_tokens + 1
         return [first_part, max_new - first_part]
 
     def _stream(
-        self, input_ids: Any, gen_config: Any, prompt_tokens: int, max_new: int, ignore_eos: bool = False
+        self,
+        input_ids: Any,
+        gen_config: Any,
+        prompt_tokens: int,
+        max_new: int,
+        ignore_eos: bool = False,
+        constrained: bool = False,
     ) -> Iterator[Chunk]:
         scheduler = self._scheduler
         if scheduler is None:
             raise ConfigError("this model is closed; load it again")
-        parts = self._parts(prompt_tokens, max_new)
+        parts = self._parts(prompt_tokens, max_new, constrained)
         stops = {int(i) for i in gen_config.stop_token_ids} | {int(gen_config.eos_token_id)}
         decoder = IncrementalDecoder(self._decode)
         emitted: list[int] = []

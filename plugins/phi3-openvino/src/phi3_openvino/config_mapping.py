@@ -75,7 +75,25 @@ def to_genai(
     base.min_new_tokens = max_new_tokens if config.ignore_eos else 0
     base.stop_strings = set(config.stop)
     base.include_stop_str_in_output = True
+    base.structured_output_config = structured_output_config(config)
     return base
+
+
+def structured_output_config(config: GenerationConfig) -> openvino_genai.StructuredOutputConfig | None:
+    """genai's grammar for ``config.output_constraint`` (None for free text).
+
+    ``json_object`` is the schema ``{"type": "object"}``; a regex must match the whole output,
+    which is how XGrammar reads one. Which kinds an engine really offers is its declaration
+    (``genai_engine.STRUCTURED_OUTPUT``): phi3 refuses the others before they get here.
+    """
+    constraint = config.output_constraint
+    if constraint is None:
+        return None
+    import openvino_genai
+
+    if constraint.kind == "regex":
+        return openvino_genai.StructuredOutputConfig(regex=constraint.spec)
+    return openvino_genai.StructuredOutputConfig(json_schema=constraint.spec)
 
 
 def to_transformers(
@@ -102,4 +120,11 @@ def to_transformers(
     return kwargs
 
 
-__all__ = ["DEFAULT_OV_CONFIG", "compile_properties", "sampling_seed", "to_genai", "to_transformers"]
+__all__ = [
+    "DEFAULT_OV_CONFIG",
+    "compile_properties",
+    "sampling_seed",
+    "structured_output_config",
+    "to_genai",
+    "to_transformers",
+]

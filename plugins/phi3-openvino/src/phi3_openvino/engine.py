@@ -6,8 +6,8 @@ forward to it, so each engine module is self-contained (the genai one never impo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from phi3.errors import PromptTooLongError
 from phi3.generation_config import GenerationConfig
@@ -27,8 +27,11 @@ class Engine(Protocol):
         """Check the prompt now, then return the lazy chunk stream."""
         ...
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """Render with the model's own template, ending with the assistant prompt."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """Render with the model's own template, ending with the assistant prompt (``tools`` in the
+        template's ``tools`` variable)."""
         ...
 
     def close(self) -> None:

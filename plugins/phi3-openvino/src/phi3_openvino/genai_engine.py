@@ -24,18 +24,28 @@ apply the chat template a second time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
-from phi3.types import Artifact, ChatMessage, Chunk
+from phi3.types import Artifact, ChatMessage, Chunk, ConstraintKind
 from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure, longrope_switch
 from phi3_openvino.config_mapping import compile_properties, to_genai
 from phi3_openvino.engine import budget
+from phi3_openvino.grammar_vocab import grammar_tokenizer
 from phi3_openvino.streaming import Push, stream_chunks
+
+STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
+"""What this engine enforces with genai's ``StructuredOutputConfig`` (XGrammar inside).
+
+Not JSON: openvino-genai 2026.4.1 compiles a JSON Schema with free whitespace between tokens
+(XGrammar's ``any_whitespace``, hard-coded; its structural tags ignore ``max_whitespace_cnt``), and
+a small model then fills ``max_new_tokens`` with tabs: the JSON is valid but never closes.
+``test_structured.py::test_genai_json_grammar_still_has_free_whitespace_upstream`` turns red when
+that changes; then add "json_schema" and "json_object" here (``to_genai`` maps them already)."""
 
 NPU_DEFAULT_MAX_PROMPT_LEN = 1024
 """openvino_genai's default prompt limit on the NPU (static shapes), unless MAX_PROMPT_LEN says otherwise."""
@@ -92,14 +102,31 @@ class GenAIEngine:
 
     # -- shared --------------------------------------------------------------------------------
 
+    def _grammar_tokenizer(self, artifact: Artifact) -> Any | None:
+        """The tokenizer to build the pipeline with so that its grammars are right, or None.
+
+        Sets ``structured_output``: the kinds this session enforces (see :data:`STRUCTURED_OUTPUT`),
+        or none when the artifact's tokenizer cannot be given a decoded vocabulary.
+        """
+        found = grammar_tokenizer(artifact.path)
+        self.structured_output: tuple[ConstraintKind, ...] = STRUCTURED_OUTPUT if found.tokenizer is not None else ()
+        self.structured_output_note = found.reason
+        return found.tokenizer
+
     def _open_pipeline(self, artifact: Artifact) -> None:
         import openvino_genai
 
         extra: dict[str, Any] = {}
         if self.longrope_switch is not None and devices.kind_of(self.device) != "npu":
             extra["scheduler_config"] = no_prefix_cache()
+        tokenizer = self._grammar_tokenizer(artifact)
         try:
-            self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **self.properties, **extra)
+            if tokenizer is not None:
+                self._pipe = openvino_genai.LLMPipeline(
+                    str(artifact.path), tokenizer, self.device, **self.properties, **extra
+                )
+            else:
+                self._pipe = openvino_genai.LLMPipeline(str(artifact.path), self.device, **self.properties, **extra)
         except Exception as exc:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self._tokenizer = self._pipe.get_tokenizer()
@@ -135,7 +162,11 @@ class GenAIEngine:
                 return None
 
         switch = self.longrope_switch
-        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+        if (
+            switch is None
+            or config.output_constraint is not None  # a second call would restart the grammar: one call
+            or not prompt_tokens <= switch < prompt_tokens + max_new - 1
+        ):
 
             def run(push: Push) -> None:
                 pipe.generate(inputs, gen_config, _Streamer(push))
@@ -181,12 +212,23 @@ class GenAIEngine:
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """``Tokenizer.apply_chat_template``: the template stored in the converted tokenizer."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """``Tokenizer.apply_chat_template``: the template stored in the converted tokenizer, with
+        ``tools`` in the template's ``tools`` variable (openvino-genai 2025.3 and later)."""
         if not self._tokenizer.chat_template:
             raise ConfigError("this model has no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
+        extra: dict[str, Any] = {}
+        if tools is not None and "tools" in str(self._tokenizer.chat_template):
+            # only to a template that reads them: openvino-genai 2026.4.1 (minja) otherwise writes a
+            # tool-use system prompt of its own into the conversation, which transformers and ONNX
+            # Runtime GenAI do not (test_tools_reach_only_a_template_that_uses_them)
+            extra["tools"] = [dict(tool) for tool in tools]
         try:
-            return str(self._tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True))
+            return str(
+                self._tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True, **extra)
+            )
         except Exception as exc:
             raise ArtifactError(f"the model's chat template failed to render: {_one_line(exc)}") from exc
 

@@ -9,7 +9,7 @@ genai engine is the default for that reason.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +186,19 @@ class OptimumEngine:
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """The transformers tokenizer's ``apply_chat_template`` (template shipped with the model)."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """The transformers tokenizer's ``apply_chat_template`` (template shipped with the model),
+        ``tools`` in the template's ``tools`` variable."""
         if not getattr(self._tokenizer, "chat_template", None):
             raise ConfigError("this model has no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
         try:
             rendered = self._tokenizer.apply_chat_template(
-                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+                [dict(m) for m in messages],
+                tools=None if tools is None else [dict(tool) for tool in tools],
+                tokenize=False,
+                add_generation_prompt=True,
             )
         except Exception as exc:
             raise ArtifactError(f"the model's chat template failed to render: {_one_line(exc)}") from exc

@@ -8,6 +8,7 @@ inside the hooks that need them. The probe answers from package metadata and dev
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from phi3.probing import installed_versions, is_windows, linux_gpus, linux_npus,
 from phi3.types import (
     BackendInfo,
     BackendStatus,
+    ConstraintKind,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -40,6 +42,9 @@ NAME = "openvino"
 LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf", "transformers")
 """Distributions whose versions key the artifact cache: each one shapes the exported bytes."""
 INTEL_PCI_VENDOR = "Intel"
+GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
+"""What the genai engine enforces (openvino_genai ``StructuredOutputConfig``); must equal
+``genai_engine.STRUCTURED_OUTPUT``, repeated here so that listing backends imports no OpenVINO."""
 
 
 def _engines() -> tuple[EngineInfo, ...]:
@@ -54,6 +59,7 @@ def _engines() -> tuple[EngineInfo, ...]:
             if genai_missing
             else "",
             artifact_format=ARTIFACT_FORMAT,
+            structured_output=GENAI_STRUCTURED_OUTPUT,
         ),
         EngineInfo(
             "optimum",
@@ -117,6 +123,7 @@ def phi3_backend_info() -> BackendInfo:
         artifact_options=ARTIFACT_OPTIONS,
         load_options=LOAD_OPTIONS,
         api_version=1,
+        chat_template_tools=True,
     )
 
 
@@ -177,4 +184,14 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         from phi3_openvino.optimum_engine import OptimumEngine
 
         engine = OptimumEngine(request.artifact, request.device, ov_config, request.cache_dir, context=context)
-    return engine_session(NAME, engine)
+    return session_for(engine)
+
+
+def session_for(engine: Any) -> SessionHandle:
+    """:func:`phi3.engine_hooks.engine_session`, plus what this session really enforces when the
+    engine knows better than its declaration (a tokenizer whose grammar table could not be built)."""
+    session = engine_session(NAME, engine)
+    enforced = getattr(engine, "structured_output", None)
+    if enforced is None:
+        return session
+    return dataclasses.replace(session, structured_output=tuple(enforced))
