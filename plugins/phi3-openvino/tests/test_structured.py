@@ -1,0 +1,138 @@
+"""Structured output on the genai engine, and the two openvino-genai 2026.4.1 limits around it.
+
+The conformance suite (test_conformance.py) checks every declared kind over greedy + seeded decodes
+and the refusal of the rest; here: the decoded-vocabulary tokenizer that makes genai's grammars
+right (:mod:`phi3_openvino.grammar_vocab`), continuous batching under a grammar, and strict xfails
+that turn red when upstream changes what phi3 works around or refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _ov_common import F32
+
+import phi3
+from phi3.testing import structured
+from phi3.testing.suite import PROMPT
+
+GREEDY_BUDGET = 160
+
+
+def _tokenizers(artifact: phi3.Artifact) -> tuple[object, object]:
+    import openvino_genai
+
+    from phi3_openvino.grammar_vocab import grammar_tokenizer
+
+    built = grammar_tokenizer(artifact.path)
+    assert built.tokenizer is not None, built.reason
+    return openvino_genai.Tokenizer(str(artifact.path)), built.tokenizer
+
+
+def test_grammar_tokenizer_decodes_like_the_artifact(artifacts: dict[str, phi3.Artifact]) -> None:
+    original, grammar = _tokenizers(artifacts["int8"])
+    size = len(original.get_vocab_vector())  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    samples = [[i] for i in range(size)] + [
+        rng.integers(0, size, size=int(rng.integers(2, 40))).tolist() for _ in range(500)
+    ]
+    for ids in samples:
+        assert grammar.decode(ids) == original.decode(ids), ids  # type: ignore[attr-defined]
+    text = "héllo wörld 😀 {\"a\": [1, 2]}"
+    assert list(grammar.encode(text).input_ids.data[0]) == list(original.encode(text).input_ids.data[0])  # type: ignore[attr-defined]
+
+
+def test_decoded_table_holds_bytes_not_pieces(artifacts: dict[str, phi3.Artifact]) -> None:
+    """The table XGrammar reads: ``{`` where the vocabulary has ``<0x7B>``, a space for ``▁``,
+    nothing for special tokens (which the grammar must never emit as text)."""
+    import openvino as ov
+    import openvino_genai
+
+    from phi3_openvino.grammar_vocab import decoded_vocabulary
+
+    folder = artifacts["int8"].path
+    pieces = openvino_genai.Tokenizer(str(folder)).get_vocab_vector()
+    found = decoded_vocabulary(ov.Core().read_model(str(folder / "openvino_detokenizer.xml")), ov.Core())
+    assert not isinstance(found, str), found
+    table = found[0]
+    assert table[pieces.index("<0x7B>")] == b"{"
+    assert table[pieces.index("<0x22>")] == b'"'
+    assert table[pieces.index("\u2581the")] == b" the"
+    for special in ("<|end|>", "<|user|>", "<s>"):
+        assert table[pieces.index(special)] == b"", special
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="openvino-genai 2026.4.1 gives XGrammar the detokenizer's raw pieces (<0x7B>, ▁the) as a RAW "
+    "vocabulary: on this byte-fallback tokenizer no token can start the output and genai emits token 0; "
+    "phi3_openvino.grammar_vocab works around it. Red = upstream decodes the vocabulary itself.",
+)
+def test_genai_grammar_on_the_artifact_tokenizer_upstream(artifacts: dict[str, phi3.Artifact]) -> None:
+    import openvino_genai
+
+    folder = artifacts["int8"].path
+    pipe = openvino_genai.LLMPipeline(str(folder), "CPU", INFERENCE_PRECISION_HINT="f32")
+    config = pipe.get_generation_config()
+    config.max_new_tokens = 40
+    config.apply_chat_template = False
+    config.structured_output_config = openvino_genai.StructuredOutputConfig(regex=structured.REGEX)
+    tokenizer = pipe.get_tokenizer()
+    ids = list(pipe.generate(tokenizer.encode(PROMPT), config).tokens[0])
+    assert re.fullmatch(structured.REGEX, tokenizer.decode(ids)), ids
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="openvino-genai 2026.4.1 compiles JSON Schemas with free whitespace (XGrammar any_whitespace, "
+    "not configurable): greedy decoding on the tiny model fills the budget with tabs, so phi3 does not "
+    "declare json_schema/json_object for the genai engine. Red = upstream's JSON grammar closes: declare them.",
+)
+def test_genai_json_grammar_still_has_free_whitespace_upstream(artifacts: dict[str, phi3.Artifact]) -> None:
+    import openvino_genai
+
+    folder = artifacts["int8"].path
+    _, grammar = _tokenizers(artifacts["int8"])
+    pipe = openvino_genai.LLMPipeline(str(folder), grammar, "CPU", INFERENCE_PRECISION_HINT="f32")
+    schema = structured.SCHEMAS["flat_required"]
+    config = pipe.get_generation_config()
+    config.max_new_tokens = GREEDY_BUDGET
+    config.apply_chat_template = False
+    config.structured_output_config = openvino_genai.StructuredOutputConfig(json_schema=json.dumps(schema))
+    ids = list(pipe.generate(grammar.encode(PROMPT), config).tokens[0])  # type: ignore[attr-defined]
+    assert len(ids) < GREEDY_BUDGET, "the JSON never closed"
+    assert isinstance(json.loads(grammar.decode(ids)), dict)  # type: ignore[attr-defined]
+
+
+def test_continuous_batching_enforces_the_grammar_per_request(
+    tiny_phi3: Path, artifacts: dict[str, phi3.Artifact]
+) -> None:
+    """A constrained and a free request in one batch: the grammar binds only its own request."""
+    with phi3.load(
+        tiny_phi3, backend="openvino", device="CPU", precision="int8", max_concurrent_generations=2, **F32
+    ) as model:
+        assert model.structured_output == ("regex",)
+        free_alone = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
+        constrained = model.stream(PROMPT, max_new_tokens=GREEDY_BUDGET, regex=structured.REGEX)
+        free = model.stream(PROMPT, max_new_tokens=12, ignore_eos=True)
+        first = next(constrained)  # both requests are in the batch now
+        text = "".join(free)
+        rest = "".join(constrained)
+        assert re.fullmatch(structured.REGEX, first + rest), first + rest
+        assert constrained.result.finish_reason == "eos"
+        assert text == free_alone.text
+        for seed in structured.SEEDS[:3]:
+            result = model.generate(
+                PROMPT, max_new_tokens=GREEDY_BUDGET, regex=structured.REGEX, do_sample=True, seed=seed
+            )
+            assert re.fullmatch(structured.REGEX, result.text), result.text
+
+
+def test_json_is_refused_on_genai_but_not_silently(genai_int8: phi3.Model) -> None:
+    assert genai_int8.structured_output == ("regex",)
+    with pytest.raises(phi3.UnsupportedError, match="json_schema"):
+        genai_int8.generate(PROMPT, json_schema=structured.SCHEMAS["flat_required"])
