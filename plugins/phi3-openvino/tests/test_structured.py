@@ -42,7 +42,7 @@ def test_grammar_tokenizer_decodes_like_the_artifact(artifacts: dict[str, phi3.A
     ]
     for ids in samples:
         assert grammar.decode(ids) == original.decode(ids), ids  # type: ignore[attr-defined]
-    text = "héllo wörld 😀 {\"a\": [1, 2]}"
+    text = 'héllo wörld 😀 {"a": [1, 2]}'
     assert list(grammar.encode(text).input_ids.data[0]) == list(original.encode(text).input_ids.data[0])  # type: ignore[attr-defined]
 
 

@@ -114,8 +114,10 @@ def grammar_tokenizer(folder: Path) -> GrammarTokenizer:
     with tempfile.TemporaryDirectory(prefix="phi3-ov-grammar-") as tmp:
         staging = Path(tmp)
         for item in folder.iterdir():  # tokenizer model, configs, chat template: everything but the LLM
-            if item.is_file() and item.name not in (MODEL_XML, MODEL_BIN) and not item.name.startswith(
-                "openvino_detokenizer."
+            if (
+                item.is_file()
+                and item.name not in (MODEL_XML, MODEL_BIN)
+                and not item.name.startswith("openvino_detokenizer.")
             ):
                 shutil.copy2(item, staging / item.name)
         ov.save_model(detokenizer, str(staging / DETOKENIZER_XML), compress_to_fp16=False)

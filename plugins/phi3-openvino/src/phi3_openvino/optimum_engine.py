@@ -3,7 +3,8 @@
 The same OpenVINO IR as the genai engine, driven by transformers' ``generate`` loop (with a
 transformers tokenizer), so it behaves exactly like the Hugging Face API people already know and
 accepts every generation feature transformers has. It imports torch and transformers (~5 s); the
-genai engine is the default for that reason.
+genai engine is the default for that reason. Structured output (all three kinds) is a logits
+processor from :mod:`phi3.integrations.transformers_structured` (llguidance, compact JSON).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
+from phi3.integrations import transformers_structured
 from phi3.types import Artifact, ChatMessage, Chunk
 from phi3.vendor_compat import hide_broken_torchvision
 from phi3_openvino import devices
@@ -134,7 +136,7 @@ class OptimumEngine:
     def generate(self, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
         """Tokenize and check the prompt now; run ``generate`` lazily in a worker thread."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         inputs = self._tokenizer(prompt, return_tensors="pt", add_special_tokens=True)
@@ -143,6 +145,15 @@ class OptimumEngine:
             prompt_tokens, config.max_new_tokens, self.context_length, model_context=self.model_context_length
         )
         kwargs = to_transformers(config, max_new, self._eos)
+        processors = []
+        constraint = config.output_constraint
+        if constraint is not None:  # compiled now: a schema llguidance refuses fails before decoding
+            processors.append(
+                transformers_structured.logits_processor(self._tokenizer, constraint, eos_token_ids=self._eos)
+            )
+            if config.ignore_eos:  # the grammar allows only EOS once complete: keep decoding it, never stop on it
+                kwargs.pop("suppress_tokens", None)
+                kwargs["eos_token_id"] = None
         seed = sampling_seed(config) if config.do_sample else None
         model = self._model
         cancelled = threading.Event()
@@ -171,7 +182,11 @@ class OptimumEngine:
                 torch.manual_seed(seed)
             with torch.inference_mode():
                 model.generate(
-                    **inputs, **kwargs, streamer=_Streamer(push), stopping_criteria=StoppingCriteriaList([_Cancel()])
+                    **inputs,
+                    **kwargs,
+                    streamer=_Streamer(push),
+                    stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                    logits_processor=LogitsProcessorList(processors),
                 )
 
         return stream_chunks(

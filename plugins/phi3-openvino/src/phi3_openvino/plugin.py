@@ -16,6 +16,7 @@ from typing import Any
 from phi3 import hookimpl
 from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload  # noqa: F401
 from phi3.errors import ConfigError
+from phi3.integrations import transformers_structured
 from phi3.probing import installed_versions, is_windows, linux_gpus, linux_npus, module_available
 from phi3.types import (
     BackendInfo,
@@ -67,6 +68,8 @@ def _engines() -> tuple[EngineInfo, ...]:
             available=not optimum_missing,
             detail=f"missing {', '.join(optimum_missing)}: pip install optimum-intel" if optimum_missing else "",
             artifact_format=ARTIFACT_FORMAT,
+            # a logits processor (llguidance) in transformers' generate(); none without llguidance
+            structured_output=transformers_structured.enforced_kinds(),
         ),
     )
 
