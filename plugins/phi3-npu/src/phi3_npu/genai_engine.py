@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from phi3.errors import PromptTooLongError
-from phi3.types import Artifact
+from phi3.types import Artifact, ConstraintKind
 from phi3_npu.devices import NPU, resolve_genai_device
 from phi3_npu.options import GenAISettings
 from phi3_openvino.api import GenAIEngine as OpenVINOGenAIEngine
@@ -78,6 +78,12 @@ class GenAIEngine(OpenVINOGenAIEngine):
                 else "phi3-npu (CPU override stands in for the NPU)",
             },
         }
+
+    def _enforced_structured_output(self, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
+        """Nothing on a real NPU: its pipeline (static shapes) runs genai's sampler, grammars included,
+        but phi3 has not seen a grammar hold on an NPU, so it does not claim it. The CPU override
+        enforces what phi3-openvino's genai engine does."""
+        return () if self.device == NPU else kinds
 
     def _resolve_device(self, device: str) -> str:
         return resolve_genai_device(device)

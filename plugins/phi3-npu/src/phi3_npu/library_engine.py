@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -237,10 +237,16 @@ class LibraryEngine:
             raise
         return _ChunkStream(self, gen_id, int(start["prompt_tokens"]), int(start["max_new_tokens"]))
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """The tokenizer's own ``apply_chat_template``, run in the worker."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """The tokenizer's own ``apply_chat_template``, run in the worker (``tools`` in the
+        template's ``tools`` variable)."""
+        request: dict[str, Any] = {"op": "chat_template", "messages": [dict(m) for m in messages]}
+        if tools is not None:
+            request["tools"] = [dict(tool) for tool in tools]
         with self._busy_or_refuse():
-            self._request({"op": "chat_template", "messages": [dict(m) for m in messages]})
+            self._request(request)
             event = self._next_event()
         if event.get("event") == "error":
             raise protocol.to_exception(event)

@@ -130,7 +130,9 @@ class Worker:
         if not getattr(self.tokenizer, "chat_template", None):
             self.send(protocol.error_event("config", "this model has no chat template", "send a raw prompt instead"))
             return
-        text = self.tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            request["messages"], tools=request.get("tools"), tokenize=False, add_generation_prompt=True
+        )
         self.send({"event": "template", "text": str(text)})
 
     def generate(self, request: dict[str, Any]) -> None:

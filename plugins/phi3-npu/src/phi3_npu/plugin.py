@@ -18,6 +18,7 @@ Without an NPU the backend says so (status ``no device``) and runs only with ``-
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from phi3.probing import installed_versions, is_windows, module_available
 from phi3.types import (
     BackendInfo,
     BackendStatus,
+    ConstraintKind,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -55,6 +57,9 @@ LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel
 """Distributions whose versions key the artifact cache (they shape the exported IR)."""
 LIBRARY_ENGINE_LIBRARIES = ("intel-npu-acceleration-library", "torch", "transformers")
 """What the library engine's artifacts depend on instead."""
+GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
+"""What the genai engine enforces on the CPU override: phi3-openvino's genai engine declares the
+same (JSON is refused there, see phi3-openvino's README)."""
 PRIORITY = 10
 """Above phi3-openvino (0): on a machine with an NPU, ``backend="auto"`` picks the backend the guide
 recommends for AI PCs."""
@@ -85,6 +90,9 @@ def _engines() -> tuple[EngineInfo, ...]:
             if genai_missing
             else "",
             artifact_format=GENAI_FORMAT,
+            # phi3-openvino's genai engine and its grammar tokenizer (openvino_genai StructuredOutputConfig);
+            # a session on a real NPU narrows this to nothing (see genai_engine.GenAIEngine)
+            structured_output=GENAI_STRUCTURED_OUTPUT,
         ),
         EngineInfo(
             LIBRARY,
@@ -95,6 +103,7 @@ def _engines() -> tuple[EngineInfo, ...]:
             # its artifact is a checkpoint copy for the library to quantize at load: OpenVINO's
             # version does not shape it, so an OpenVINO upgrade must not invalidate it
             library_versions={**installed_versions(*LIBRARY_ENGINE_LIBRARIES), "phi3-npu": __version__},
+            structured_output=(),  # the library's generate() has no grammar support phi3 enforces
         ),
     )
 
@@ -127,6 +136,7 @@ def phi3_backend_info() -> BackendInfo:
         load_options=LOAD_OPTIONS,
         api_version=1,
         priority=PRIORITY,
+        chat_template_tools=True,
     )
 
 
@@ -164,4 +174,6 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         engine = LibraryEngine(request.artifact, request.device, request.cache_dir)
     else:
         raise ConfigError(f"phi3-npu has no engine {request.engine!r}", hint=f"engines: {GENAI}, {LIBRARY}")
-    return engine_session(NAME, engine)
+    session = engine_session(NAME, engine)
+    enforced = getattr(engine, "structured_output", None)
+    return session if enforced is None else dataclasses.replace(session, structured_output=tuple(enforced))

@@ -5,7 +5,7 @@ events to its original stdout, which it keeps for this protocol only (it points 
 stderr first, so the library's ``print`` calls and C++ output cannot corrupt the stream).
 
 Requests (``op``): ``generate`` {id, prompt, config}, ``cancel`` {id}, ``chat_template``
-{messages}, ``logits`` {ids}, ``close``.
+{messages, tools?}, ``logits`` {ids}, ``close``.
 Events (``event``): ``ready`` {device, context_length, ...}, ``start`` {id, prompt_tokens,
 max_new_tokens}, ``tokens`` {id, ids, text}, ``end`` {id}, ``template`` {text}, ``logits``
 {values}, ``error`` {kind, message, hint}.

@@ -16,8 +16,13 @@ Running
     subclass may override exactly these hooks: ``_resolve_device(device) -> str`` (the concrete
     device to compile for), ``_properties(ov_config, cache_dir) -> dict`` (compile properties),
     ``max_new_tokens(prompt_tokens, requested) -> int`` (the token budget; raise
-    ``PromptTooLongError``), and may call ``_encode(prompt)`` (genai ``TokenizedInputs``, never
-    truncated). :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
+    ``PromptTooLongError``), ``_enforced_structured_output(kinds) -> kinds`` (the structured-output
+    kinds a session declares, given those the pipeline enforces: narrow them on a device where
+    they are not known to hold), and may call ``_encode(prompt)`` (genai ``TokenizedInputs``, never
+    truncated). ``structured_output`` (attribute): what the session enforces, for
+    ``SessionHandle.structured_output``; ``apply_chat_template(messages, tools=None)`` passes
+    ``tools`` to a template that reads them.
+    :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
 Devices
     :func:`available_devices` ``() -> list[str]``: OpenVINO's device names; :func:`ov_core`: the

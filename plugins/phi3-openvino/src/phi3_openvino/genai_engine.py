@@ -109,9 +109,15 @@ class GenAIEngine:
         or none when the artifact's tokenizer cannot be given a decoded vocabulary.
         """
         found = grammar_tokenizer(artifact.path)
-        self.structured_output: tuple[ConstraintKind, ...] = STRUCTURED_OUTPUT if found.tokenizer is not None else ()
+        self.structured_output: tuple[ConstraintKind, ...] = self._enforced_structured_output(
+            STRUCTURED_OUTPUT if found.tokenizer is not None else ()
+        )
         self.structured_output_note = found.reason
         return found.tokenizer
+
+    def _enforced_structured_output(self, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
+        """The kinds this session declares, given those the pipeline can enforce (a subclass narrows)."""
+        return kinds
 
     def _open_pipeline(self, artifact: Artifact) -> None:
         import openvino_genai
