@@ -38,13 +38,13 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
     params = runtime.og.GeneratorParams(runtime.model)
     context = runtime.context_length or len(ids) + config.max_new_tokens
     params.set_search_options(**search_options(config, len(ids), context))
-    guidance.apply(params, config.output_constraint)  # a grammar it cannot compile: refused now
-    return _stream(runtime, ids, config, params)
+    guidance.apply(params, config.output_constraint)
+    generator = guidance.generator(runtime.og, runtime.model, params, config.output_constraint)
+    return _stream(runtime, ids, config, params, generator)
 
 
-def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: Any) -> Iterator[Chunk]:
+def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: Any, generator: Any) -> Iterator[Chunk]:
     og = runtime.og
-    generator = og.Generator(runtime.model, params)
     # Under a grammar the recompute below would feed the output so far back as prompt, and the
     # grammar would start over: a constrained generation runs straight through the switch.
     switch = runtime.longrope_switch if config.output_constraint is None else None

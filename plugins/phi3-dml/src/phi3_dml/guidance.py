@@ -49,6 +49,14 @@ def guidance(constraint: OutputConstraint) -> tuple[str, str]:
     return "json_schema", json.dumps(schema, ensure_ascii=False)
 
 
+def _refused(constraint: OutputConstraint, exc: BaseException) -> UnsupportedError:
+    return UnsupportedError(
+        f"onnxruntime-genai's guidance (llguidance) cannot enforce this {constraint.kind}: "
+        + " ".join(str(exc).split())[:300],
+        hint="simplify the schema or pattern (see llguidance's supported JSON Schema keywords)",
+    )
+
+
 def apply(params: Any, constraint: OutputConstraint | None) -> None:
     """Set ``constraint`` on ``params``; a grammar llguidance rejects is an ``UnsupportedError``."""
     if constraint is None:
@@ -57,11 +65,20 @@ def apply(params: Any, constraint: OutputConstraint | None) -> None:
     try:
         params.set_guidance(kind, data)
     except Exception as exc:
-        raise UnsupportedError(
-            f"onnxruntime-genai's guidance (llguidance) cannot enforce this {constraint.kind}: "
-            + " ".join(str(exc).split())[:300],
-            hint="simplify the schema or pattern (see llguidance's supported JSON Schema keywords)",
-        ) from exc
+        raise _refused(constraint, exc) from exc
 
 
-__all__ = ["COMPACT_JSON", "apply", "enforced", "guidance"]
+def generator(og: Any, model: Any, params: Any, constraint: OutputConstraint | None) -> Any:
+    """``og.Generator(model, params)``: the runtime compiles the grammar here, so a schema llguidance
+    rejects (e.g. an unknown ``format``) is an ``UnsupportedError`` before any token."""
+    if constraint is None:
+        return og.Generator(model, params)
+    try:
+        return og.Generator(model, params)
+    except RuntimeError as exc:
+        if "grammar" not in str(exc).lower():
+            raise
+        raise _refused(constraint, exc) from exc
+
+
+__all__ = ["COMPACT_JSON", "apply", "enforced", "generator", "guidance"]

@@ -109,3 +109,23 @@ def test_an_artifact_for_a_newer_runtime_is_refused_clearly(out: Path, expected:
 def test_a_config_the_old_runtime_cannot_read_is_an_artifact_error(out: Path) -> None:
     with pytest.raises(phi3.ArtifactError, match=r"cannot read the artifact.*TokenizersBackend"):
         phi3.load(out / "raw-builder-config", backend="dml", device="cpu")
+
+
+def test_structured_output_holds_under_the_older_runtime(out: Path, expected: dict[str, Any]) -> None:
+    """0.13.1 has set_guidance (llguidance) too: the session declares every kind, and they hold."""
+    import re
+
+    import jsonschema
+    from phi3.testing import structured
+
+    case = _cases()[0]
+    with phi3.load(out / case, backend="dml", device="cpu") as model:
+        assert model.structured_output == ("json_schema", "json_object", "regex")
+        for seed in (None, *structured.SEEDS[:2]):
+            sampling: dict[str, Any] = {} if seed is None else {"do_sample": True, "seed": seed}
+            for schema in structured.SCHEMAS.values():
+                result = model.generate(expected["prompt"], max_new_tokens=160, json_schema=schema, **sampling)
+                assert result.finish_reason != "length", result.text
+                jsonschema.validate(json.loads(result.text), schema)
+            result = model.generate(expected["prompt"], max_new_tokens=160, regex=structured.REGEX, **sampling)
+            assert re.fullmatch(structured.REGEX, result.text), result.text
