@@ -13,6 +13,11 @@ every decoding step with it, on every execution provider (checked here on the CP
 
 A runtime built without guidance (or older than the API) cannot enforce anything: :func:`enforced`
 finds out at load, by compiling a one-character grammar, and the session then declares nothing.
+Nor does a runtime older than :data:`GUIDANCE_MIN_VERSION`: onnxruntime-genai 0.13.1 (the newest
+onnxruntime-genai-directml a DirectML user can install) has ``set_guidance``, but a sampled JSON
+decode aborts the whole process there (a libstdc++ assertion, ``string_view::operator[]``, inside
+``generate_next_token``); versions between 0.13.1 and 0.18.0 were not checked. The dml_skew session
+holds a strict xfail that reproduces the abort under 0.13.1.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from typing import Any
 from phi3.errors import UnsupportedError
 from phi3.types import CONSTRAINT_KINDS, ConstraintKind, OutputConstraint
 
+from phi3_dml import compat
+
+GUIDANCE_MIN_VERSION = "0.18.0"
+"""The oldest onnxruntime-genai whose guidance phi3 has seen hold (greedy and sampled, every kind)."""
+
 COMPACT_JSON = {"whitespace_flexible": False}
 """llguidance's JSON options (the ``x-guidance`` schema key) phi3 sets unless the schema sets them."""
 
@@ -30,6 +40,9 @@ COMPACT_JSON = {"whitespace_flexible": False}
 def enforced(og: Any, model: Any) -> tuple[ConstraintKind, ...]:
     """The kinds this runtime enforces for ``model``: all of them if ``set_guidance`` works, else none."""
     if not hasattr(og.GeneratorParams, "set_guidance"):
+        return ()
+    version = getattr(og, "__version__", "0")
+    if compat.parse_version(version) < compat.parse_version(GUIDANCE_MIN_VERSION):
         return ()
     try:
         og.GeneratorParams(model).set_guidance("regex", "a")
@@ -81,4 +94,4 @@ def generator(og: Any, model: Any, params: Any, constraint: OutputConstraint | N
         raise _refused(constraint, exc) from exc
 
 
-__all__ = ["COMPACT_JSON", "apply", "enforced", "generator", "guidance"]
+__all__ = ["COMPACT_JSON", "GUIDANCE_MIN_VERSION", "apply", "enforced", "generator", "guidance"]

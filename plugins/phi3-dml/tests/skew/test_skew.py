@@ -111,21 +111,53 @@ def test_a_config_the_old_runtime_cannot_read_is_an_artifact_error(out: Path) ->
         phi3.load(out / "raw-builder-config", backend="dml", device="cpu")
 
 
-def test_structured_output_holds_under_the_older_runtime(out: Path, expected: dict[str, Any]) -> None:
-    """0.13.1 has set_guidance (llguidance) too: the session declares every kind, and they hold."""
-    import re
-
-    import jsonschema
-    from phi3.testing import structured
-
+def test_structured_output_is_refused_under_the_older_runtime(out: Path, expected: dict[str, Any]) -> None:
+    """0.13.1 has set_guidance but its sampled JSON decodes abort the process (below): the session
+    declares nothing, so phi3 refuses before decoding instead of crashing."""
     case = _cases()[0]
     with phi3.load(out / case, backend="dml", device="cpu") as model:
-        assert model.structured_output == ("json_schema", "json_object", "regex")
-        for seed in (None, *structured.SEEDS[:2]):
-            sampling: dict[str, Any] = {} if seed is None else {"do_sample": True, "seed": seed}
-            for schema in structured.SCHEMAS.values():
-                result = model.generate(expected["prompt"], max_new_tokens=160, json_schema=schema, **sampling)
-                assert result.finish_reason != "length", result.text
-                jsonschema.validate(json.loads(result.text), schema)
-            result = model.generate(expected["prompt"], max_new_tokens=160, regex=structured.REGEX, **sampling)
-            assert re.fullmatch(structured.REGEX, result.text), result.text
+        assert model.structured_output == ()
+        for request in ({"json_schema": {"type": "object"}}, {"json_object": True}, {"regex": "a+"}):
+            with pytest.raises(phi3.UnsupportedError, match="cannot enforce"):
+                model.generate(expected["prompt"], max_new_tokens=4, **request)
+
+
+ABORTING_DECODE = """
+import json, sys
+import onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+tokenizer = og.Tokenizer(model)
+schema = {
+    "type": "object",
+    "properties": {"order": {"type": "object", "properties": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 9999},
+        "items": {"type": "array", "items": {"type": "string", "maxLength": 8}, "minItems": 1, "maxItems": 3}},
+        "required": ["id", "items"], "additionalProperties": False}},
+    "required": ["order"], "additionalProperties": False, "x-guidance": {"whitespace_flexible": False},
+}
+for seed in range(1, 7):
+    params = og.GeneratorParams(model)
+    params.set_search_options(
+        max_length=200, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, random_seed=seed, batch_size=1
+    )
+    params.set_guidance("json_schema", json.dumps(schema))
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokenizer.encode("The quick brown fox"))
+    while not generator.is_done():
+        generator.generate_next_token()
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="onnxruntime-genai 0.13.1: a sampled decode under set_guidance aborts the process (libstdc++ "
+    "assertion in string_view::operator[] inside generate_next_token); phi3-dml declares no structured "
+    "output below 0.18.0 (phi3_dml.guidance.GUIDANCE_MIN_VERSION). Red = the runtime no longer aborts.",
+)
+def test_sampled_guidance_does_not_abort_upstream(out: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", ABORTING_DECODE, str(out / "fp32-cpu")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-400:]
