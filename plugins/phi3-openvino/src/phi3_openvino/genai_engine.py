@@ -35,7 +35,7 @@ from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure, longrope_switch
 from phi3_openvino.config_mapping import compile_properties, to_genai
 from phi3_openvino.engine import budget
-from phi3_openvino.grammar_vocab import grammar_tokenizer
+from phi3_openvino.grammar_vocab import GrammarTokenizer, grammar_tokenizer
 from phi3_openvino.streaming import Push, stream_chunks
 
 STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
@@ -108,7 +108,13 @@ class GenAIEngine:
         Sets ``structured_output``: the kinds this session enforces (see :data:`STRUCTURED_OUTPUT`),
         or none when the artifact's tokenizer cannot be given a decoded vocabulary.
         """
-        found = grammar_tokenizer(artifact.path)
+        try:
+            found = grammar_tokenizer(artifact.path)
+        except Exception as exc:
+            error = explain_load_failure(artifact, self.device, exc)
+            if isinstance(error, ArtifactError):  # a damaged tokenizer file: the pipeline would fail too
+                raise error from exc
+            found = GrammarTokenizer(None, f"the grammar vocabulary could not be built: {_one_line(exc)}")
         self.structured_output: tuple[ConstraintKind, ...] = self._enforced_structured_output(
             STRUCTURED_OUTPUT if found.tokenizer is not None else ()
         )
