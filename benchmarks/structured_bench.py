@@ -101,8 +101,10 @@ def render(results: dict[str, Any]) -> str:
         "# Structured output: what constraining costs",
         "",
         f"Measured {results['date']} by `benchmarks/structured_bench.py` on {results['machine']} "
-        f"({results['cpus']} CPUs, **shared with other jobs while it ran**: compare rows within this run, "
-        "and read the spread, not one number). Model: benchmarks/run.py's mid-size random-weight Phi-3 "
+        f"({results['cpus']} CPUs, **shared with other jobs while it ran**: 1/5/15-minute load average "
+        f"{results['load_average']['start']} at the start and {results['load_average']['end']} at the end; "
+        "compare rows within this run, and read the spread, not one number). "
+        "Model: benchmarks/run.py's mid-size random-weight Phi-3 "
         f"({results['shape']}), int4 on every backend. {results['rounds']} interleaved rounds; each round "
         f"decodes {results['new_tokens']} tokens free (`ignore_eos`) and {results['new_tokens']} constrained, "
         "per row. Decode rate = tokens after the first / time after the first; median (min-max).",
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "STRUCTURED_RESULTS.md")
     args = parser.parse_args(argv)
 
+    load_at_start = bench_run.load_average()
     shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
     os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home-structured"))
     source = bench_run.build_model(args.workdir, shape, f"structured-{args.shape}")
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "shape": ", ".join(f"{k} {v}" for k, v in shape.items()),
         "rounds": args.rounds,
+        "load_average": {"start": load_at_start, "end": bench_run.load_average()},
         "new_tokens": args.new_tokens,
         "rows": [row for *_, row in models],
         "skipped": skipped,

@@ -52,12 +52,13 @@ def _ops(model: Any, type_name: str) -> list[Any]:
     return [node for node in model.get_ordered_ops() if node.get_type_name() == type_name]
 
 
-def _run_per_token_steps(core: Any, model: Any, last: Any, vocab_size: int) -> list[bytes]:
-    """Each token id alone through the detokenizer up to (not including) the join of the tokens."""
+def _run_per_token_steps(core: Any, model: Any, last: list[Any], vocab_size: int) -> list[bytes]:
+    """Each token id alone through the detokenizer up to (not including) the join of the tokens:
+    ``last`` are the (begins, ends, chars) outputs the join reads."""
     import numpy as np
     import openvino as ov
 
-    sub = ov.Model([last.output(0), last.output(1), last.output(2)], model.get_parameters())
+    sub = ov.Model(last, model.get_parameters())
     compiled = core.compile_model(sub, "CPU")
     out = compiled(np.arange(vocab_size, dtype=np.int64).reshape(1, -1))
     begins, ends, chars = (np.asarray(out[i]) for i in range(3))
@@ -65,8 +66,8 @@ def _run_per_token_steps(core: Any, model: Any, last: Any, vocab_size: int) -> l
     return [data[int(b) : int(e)] for b, e in zip(begins, ends, strict=True)]
 
 
-def decoded_vocabulary(detokenizer: Any, core: Any) -> tuple[list[bytes], Any, Any] | str:
-    """(bytes per token id, the VocabDecoder node, the last per-token node), or why not."""
+def decoded_vocabulary(detokenizer: Any, core: Any) -> tuple[list[bytes], Any, list[Any]] | str:
+    """(bytes per token id, the VocabDecoder node, the per-token strings the join reads), or why not."""
     decoders = _ops(detokenizer, "VocabDecoder")
     joins = _ops(detokenizer, "FuzeRagged")
     if len(decoders) != 1 or len(joins) != 1 or len(detokenizer.get_parameters()) != 1:
@@ -76,9 +77,12 @@ def decoded_vocabulary(detokenizer: Any, core: Any) -> tuple[list[bytes], Any, A
         decoder.input(i).get_source_output().get_node().get_type_name() != "Constant" for i in (1, 2, 3)
     ):
         return "the detokenizer's vocabulary is not a constant table"
-    last = joins[0].input(2).get_source_output().get_node()
-    if last.get_output_size() != 3:
-        return f"unexpected per-token step {last.get_type_name()} before the join"
+    # the join's inputs 2, 3 are the per-token strings' begins and ends; their chars follow them
+    source = joins[0].input(2).get_source_output()
+    node, index = source.get_node(), source.get_index()
+    if node.get_output_size() < index + 3 or joins[0].input(3).get_source_output().get_node() is not node:
+        return f"unexpected per-token step {node.get_type_name()} before the join"
+    last = [node.output(index + i) for i in range(3)]
     vocab_size = int(decoder.input(1).get_source_output().get_node().get_output_shape(0)[0])
     return _run_per_token_steps(core, detokenizer, last, vocab_size), decoder, last
 
