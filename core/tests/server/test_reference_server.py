@@ -121,6 +121,37 @@ def test_streaming_chat_with_usage(server: ServerProcess, client: openai.OpenAI,
     assert all(e.startswith("data: ") for e in events)
 
 
+def _check_timings(timings: Any, prompt_tokens: int, completion_tokens: int) -> None:
+    assert timings["prompt_n"] == prompt_tokens and timings["predicted_n"] == completion_tokens
+    assert timings["prompt_ms"] > 0
+    rate = timings["predicted_per_second"]
+    assert rate > 0 and abs(timings["predicted_per_token_ms"] * rate - 1000) < 1e-6
+    assert timings["predicted_ms"] == pytest.approx((completion_tokens - 1) / rate * 1000)
+
+
+def test_server_side_timings_come_with_usage(client: openai.OpenAI) -> None:
+    """llama.cpp's ``timings`` object: engine speed as the server measured it, apart from HTTP/SSE."""
+    answer = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=8, extra_body={"ignore_eos": True}
+    )  # type: ignore[arg-type]
+    assert answer.usage is not None and answer.model_extra is not None
+    _check_timings(answer.model_extra["timings"], answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    last = chunks[-1]
+    assert last.usage is not None and last.model_extra is not None
+    _check_timings(last.model_extra["timings"], last.usage.prompt_tokens, last.usage.completion_tokens)
+    assert all(not (chunk.model_extra or {}).get("timings") for chunk in chunks[:-1])
+
+
 def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
     pieces = [
         c.choices[0].delta.content

@@ -233,6 +233,18 @@ def usage(result: GenerationResult) -> schemas.Usage:
     )
 
 
+def timings(result: GenerationResult) -> schemas.Timings:
+    rate = result.decode_tokens_per_s
+    return schemas.Timings(
+        prompt_n=result.prompt_tokens,
+        prompt_ms=result.time_to_first_token_s * 1000,
+        predicted_n=result.new_tokens,
+        predicted_ms=(result.new_tokens - 1) / rate * 1000 if rate > 0 else 0.0,
+        predicted_per_token_ms=1000 / rate if rate > 0 else None,
+        predicted_per_second=rate if rate > 0 else None,
+    )
+
+
 def _sse(payload: BaseModel | dict[str, Any]) -> bytes:
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n".encode()
@@ -441,6 +453,7 @@ def create_app(
                         )
                     ],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -465,7 +478,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.ChatCompletionChunk(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 
@@ -501,6 +519,7 @@ def create_app(
                     model=request.model,
                     choices=[schemas.CompletionChoice(text=text, finish_reason=finish_reason(generation.result))],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -525,7 +544,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.Completion(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 
