@@ -119,7 +119,7 @@ def test_prompt_and_schema_cannot_both_read_stdin(tiny_phi3: Path) -> None:
 
 
 def test_a_backend_that_cannot_enforce_it_is_refused_by_the_cli(tiny_phi3: Path) -> None:
-    from test_structured_output import Declaring
+    from declaring_backend import Declaring
 
     plugin = Declaring(())
     plugins.get_registry().register(plugin, "declaring")

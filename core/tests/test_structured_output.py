@@ -6,64 +6,23 @@ A backend that does not declare a kind must never see a request for it: phi3 ref
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from declaring_backend import Declaring
 
 import phi3
 from phi3 import plugins
-from phi3.hookspecs import hookimpl
 from phi3.testing import reference_backend, structured
-from phi3.types import BackendInfo, ChatMessage, Chunk, ConstraintKind, LoadRequest, SessionHandle
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "json_schema": {"json_schema": structured.SCHEMAS["flat_required"]},
     "json_object": {"json_object": True},
     "regex": {"regex": structured.REGEX},
 }
-
-
-class Declaring:
-    """The reference backend under another name, declaring only ``kinds`` (at the level given) and
-    counting the generations that reach it."""
-
-    def __init__(self, kinds: tuple[ConstraintKind, ...], level: str = "backend") -> None:
-        self.kinds = kinds
-        self.level = level
-        self.generate_calls = 0
-
-    @hookimpl
-    def phi3_backend_info(self) -> BackendInfo:
-        info = reference_backend.phi3_backend_info()
-        engines = info.engines
-        if self.level == "engine":
-            engines = tuple(dataclasses.replace(e, structured_output=self.kinds) for e in engines)
-        declared = self.kinds if self.level == "backend" else reference_backend.phi3_backend_info().structured_output
-        return dataclasses.replace(info, name="declaring", engines=engines, structured_output=declared)
-
-    @hookimpl
-    def phi3_quantize(self, request: Any, output_dir: Path, progress: Any) -> Mapping[str, Any]:
-        return reference_backend.phi3_quantize(request, output_dir, progress)
-
-    @hookimpl
-    def phi3_load(self, request: LoadRequest) -> SessionHandle:
-        session = reference_backend.phi3_load(request)
-        if self.level == "session":
-            session = dataclasses.replace(session, structured_output=self.kinds)
-        return dataclasses.replace(session, backend="declaring")
-
-    @hookimpl
-    def phi3_apply_chat_template(self, session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-        return reference_backend.phi3_apply_chat_template(session, messages)
-
-    @hookimpl
-    def phi3_generate(self, session: SessionHandle, prompt: str, config: phi3.GenerationConfig) -> Iterator[Chunk]:
-        self.generate_calls += 1
-        return reference_backend.phi3_generate(session, prompt, config)
 
 
 def _load(tiny_phi3: Path, plugin: Declaring) -> phi3.Model:
@@ -102,6 +61,17 @@ def test_the_narrowest_declaration_decides_what_is_refused(tiny_phi3: Path, leve
         result = model.generate("Hi", max_new_tokens=40, regex=structured.REGEX)
         assert plugin.generate_calls == 1
         assert result.finish_reason == "eos"
+
+
+def test_ignore_eos_keeps_a_constrained_decode_going_on_eos_alone(tiny_phi3: Path) -> None:
+    """Benchmarks decode a fixed number of tokens: past the grammar's end only EOS may follow (the
+    reference backend must not also suppress EOS, which would leave no token at all)."""
+    pytest.importorskip("llguidance")
+    with phi3.load(tiny_phi3, backend="reference", precision="fp32") as model:
+        for sampling in ({}, {"do_sample": True, "temperature": 1.0, "seed": 3}):
+            result = model.generate("Hi", max_new_tokens=40, ignore_eos=True, regex=structured.REGEX, **sampling)
+            assert result.new_tokens == 40 and result.finish_reason == "length"
+            assert re.fullmatch(structured.REGEX, result.text), result.text
 
 
 def test_without_llguidance_the_reference_backend_declares_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
