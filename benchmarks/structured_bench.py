@@ -122,6 +122,10 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "`constrained / free` is the median (min-max) of the per-round ratios: each round runs a row's free and "
+        "constrained decodes back to back, which cancels most of the machine's load drift between rounds; the "
+        "medians of the two rate columns can disagree with it when the load moved.",
+        "",
         "Constraint: a JSON Schema for an array of at least 40 `{id: integer 0-9999, name: string <= 8, ok: boolean}`"
         " objects (compact JSON), which cannot close within the budget, so every step is masked. phi3-openvino's"
         " genai engine does not enforce JSON Schema (see its README: openvino-genai 2026.4.1's JSON grammar has free"
@@ -149,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("mid", "small"), default="mid")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--output", type=Path, default=HERE / "STRUCTURED_RESULTS.md")
+    parser.add_argument("--render", action="store_true", help="rewrite --output from the last run's structured.json")
     args = parser.parse_args(argv)
+    if args.render:
+        args.output.write_text(render(json.loads((args.workdir / "structured.json").read_text())))
+        return 0
 
     load_at_start = bench_run.load_average()
     shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
