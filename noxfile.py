@@ -23,6 +23,7 @@ PLUGINS = {
     "openvino": ROOT / "plugins" / "phi3-openvino",
     "dml": ROOT / "plugins" / "phi3-dml",
     "npu": ROOT / "plugins" / "phi3-npu",
+    "llamacpp": ROOT / "plugins" / "phi3-llamacpp",
 }
 PACKAGES = {"core": CORE, **PLUGINS}
 COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
@@ -66,9 +67,25 @@ def _run_setup(session: nox.Session, name: str) -> None:
         session.run("python", str(setup))
 
 
+def _prebuilt_wheels(session: nox.Session, names: list[str]) -> list[str]:
+    """``--find-links`` for plugins whose vendor library pip would compile from source.
+
+    ``<plugin>/ci/wheel_cache.py`` (phi3-llamacpp: llama-cpp-python, ~5 min to build) builds the wheel
+    once into a cache folder keyed by version and build flags and prints that folder; later sessions
+    install from it in seconds."""
+    links: list[str] = []
+    for name in names:
+        script = PLUGINS[name] / "ci" / "wheel_cache.py"
+        if script.is_file():
+            printed = session.run("python", str(script), silent=True) or ""
+            links += ["--find-links", printed.strip().splitlines()[-1]]
+    return links
+
+
 def _install_plugin(session: nox.Session, name: str, extras: str = "test") -> None:
     folder = PLUGINS[name]
-    session.install(*_constraints(CORE, folder), f"{CORE}[testing]", *_plugin_requirements(name, extras))
+    wheels = _prebuilt_wheels(session, [name])
+    session.install(*wheels, *_constraints(CORE, folder), f"{CORE}[testing]", *_plugin_requirements(name, extras))
     _run_setup(session, name)
 
 
@@ -76,7 +93,8 @@ def _install_all(session: nox.Session, present: list[str], setup: bool) -> None:
     """Every present plugin in one environment, under the one constraint set they all accept."""
     extras = {"dml": "build,test"}
     requirements = [req for name in present for req in _plugin_requirements(name, extras.get(name, "test"))]
-    session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[testing]", *dict.fromkeys(requirements))
+    wheels = _prebuilt_wheels(session, present)
+    session.install(*wheels, "-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[testing]", *dict.fromkeys(requirements))
     if setup:
         for name in present:
             _run_setup(session, name)

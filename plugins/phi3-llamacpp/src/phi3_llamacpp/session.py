@@ -69,6 +69,14 @@ def _flag(options: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (llama-cpp-python's own default is half of os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def kv_bytes(config: Mapping[str, Any], n_ctx: int) -> int:
     """f16 K and V for ``n_ctx`` tokens: what raising ``n_ctx`` costs in memory."""
     heads = int(config.get("num_attention_heads") or 1)
@@ -97,7 +105,7 @@ def _model_config(llama: Any) -> dict[str, Any]:
 def load(request: LoadRequest) -> SessionHandle:
     options = request.options
     n_ctx_option = _positive_int(options, "n_ctx")
-    n_threads = _positive_int(options, "n_threads") or max(1, os.cpu_count() or 1)
+    n_threads = _positive_int(options, "n_threads") or _cpus()
     n_gpu_layers = _positive_int(options, "n_gpu_layers")
     flash_attn = _flag(options, "flash_attn")
     device = resolve(request.device)
