@@ -208,9 +208,21 @@ def render(results: dict[str, Any]) -> str:
         " a target counts as met only when every round meets it.",
         "",
         f"**The machine was shared with other jobs during this run** (1-min load average "
-        f"{env['load_before']:.1f} before, per-round loads {env['loads']}; 2 cores): absolute numbers are low and"
-        " noisy, only the paired phi3-vs-direct differences within a round mean something.",
+        f"{env['load_before']:.1f} before, per-round loads {env['loads']}; {env['cpus']} CPUs): absolute numbers are"
+        " low and noisy, only the paired phi3-vs-direct differences within a round mean something.",
         "",
+    ]
+    loads = [r["load"] for res in results["shapes"].values() for r in res["rounds"]]
+    if loads and max(loads) > 2 * env["cpus"]:
+        lines += [
+            f"**This run decides nothing.** The load average reached {max(loads):.1f} on {env['cpus']} CPUs: other"
+            " jobs held the cores, llama.cpp's threads waited on each other at every barrier, and the spread of"
+            " each side's own numbers is far wider than the 2 % / 5 ms targets. The verdicts below say so"
+            " ('undecided'). What decides it: the same script on an idle machine of this kind (or `--threads 1`,"
+            " which avoids waits between llama.cpp's threads when a core is taken away).",
+            "",
+        ]
+    lines += [
         "| shape | prompt / new tokens | phi3 decode tok/s | direct decode tok/s | phi3 slower (paired) | decode target"
         " | phi3 TTFT ms | direct TTFT ms | phi3 extra TTFT ms (paired) | TTFT target |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -253,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=HERE / ".work" / "llamacpp-overhead")
     parser.add_argument("--output", type=Path, default=HERE / "LLAMACPP_OVERHEAD.md")
+    parser.add_argument("--render-only", action="store_true", help="re-render the markdown from the last JSON")
     args = parser.parse_args(argv)
+    if args.render_only:
+        saved = json.loads((args.workdir / "llamacpp_overhead.json").read_text(encoding="utf-8"))
+        args.output.write_text(render(saved), encoding="utf-8")
+        return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
