@@ -309,6 +309,24 @@ class Server:
         generation.start()
         return generation
 
+    async def loaded_cards(self) -> list[schemas.ModelCard]:
+        """What ``/health`` lists: the loaded models (the Ray runner lists them per replica)."""
+        return [_card(e) for e in self.pool.entries()]
+
+    async def model_list(self) -> schemas.ModelList:
+        """What ``/v1/models`` lists: the served ids, then every loaded variant."""
+        cards: dict[str, schemas.ModelCard] = {name: schemas.ModelCard(id=name, created=0) for name in self.pool.served}
+        for entry in self.pool.entries():
+            card = _card(entry)
+            if entry.spec.model in cards and entry.spec == self.pool.resolve(entry.spec.model):
+                card.id = entry.spec.model
+            cards[card.id] = card
+        return schemas.ModelList(data=list(cards.values()))
+
+    async def render_metrics(self) -> bytes:
+        """The Prometheus text of ``/metrics``."""
+        return self.metrics.render()
+
     async def shutdown(self) -> None:
         for generation in list(self.running):
             generation.cancel()
@@ -335,14 +353,19 @@ def _raise_generation_error(exc: BaseException) -> None:
 
 
 def create_app(
-    settings: ServerSettings, loader: Loader | None = None, preloaded: Mapping[str, Model] | None = None
+    settings: ServerSettings,
+    loader: Loader | None = None,
+    preloaded: Mapping[str, Model] | None = None,
+    server: Server | None = None,
 ) -> FastAPI:
     """The application for ``settings``.
 
     ``loader`` replaces :func:`phi3.load` (for embedding); ``preloaded`` are models already loaded
     (``--preload`` loads before the server starts, so a failure is phi3's one-line CLI error).
+    ``server`` replaces the in-process :class:`Server`: the Ray runner passes one whose generations
+    run on model replicas (:mod:`phi3.server.ray_ingress`), so both runners share every route.
     """
-    server = Server(settings, loader)
+    server = server if server is not None else Server(settings, loader)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -366,24 +389,16 @@ def create_app(
         return {
             "status": "ok",
             "version": __version__,
-            "loaded": [_card(e).model_dump() for e in server.pool.entries()],
+            "loaded": [card.model_dump() for card in await server.loaded_cards()],
         }
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(await server.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models")
     async def list_models() -> schemas.ModelList:
-        cards: dict[str, schemas.ModelCard] = {
-            name: schemas.ModelCard(id=name, created=0) for name in server.pool.served
-        }
-        for entry in server.pool.entries():
-            card = _card(entry)
-            if entry.spec.model in cards and entry.spec == server.pool.resolve(entry.spec.model):
-                card.id = entry.spec.model
-            cards[card.id] = card
-        return schemas.ModelList(data=list(cards.values()))
+        return await server.model_list()
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(http: Request) -> Response:

@@ -243,6 +243,8 @@ class ModelCard(BaseModel):
     device: str | None = None
     precision: str | None = None
     max_concurrent_generations: int | None = None
+    # the Ray runner (phi3 serve --ray): where this model runs, one entry per replica
+    replicas: list[ReplicaCard] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ModelList(BaseModel):
@@ -259,3 +261,23 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ReplicaCard(BaseModel):
+    """One Ray Serve replica of a served model (``phi3 serve --ray``): which process on which node
+    runs it, and what that node's auto selection picked (a mixed cluster runs one model on several
+    devices)."""
+
+    replica: str
+    node: str
+    host: str
+    pid: int
+    loaded: bool = False
+    backend: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    max_concurrent_generations: int | None = None
+
+
+ModelCard.model_rebuild()
