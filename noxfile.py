@@ -139,6 +139,25 @@ def server(session: nox.Session) -> None:
 
 
 @nox.session
+def ray(session: nox.Session) -> None:
+    """phi3 serve --ray end to end: a two-node Ray cluster on 127.0.0.1 (Ray's own test cluster), the
+    reference backend, 2 replicas, the openai client; then a local Ray started and stopped by the command."""
+    _quiet_env(session)
+    session.install(
+        "-c",
+        str(INTEGRATION_CONSTRAINTS),
+        "-c",
+        str(COMMON_CONSTRAINTS),
+        f"{CORE}[ray,serve,testing]",
+        str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
+        "openai",
+        "httpx",
+        "psutil",
+    )
+    session.run(*PYTEST, str(CORE / "tests" / "ray_serve"), *session.posargs)
+
+
+@nox.session
 def dml_skew(session: nox.Session) -> None:
     """phi3-dml artifacts built by the newest builder load under the older runtime users really have.
 
@@ -206,8 +225,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]
-    # the serve extra: phi3.server is checked against FastAPI/pydantic/uvicorn's own type hints
-    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve]")
+    # the serve and ray extras: phi3.server is checked against FastAPI/pydantic/uvicorn/Ray Serve's own type hints
+    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve,ray]")
     if present:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]
