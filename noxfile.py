@@ -30,7 +30,7 @@ CORE_CONSTRAINTS = ROOT / "ci" / "constraints-core.txt"
 """Pins for core's own sessions only (a plugin may pin another transformers)."""
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "dml_skew", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "ray", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
 

@@ -179,6 +179,27 @@ def test_full_queues_answer_429_with_retry_after(server: ServerProcess) -> None:
             assert answer.json()["usage"]["completion_tokens"] == 400
 
 
+def test_client_disconnect_cancels_the_generation_on_its_replica(server: ServerProcess) -> None:
+    server.wait_for("no generation running", lambda: server.metric("phi3_active_generations") == 0, timeout=60)
+    cancelled = server.metric("phi3_cancelled_generations_total", model=MODEL)
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json=body, headers=server.headers, timeout=60
+    ) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+    # the proxy sees the client leave, the ingress cancels the replica's stream, the replica its decode
+    server.wait_for(
+        "the cancelled generation to be counted",
+        lambda: server.metric("phi3_cancelled_generations_total", model=MODEL) == cancelled + 1,
+        timeout=60,
+    )
+    server.wait_for("the slot to be free", lambda: server.metric("phi3_active_generations") == 0, timeout=30)
+    assert server.metric("phi3_generated_tokens_total", model=MODEL) > 0
+
+
 def test_killed_replica_fails_its_stream_cleanly_and_the_other_serves(
     server: ServerProcess, client: openai.OpenAI
 ) -> None:

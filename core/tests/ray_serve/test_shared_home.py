@@ -33,8 +33,20 @@ def test_a_second_node_waits_for_the_build_and_never_sees_it_half_written(tiny_p
     home = tmp_path / "shared-home"
     env = {**os.environ, "PHI3_HOME": str(home)}
     builder = subprocess.Popen(
-        [sys.executable, "-m", "phi3", "quantize", str(tiny_phi3), "-b", "reference", "-p", "fp32"]
-        + ["-O", f"pause_after_write={PAUSE_S}", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "phi3",
+            "quantize",
+            str(tiny_phi3),
+            "-b",
+            "reference",
+            "-p",
+            "fp32",
+            "-O",
+            f"pause_after_write={PAUSE_S}",
+            "--json",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
