@@ -34,6 +34,11 @@ COMPANION_REPORTS = (
         "phi3-openvino and phi3-npu (`family_openvino.py`)",
     ),
     (
+        "FAMILY_DML.md",
+        "quality per Phi-3 family variant on phi3-dml: greedy parity per graph (fp32/fp16 cpu, fp16 dml) "
+        "and teacher-forced KL of fp32/fp16/int8/int4 (`family_dml.py`)",
+    ),
+    (
         "RAY_RESULTS.md",
         "`phi3 serve --ray` (Ray Serve): 16 streaming clients on 1 vs 2 replicas (aggregate tokens/s, "
         "p99 time to first token) and what Ray Serve adds to a single stream over plain `phi3 serve` (`ray_bench.py`)",

@@ -11,14 +11,23 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError
+from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError, UnsupportedError
 from phi3.generation_config import GenerationConfig, coerce_config, find_stop
 from phi3.plugins import PluginRegistry
 from phi3.selection import Selection
-from phi3.types import Artifact, ChatMessage, Chunk, FinishReason, GenerationResult, SessionHandle
+from phi3.types import (
+    Artifact,
+    ChatMessage,
+    Chunk,
+    ConstraintKind,
+    FinishReason,
+    GenerationResult,
+    SessionHandle,
+)
 
 log = logging.getLogger("phi3")
 
@@ -42,6 +51,9 @@ class TextStream:
 
     The stream takes one of the model's generation slots (``Model.max_concurrent_generations``) when
     it starts decoding (the first ``next``) and gives it back when it ends or is closed.
+
+    ``Model.close()`` ends every stream of the model first: the next ``next`` raises ``ConfigError``
+    (the model was closed), never a crash inside an unloaded runtime.
     """
 
     def __init__(self, model: Model, prompt: str, config: GenerationConfig) -> None:
@@ -50,13 +62,22 @@ class TextStream:
         self._config = config
         self._result: GenerationResult | None = None
         self._new_tokens = 0
+        self._stopped_by_close = False
         self._iterator: Generator[str, None, None] = self._run()
+        model._streams.add(self)
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        return next(self._iterator)
+        if self._stopped_by_close:
+            raise _closed_error()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            if self._stopped_by_close:  # closed by Model.close() just before this next()
+                raise _closed_error() from None
+            raise
 
     def close(self) -> None:
         self._iterator.close()
@@ -71,6 +92,13 @@ class TextStream:
         if self._result is None:
             raise RuntimeError("the stream has not finished yet: iterate it to the end first")
         return self._result
+
+    def _stop_for_close(self) -> None:
+        """Called by ``Model.close()``: end this stream before the runtime is unloaded."""
+        self._stopped_by_close = True
+        # ValueError: another thread is inside the backend right now; it stops after this chunk
+        with contextlib.suppress(ValueError):
+            self._iterator.close()
 
     def _run(self) -> Generator[str, None, None]:
         with self._model._generation_slot():
@@ -100,6 +128,8 @@ class TextStream:
                         break
                 if not isinstance(chunk, Chunk):
                     raise PluginError(f"backend {name!r} yielded {type(chunk).__name__}, not phi3.Chunk")
+                if self._stopped_by_close:
+                    raise _closed_error()
                 now = time.perf_counter()
                 if chunk.prompt_tokens is not None and prompt_tokens is None:
                     prompt_tokens = chunk.prompt_tokens
@@ -169,6 +199,9 @@ class Model:
         self.artifact = artifact
         self.selection = selection
         self._closed = False
+        self._streams: weakref.WeakSet[TextStream] = weakref.WeakSet()
+        self._decoding = 0
+        self._decoding_changed = threading.Condition()
         concurrency = session.max_concurrent_generations
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise PluginError(
@@ -194,7 +227,16 @@ class Model:
                 hint="finish or close the other stream first, or use one Model per thread",
             )
         try:
-            yield
+            with self._decoding_changed:
+                if self._closed:  # closed between creating the stream and its first next()
+                    raise _closed_error()
+                self._decoding += 1
+            try:
+                yield
+            finally:
+                with self._decoding_changed:
+                    self._decoding -= 1
+                    self._decoding_changed.notify_all()
         finally:
             self._slots.release()
 
@@ -232,6 +274,33 @@ class Model:
     def selection_reason(self) -> str:
         return self.selection.reason
 
+    @property
+    def structured_output(self) -> tuple[ConstraintKind, ...]:
+        """The structured-output kinds this model enforces while decoding (see
+        ``BackendInfo.structured_output``): the session's own narrowing wins, then the engine's
+        declaration, then the backend's."""
+        session = self.session.structured_output
+        if session is not None:
+            return tuple(session)
+        engine = self.selection.engine.structured_output
+        if engine is not None:
+            return tuple(engine)
+        return tuple(self.selection.info.structured_output)
+
+    def check_supported(self, config: GenerationConfig) -> None:
+        """Refuse ``config`` before any decoding if it asks for a constraint this model cannot
+        enforce (``UnsupportedError`` naming the capability). ``phi3 serve`` calls it up front so
+        a client gets a 400 instead of a failed stream."""
+        constraint = config.output_constraint
+        if constraint is None or constraint.kind in self.structured_output:
+            return
+        enforced = ", ".join(self.structured_output) or "no structured output"
+        raise UnsupportedError(
+            f"backend {self.backend!r} (engine {self.engine!r} on {self.device}) cannot enforce "
+            f"{constraint.kind} output; it enforces {enforced}",
+            hint="choose a backend whose `phi3 list-backends` entry lists it, or drop the constraint",
+        )
+
     def __repr__(self) -> str:
         return (
             f"<phi3.Model {self.artifact.manifest.get('source', {}).get('model_id', '?')} "
@@ -247,7 +316,9 @@ class Model:
         self._check_open()
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
-        return TextStream(self, prompt, coerce_config(config, options))
+        gen_config = coerce_config(config, options)
+        self.check_supported(gen_config)
+        return TextStream(self, prompt, gen_config)
 
     def generate(
         self, prompt: str, config: GenerationConfig | Mapping[str, Any] | None = None, **options: Any
@@ -258,16 +329,33 @@ class Model:
             pass
         return stream.result
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """Render chat messages with the model's own template (ending with the assistant turn)."""
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """Render chat messages with the model's own template (ending with the assistant turn).
+
+        ``tools`` go to the template's ``tools`` variable; only backends declaring
+        ``BackendInfo.chat_template_tools`` accept them (others: ``UnsupportedError``).
+        """
         self._check_open()
         checked = _check_messages(messages)
+        if tools is not None and not self.selection.info.chat_template_tools:
+            raise UnsupportedError(
+                f"backend {self.backend!r} does not pass tools to the model's chat template",
+                hint="use Model.chat(messages, tools=...), which offers tools on every backend",
+            )
         if self.artifact.manifest.get("has_chat_template") is False:  # recorded when the artifact was built
             raise ConfigError(
                 f"{self.artifact.manifest.get('source', {}).get('model_id', 'this model')} has no chat template",
                 hint="send a raw prompt instead (phi3 generate --raw), or add the template to the checkpoint",
             )
-        rendered = self._registry.call(self.backend, "phi3_apply_chat_template", session=self.session, messages=checked)
+        rendered = self._registry.call(
+            self.backend,
+            "phi3_apply_chat_template",
+            session=self.session,
+            messages=checked,
+            tools=None if tools is None else [dict(tool) for tool in tools],
+        )
         if not isinstance(rendered, str):
             raise PluginError(
                 f"backend {self.backend!r} returned {type(rendered).__name__} from phi3_apply_chat_template, not str"
@@ -282,6 +370,7 @@ class Model:
     ) -> TextStream:
         """Like :meth:`chat`, streaming."""
         gen_config = coerce_config(config, options)
+        self.check_supported(gen_config)
         return TextStream(self, self.apply_chat_template(messages), gen_config)
 
     def chat(
@@ -299,9 +388,18 @@ class Model:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Release the runtime. Streams still open end first: one suspended between pieces is closed
+        here; one inside the backend in another thread stops after its current piece, and close
+        waits for it, so the runtime is never unloaded under a decoding thread."""
+        with self._decoding_changed:
+            if self._closed:
+                return
+            self._closed = True
+        for stream in list(self._streams):
+            stream._stop_for_close()
+        with self._decoding_changed:
+            while self._decoding:
+                self._decoding_changed.wait()
         if self._registry.has_hook(self.backend, "phi3_unload"):
             self._registry.call(self.backend, "phi3_unload", session=self.session)
 
@@ -314,6 +412,10 @@ class Model:
     def _check_open(self) -> None:
         if self._closed:
             raise ConfigError("this model is closed; load it again")
+
+
+def _closed_error() -> ConfigError:
+    return ConfigError("the model was closed while this stream was running", hint="load the model again")
 
 
 def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -233,6 +233,18 @@ def usage(result: GenerationResult) -> schemas.Usage:
     )
 
 
+def timings(result: GenerationResult) -> schemas.Timings:
+    rate = result.decode_tokens_per_s
+    return schemas.Timings(
+        prompt_n=result.prompt_tokens,
+        prompt_ms=result.time_to_first_token_s * 1000,
+        predicted_n=result.new_tokens,
+        predicted_ms=(result.new_tokens - 1) / rate * 1000 if rate > 0 else 0.0,
+        predicted_per_token_ms=1000 / rate if rate > 0 else None,
+        predicted_per_second=rate if rate > 0 else None,
+    )
+
+
 def _sse(payload: BaseModel | dict[str, Any]) -> bytes:
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n".encode()
@@ -258,18 +270,27 @@ class Server:
         )
         self.running: set[Generation] = set()
 
-    async def start_generation(self, field: str, open_stream: Callable[[Model], TextStream]) -> Generation:
+    async def start_generation(
+        self,
+        field: str,
+        open_stream: Callable[[Model], TextStream],
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Generation:
         """Load (or find) the model, wait for a slot in its queue, and start decoding in a thread.
 
-        The slot and the model lease are released when the worker thread has closed the stream,
-        whatever happens to the HTTP request meanwhile.
+        While the request waits in the queue, ``disconnected`` is polled: a client that leaves gives
+        up its place at once (499) instead of being noticed only when its turn comes. The slot and
+        the model lease are released when the worker thread has closed the stream, whatever
+        happens to the HTTP request meanwhile.
         """
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
-                await entry.slots.acquire()
+                if not await _wait_unless_disconnected(entry.slots.acquire(), disconnected):
+                    self.metrics.abandoned.labels(name).inc()
+                    raise APIError(499, "the client closed the connection while waiting in the queue", code="cancelled")
             except QueueFull:
                 raise APIError(
                     429,
@@ -334,6 +355,28 @@ class Server:
         while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.pool.shutdown()
+
+
+async def _wait_unless_disconnected(
+    acquire: Coroutine[Any, Any, None], disconnected: Callable[[], Awaitable[bool]] | None
+) -> bool:
+    """Run ``acquire``; False (and ``acquire`` cancelled, its queue place given up) if the client
+    disconnects first. Checked every DISCONNECT_POLL_S, only while the request is waiting."""
+    task = asyncio.ensure_future(acquire)
+    if disconnected is None:
+        await task
+        return True
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            task.result()  # QueueFull and other errors propagate
+            return True
+        if await disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # the slot may have come just as the client left: then the caller's normal path releases it
+            return not task.cancelled() and task.exception() is None
 
 
 async def _first(pieces: AsyncIterator[str]) -> tuple[str | None, AsyncIterator[str]]:
@@ -405,7 +448,9 @@ def create_app(
         request = await _parse(http, schemas.ChatCompletionRequest)
         config = generation_config(request)
         messages = chat_messages(request)
-        generation = await server.start_generation(request.model, lambda model: model.chat_stream(messages, config))
+        generation = await server.start_generation(
+            request.model, lambda model: model.chat_stream(messages, config), http.is_disconnected
+        )
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
         if not request.stream:
@@ -423,6 +468,7 @@ def create_app(
                         )
                     ],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -447,7 +493,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.ChatCompletionChunk(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 
@@ -468,7 +519,9 @@ def create_app(
         request = await _parse(http, schemas.CompletionRequest)
         config = generation_config(request)
         prompt = completion_prompt(request)
-        generation = await server.start_generation(request.model, lambda model: model.stream(prompt, config))
+        generation = await server.start_generation(
+            request.model, lambda model: model.stream(prompt, config), http.is_disconnected
+        )
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
         if not request.stream:
@@ -481,6 +534,7 @@ def create_app(
                     model=request.model,
                     choices=[schemas.CompletionChoice(text=text, finish_reason=finish_reason(generation.result))],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -505,7 +559,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.Completion(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 

@@ -21,9 +21,10 @@ code. What differs is only where the model runs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -35,7 +36,17 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from phi3.model import Model, TextStream
 from phi3.server import schemas
-from phi3.server.app import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, Server, ServerSettings
+from phi3.server.app import (
+    DISCONNECT_POLL_S,
+    RETRY_AFTER_S,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    Server,
+    ServerSettings,
+)
 from phi3.server.errors import APIError, unexpected
 from phi3.server.ray_events import ErrorData, Snapshot
 from phi3.server.streaming import Generation
@@ -47,8 +58,9 @@ OPEN_ATTEMPTS = 3
 """Replicas tried for one request when the chosen one is gone before it started answering."""
 RETRY_PAUSE_S = 0.5
 REGISTRY_TIMEOUT_S = 5.0
-INGRESS_FAMILIES = frozenset({"phi3_requests"})
-"""Metric families the ingress itself counts; every other family comes from the replicas."""
+INGRESS_FAMILIES = frozenset({"phi3_requests", "phi3_abandoned_requests"})
+"""Metric families the ingress itself counts (HTTP requests, clients that left while queued);
+every other family comes from the replicas."""
 
 _answered_by: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("phi3_replica", default=None)
 
@@ -126,7 +138,12 @@ class RayServer(Server):
         self.models = dict(models)
         self.registry = registry
 
-    async def start_generation(self, field: str, open_stream: Callable[[Model], TextStream]) -> Generation:
+    async def start_generation(
+        self,
+        field: str,
+        open_stream: Callable[[Model], TextStream],
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Generation:
         spec = self.pool.resolve(field)  # 404 for a model this app does not serve
         handle = self.models[spec.model]
         lost: Exception | None = None
@@ -134,7 +151,7 @@ class RayServer(Server):
             if attempt:
                 await asyncio.sleep(RETRY_PAUSE_S)
             try:
-                generation = await self._open(handle, spec.model, field, open_stream)
+                generation = await self._open(handle, spec.model, field, open_stream, disconnected)
             except _ReplicaLost as exc:
                 lost = exc
                 log.warning("a replica of %s was lost before answering (%s); trying another", spec.model, exc)
@@ -151,13 +168,18 @@ class RayServer(Server):
         )
 
     async def _open(
-        self, handle: DeploymentHandle[Any], model: str, field: str, open_stream: Callable[[Model], TextStream]
+        self,
+        handle: DeploymentHandle[Any],
+        model: str,
+        field: str,
+        open_stream: Callable[[Model], TextStream],
+        disconnected: Callable[[], Awaitable[bool]] | None,
     ) -> RemoteGeneration:
         response = cast(
             "DeploymentResponseGenerator[Any]", handle.options(stream=True).generate.remote(field, open_stream)
         )
         try:
-            kind, value = await response.__anext__()
+            kind, value = await self._first_event(response, field, disconnected)
         except BackPressureError:
             raise APIError(
                 429,
@@ -186,6 +208,28 @@ class RayServer(Server):
 
         generation = RemoteGeneration(response, model, answered, ended)
         return generation
+
+    async def _first_event(
+        self,
+        response: DeploymentResponseGenerator[Any],
+        field: str,
+        disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> Any:
+        """The replica's first event; while the request waits for a slot, a client that leaves gives
+        up its place at once (499, ``phi3_abandoned_requests_total``), as in the in-process server."""
+        first = asyncio.ensure_future(response.__anext__())
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=None if disconnected is None else DISCONNECT_POLL_S)
+            if done:
+                return first.result()
+            assert disconnected is not None
+            if await disconnected():
+                first.cancel()
+                response.cancel()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(BaseException):
+                    await first
+                self.metrics.abandoned.labels(field).inc()
+                raise APIError(499, "the client closed the connection while waiting in the queue", code="cancelled")
 
     async def _snapshots(self) -> list[Snapshot]:
         try:
