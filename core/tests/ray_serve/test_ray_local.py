@@ -21,3 +21,36 @@ def test_own_local_cluster_serves_and_leaves_no_process_behind(tmp_path_factory:
     stop_cleanly(server)
     left = wait_gone(started)
     assert not left, f"Ray processes still running after phi3 serve --ray stopped: {left}"
+
+
+def test_a_model_no_replica_can_load_is_one_line_and_exit_1(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+    import sys
+
+    before = set(descendants())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phi3",
+            "serve",
+            "--ray",
+            "no-such-model",
+            "-b",
+            "reference",
+            "-p",
+            "fp32",
+            "--port",
+            "0",
+            "--ray-start-timeout",
+            "240",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = [line for line in done.stderr.splitlines() if line.strip()][-2:]
+    assert last[0].startswith("Error: the phi3 application failed to deploy on Ray: 'no-such-model' is neither"), last
+    started = {pid: name for pid, name in descendants().items() if pid not in before}
+    assert not wait_gone(started)

@@ -95,33 +95,32 @@ def run(
 
 
 def _deploy(app: Any, stop: threading.Event, timeout: float) -> None:
-    """``serve.run`` in a thread, so Ctrl-C and the timeout still work while replicas load."""
+    """Submit the application, then wait (in this thread, so Ctrl-C and the timeout still work, and
+    no Ray call is left running in another thread when we shut down) until it runs or fails."""
     from ray import serve
 
-    failure: list[BaseException] = []
-
-    def deploy() -> None:
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/")
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=deploy, name="phi3-ray-deploy", daemon=True)
-    thread.start()
+    serve.run_many(
+        [serve.RunTarget(app, name=APP_NAME, route_prefix="/")],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
     deadline = time.monotonic() + timeout
-    while thread.is_alive() and not stop.is_set():
+    while not stop.wait(DEPLOY_POLL_S):
+        status = serve.status().applications.get(APP_NAME)
+        state = str(status.status) if status is not None else ""
+        if state.endswith("RUNNING"):
+            return
+        if state.endswith(("DEPLOY_FAILED", "UNHEALTHY")):
+            raise BackendError(
+                f"the phi3 application failed to deploy on Ray: {_last_line(_status_text())}",
+                hint="the replica logs (ray logs, or this terminal) have the details",
+            )
         if time.monotonic() > deadline:
             raise BackendError(
                 f"the phi3 application did not start on Ray within {timeout:.0f} s: {_status_line()}",
                 hint="check that a node has the CPUs and resources a replica asks for (docs/ray.md), "
                 "or raise --ray-start-timeout",
             )
-        thread.join(DEPLOY_POLL_S)
-    if failure:
-        raise BackendError(
-            f"the phi3 application failed to deploy on Ray: {_last_line(str(failure[0]))}",
-            hint="the replica logs (ray logs, or this terminal) have the details",
-        )
 
 
 def _undeploy(own_cluster: bool) -> None:
@@ -133,6 +132,17 @@ def _undeploy(own_cluster: bool) -> None:
             serve.shutdown()  # type: ignore[no-untyped-call]
     except Exception as exc:  # the cluster went away first: nothing left to remove
         log.warning("could not remove the phi3 application from Ray: %s", exc)
+
+
+def _status_text() -> str:
+    """Every message of the application and its deployments (a failed replica's error is in one)."""
+    from ray import serve
+
+    status = serve.status().applications.get(APP_NAME)
+    if status is None:
+        return "the application was not created"
+    messages = [status.message, *(d.message for d in status.deployments.values())]
+    return "\n".join(message for message in messages if message)
 
 
 def _status_line() -> str:
