@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         f"| phi3 serve (uvicorn) | {plain_ttft} | | {plain_rate} |",
         f"| phi3 serve --ray, 1 replica | {one[0]} | {added(one[0], plain_ttft)} | {one[1]} |",
         "",
+        f"Per streamed token, Ray Serve adds {_per_token_ms(one[1], plain_rate)} ms (from the medians: each "
+        "piece travels replica -> ingress -> proxy -> client instead of thread -> client); it matters for a "
+        "model as fast as the smoke model, much less for a real one decoding at tens of ms per token.",
+        "",
         f"## {args.clients} concurrent streaming clients ({args.duration:.0f} s per repeat, {args.repeats} repeats)",
         "",
         "| runner | replicas | aggregate tokens/s | p50 TTFT (ms) | p99 TTFT (ms) | requests | errors |",
@@ -193,6 +197,10 @@ def _load_row(runner: str, replicas: str, rows: dict[str, Spread]) -> str:
         f"| {runner} | {replicas} | {rows['tokens/s']} | {rows['p50']} | {rows['p99']} | {rows['requests']} "
         f"| {rows['errors']} |"
     )
+
+
+def _per_token_ms(ray: Spread, plain: Spread) -> str:
+    return f"{1000 / statistics.median(ray.values) - 1000 / statistics.median(plain.values):+.2f}"
 
 
 def _ratio(two: dict[str, Spread], one: dict[str, Spread]) -> str:
