@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phi3 import __version__
-from phi3.errors import ConfigError, Phi3Error
+from phi3.errors import ConfigError, Phi3Error, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.model import Model, TextStream
 from phi3.server import schemas
@@ -198,10 +198,34 @@ def generation_config(request: schemas.ChatCompletionRequest | schemas.Completio
         options["repetition_penalty"] = request.repetition_penalty
     if request.ignore_eos is not None:
         options["ignore_eos"] = request.ignore_eos
+    structured = _structured_options(request)
     try:
-        return GenerationConfig.from_options(**options)
+        return GenerationConfig.from_options(**options, **structured)
     except ConfigError as exc:
-        raise bad_request(str(exc)) from exc
+        raise bad_request(str(exc), param="response_format" if structured else None) from exc
+
+
+def _structured_options(request: schemas.ChatCompletionRequest | schemas.CompletionRequest) -> dict[str, Any]:
+    """``response_format`` as GenerationConfig fields; a 400 naming the part that is wrong."""
+    try:
+        return schemas.structured_options(request.response_format)
+    except ValidationError as exc:
+        # the first location is the union's tag (json_schema ...): name the field instead
+        errors = [{**error, "loc": ("response_format", *error.get("loc", ())[1:])} for error in exc.errors()]
+        raise _validation_error(errors) from None
+
+
+def check_supported(config: GenerationConfig) -> Callable[[Model], None]:
+    """A check run once the model is loaded, before a slot is taken: a constraint its backend
+    cannot enforce is a 400 naming ``response_format``, not a failed stream."""
+
+    def check(model: Model) -> None:
+        try:
+            model.check_supported(config)
+        except UnsupportedError as exc:
+            raise bad_request(str(exc), param="response_format", code="unsupported_parameter") from None
+
+    return check
 
 
 def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, str]]:
@@ -275,8 +299,11 @@ class Server:
         field: str,
         open_stream: Callable[[Model], TextStream],
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        check: Callable[[Model], None] | None = None,
     ) -> Generation:
-        """Load (or find) the model, wait for a slot in its queue, and start decoding in a thread.
+        """Load (or find) the model, ``check`` the request against it (e.g. a ``response_format``
+        its backend cannot enforce: a 400 before the request takes a queue place), wait for a slot
+        in its queue, and start decoding in a thread.
 
         While the request waits in the queue, ``disconnected`` is polled: a client that leaves gives
         up its place at once (499) instead of being noticed only when its turn comes. The slot and
@@ -286,6 +313,8 @@ class Server:
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
+            if check is not None:
+                check(entry.model)
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
                 if not await _wait_unless_disconnected(entry.slots.acquire(), disconnected):
@@ -434,7 +463,10 @@ def create_app(
         config = generation_config(request)
         messages = chat_messages(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.chat_stream(messages, config), http.is_disconnected
+            request.model,
+            lambda model: model.chat_stream(messages, config),
+            http.is_disconnected,
+            check_supported(config),
         )
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
@@ -505,7 +537,7 @@ def create_app(
         config = generation_config(request)
         prompt = completion_prompt(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.stream(prompt, config), http.is_disconnected
+            request.model, lambda model: model.stream(prompt, config), http.is_disconnected, check_supported(config)
         )
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
