@@ -225,7 +225,7 @@ def test_async_client_streaming_and_not(server: ServerProcess) -> None:
     [
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frobnicate": 1}, "frobnicate"),

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phi3 import __version__, tools
-from phi3.errors import ConfigError, Phi3Error
+from phi3.errors import ConfigError, Phi3Error, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.model import Model, TextStream
 from phi3.server import schemas
@@ -198,10 +198,54 @@ def generation_config(request: schemas.ChatCompletionRequest | schemas.Completio
         options["repetition_penalty"] = request.repetition_penalty
     if request.ignore_eos is not None:
         options["ignore_eos"] = request.ignore_eos
+    structured = _structured_options(request)
     try:
-        return GenerationConfig.from_options(**options)
+        return GenerationConfig.from_options(**options, **structured)
     except ConfigError as exc:
-        raise bad_request(str(exc)) from exc
+        raise bad_request(str(exc), param="response_format" if structured else None) from exc
+
+
+def _structured_options(request: schemas.ChatCompletionRequest | schemas.CompletionRequest) -> dict[str, Any]:
+    """``response_format`` as GenerationConfig fields; a 400 naming the part that is wrong."""
+    try:
+        return schemas.structured_options(request.response_format)
+    except ValidationError as exc:
+        # the first location is the union's tag (json_schema ...): name the field instead
+        errors = [{**error, "loc": ("response_format", *error.get("loc", ())[1:])} for error in exc.errors()]
+        raise _validation_error(errors) from None
+
+
+def check_supported(config: GenerationConfig) -> Callable[[Model], None]:
+    """A check run once the model is loaded, before a slot is taken: a constraint its backend
+    cannot enforce is a 400 naming ``response_format``, not a failed stream."""
+
+    def check(model: Model) -> None:
+        try:
+            model.check_supported(config)
+        except UnsupportedError as exc:
+            raise bad_request(str(exc), param="response_format", code="unsupported_parameter") from None
+
+    return check
+
+
+def check_tools_supported(config: GenerationConfig, tool_options: Mapping[str, Any]) -> Callable[[Model], None]:
+    """:func:`check_supported`, and for a chat offering tools, that the backend enforces the
+    ``json_schema`` constraint tool calls are decoded under (a 400 naming ``tools`` otherwise)."""
+    supported = check_supported(config)
+    offered = bool(tool_options) and tools.check_request(**tool_options).choice != "none"
+
+    def check(model: Model) -> None:
+        supported(model)
+        if offered and "json_schema" not in model.structured_output:
+            raise bad_request(
+                f"backend {model.backend!r} (engine {model.engine!r}) cannot enforce json_schema output, which "
+                "tool calling needs to keep arguments valid; serve the model on a backend that lists json_schema "
+                "in `phi3 list-backends`, or send tool_choice 'none'",
+                param="tools",
+                code="unsupported_parameter",
+            )
+
+    return check
 
 
 def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, Any]]:
@@ -303,8 +347,14 @@ class Server:
         )
         self.running: set[Generation] = set()
 
-    async def start_generation(self, field: str, open_stream: Callable[[Model], TextStream]) -> Generation:
-        """Load (or find) the model, wait for a slot in its queue, and start decoding in a thread.
+    async def start_generation(
+        self,
+        field: str,
+        open_stream: Callable[[Model], TextStream],
+        check: Callable[[Model], None] | None = None,
+    ) -> Generation:
+        """Load (or find) the model, ``check`` the request against it, wait for a slot in its
+        queue, and start decoding in a thread.
 
         The slot and the model lease are released when the worker thread has closed the stream,
         whatever happens to the HTTP request meanwhile.
@@ -312,6 +362,8 @@ class Server:
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
+            if check is not None:
+                check(entry.model)
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
                 await entry.slots.acquire()
@@ -437,7 +489,9 @@ def create_app(
         messages = chat_messages(request)
         tool_options = chat_tools(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.chat_stream(messages, config, **tool_options)
+            request.model,
+            lambda model: model.chat_stream(messages, config, **tool_options),
+            check_tools_supported(config, tool_options),
         )
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
@@ -507,7 +561,9 @@ def create_app(
         request = await _parse(http, schemas.CompletionRequest)
         config = generation_config(request)
         prompt = completion_prompt(request)
-        generation = await server.start_generation(request.model, lambda model: model.stream(prompt, config))
+        generation = await server.start_generation(
+            request.model, lambda model: model.stream(prompt, config), check_supported(config)
+        )
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
         if not request.stream:

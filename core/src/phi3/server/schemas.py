@@ -1,18 +1,30 @@
 """Request and response bodies of the OpenAI-compatible API, in one place.
 
 Requests are strict: a field phi3 does not know is a 400 naming it (OpenAI does the same), and a
-known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, the deprecated ``functions``, a JSON
-``response_format`` ...) is a 400 naming it too (:func:`unsupported`), never silently ignored: a
-client that asked for JSON mode must not get prose back believing it is JSON.
+known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, the deprecated ``functions`` ...) is
+a 400 naming it too (:func:`unsupported`), never silently ignored. ``response_format``
+(:data:`ResponseFormat`) is enforced by constrained decoding, or refused with a 400 when the
+model's backend cannot enforce it: a client that asked for JSON must not get prose back believing
+it is JSON. ``tools`` are offered as :mod:`phi3.tools` describes.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_validator,
+)
 
 Number = StrictInt | StrictFloat
 
@@ -148,11 +160,6 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
             request.frequency_penalty not in (None, 0, 0.0),
             "phi3 has no frequency penalty; use repetition_penalty",
         ),
-        (
-            "response_format",
-            request.response_format not in (None, {"type": "text"}),
-            "phi3 generates plain text only; drop response_format or send {'type': 'text'}",
-        ),
         ("functions", bool(request.functions), "functions is deprecated; send tools"),
         ("function_call", request.function_call not in (None, "none"), "function_call is deprecated; send tool_choice"),
     ]
@@ -177,6 +184,61 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
         if name in fields and refused:
             return name, why
     return None
+
+
+# -- response_format: structured output ---------------------------------------------------------
+
+
+class JsonSchemaSpec(_Strict):
+    """OpenAI's ``response_format.json_schema``. phi3 enforces ``schema`` with a grammar whether or
+    not ``strict`` is set (there is no looser mode to fall back to)."""
+
+    name: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: StrictStr | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: StrictBool | None = None
+
+
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+class RegexFormat(_Strict):
+    """phi3's extension: ``{"type": "regex", "regex": PATTERN}``, the whole answer matches PATTERN."""
+
+    type: Literal["regex"]
+    regex: StrictStr = Field(min_length=1)
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat | RegexFormat, Field(discriminator="type")]
+RESPONSE_FORMAT: TypeAdapter[ResponseFormat] = TypeAdapter(ResponseFormat)
+
+
+def structured_options(response_format: Any) -> dict[str, Any]:
+    """The :class:`phi3.GenerationConfig` fields a ``response_format`` asks for (``{}`` for text).
+
+    Raises ``pydantic.ValidationError`` (locations relative to ``response_format``) when it is not
+    one of :data:`ResponseFormat`.
+    """
+    if response_format is None:
+        return {}
+    chosen = RESPONSE_FORMAT.validate_python(response_format)
+    if isinstance(chosen, JsonObjectFormat):
+        return {"json_object": True}
+    if isinstance(chosen, JsonSchemaFormat):
+        return {"json_schema": chosen.json_schema.schema_}
+    if isinstance(chosen, RegexFormat):
+        return {"regex": chosen.regex}
+    return {}
 
 
 # -- responses ---------------------------------------------------------------------------------
