@@ -299,20 +299,20 @@ def test_round_trip_with_a_tool_result(models: dict[str, phi3.Model], family: st
 BAD_TOOLS = [
     ("not a list", "tools must be a list"),
     ([], "tools is an empty list"),
-    ([{"type": "retrieval"}], "tool 0: type must be 'function'"),
-    ([{"type": "function"}], "tool 0: 'function' must be a mapping"),
-    ([{"type": "function", "function": {"name": "has space"}}], "tool 0 (has space): function.name must be"),
-    ([WEATHER, WEATHER], "tool 1 (get_weather): function.name 'get_weather' is defined twice"),
-    ([{"type": "function", "function": {"name": "f", "description": 3}}], "tool 0 (f): function.description"),
+    ([{"type": "retrieval"}], "tools[0]: type must be 'function'"),
+    ([{"type": "function"}], "tools[0]: 'function' must be a mapping"),
+    ([{"type": "function", "function": {"name": "has space"}}], "tools[0] (has space): function.name must be"),
+    ([WEATHER, WEATHER], "tools[1] (get_weather): function.name 'get_weather' is defined twice"),
+    ([{"type": "function", "function": {"name": "f", "description": 3}}], "tools[0] (f): function.description"),
     (
         [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "required": "x"}}}],
-        "tool 0 (f): function.parameters: is not a valid JSON Schema",
+        "tools[0] (f): function.parameters: is not a valid JSON Schema",
     ),
     (
         [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
-        "tool 0 (f): function.parameters must describe the arguments object",
+        "tools[0] (f): function.parameters must describe the arguments object",
     ),
-    ([{"type": "function", "function": {"name": "f", "strict": "yes"}}], "tool 0 (f): function.strict"),
+    ([{"type": "function", "function": {"name": "f", "strict": "yes"}}], "tools[0] (f): function.strict"),
 ]
 
 

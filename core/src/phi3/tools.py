@@ -178,10 +178,10 @@ def check_tools(tools: object) -> tuple[Tool, ...]:
 
 def _check_tool(i: int, tool: object, seen: set[str]) -> Tool:
     if not isinstance(tool, Mapping):
-        raise ConfigError(f"tool {i} must be a mapping {{'type': 'function', 'function': {{...}}}}, got {tool!r}")
+        raise ConfigError(f"tools[{i}] must be a mapping {{'type': 'function', 'function': {{...}}}}, got {tool!r}")
     function = tool.get("function")
     name = function.get("name") if isinstance(function, Mapping) else None
-    label = f"tool {i} ({name})" if isinstance(name, str) and name else f"tool {i}"
+    label = f"tools[{i}] ({name})" if isinstance(name, str) and name else f"tools[{i}]"
     if tool.get("type") != "function":
         raise ConfigError(f"{label}: type must be 'function', got {tool.get('type')!r}")
     if not isinstance(function, Mapping):
@@ -201,6 +201,8 @@ def _check_tool(i: int, tool: object, seen: set[str]) -> Tool:
         parameters = _NO_PARAMETERS  # OpenAI: a function without parameters takes none
     if not isinstance(parameters, Mapping):
         raise ConfigError(f"{label}: function.parameters must be a JSON Schema object, got {type(parameters).__name__}")
+    if "type" not in parameters:  # e.g. {} (clients send it for "any arguments"): arguments are an object
+        parameters = {"type": "object", **parameters}
     text = structured_output.schema_text(parameters)
     problems = structured_output.problems(text, False, None)
     if problems:
