@@ -135,11 +135,11 @@ def test_agent_round_trip(client: openai.OpenAI, models: dict[str, str], family:
 def test_streamed_calls_are_reassembled_by_the_client(
     client: openai.OpenAI, models: dict[str, str], family: str
 ) -> None:
-    model = models[family]
+    model = models[family]  # one short tool: up to MAX_PARALLEL_CALLS calls of it, quickly
     whole = client.chat.completions.create(
         model=model,
         messages=MESSAGES,
-        tools=TOOLS,
+        tools=[ADD],
         tool_choice="required",
         max_tokens=BUDGET,  # type: ignore[arg-type]
     )
@@ -148,7 +148,7 @@ def test_streamed_calls_are_reassembled_by_the_client(
     with client.chat.completions.stream(
         model=model,
         messages=MESSAGES,
-        tools=TOOLS,
+        tools=[ADD],
         tool_choice="required",
         max_tokens=BUDGET,  # type: ignore[arg-type]
     ) as stream:
@@ -160,7 +160,7 @@ def test_streamed_calls_are_reassembled_by_the_client(
         client.chat.completions.create(
             model=model,
             messages=MESSAGES,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
+            tools=[ADD],  # type: ignore[arg-type]
             tool_choice="required",
             max_tokens=BUDGET,
             stream=True,
@@ -275,3 +275,66 @@ def test_served_models_have_their_own_formats(models: dict[str, str]) -> None:
     assert "<|tool|>" in template
     template = json.loads((Path(models["phi3"]) / "tokenizer_config.json").read_text())["chat_template"]
     assert "tool" not in template
+
+
+@pytest.fixture
+def declaring_server() -> Any:
+    """phi3's app on a real uvicorn server in this process, on a backend that enforces no structured
+    output (``declaring_backend``), so the test can count that nothing was generated."""
+    import threading
+    import time
+
+    import uvicorn
+    from declaring_backend import Declaring
+
+    import phi3
+    from phi3.server.app import ServerSettings, create_app
+    from phi3.server.model_spec import Defaults
+
+    from .harness import free_port
+
+    plugin = Declaring(())
+    phi3.plugins.get_registry().register(plugin, "declaring")
+    app = create_app(ServerSettings(models=("smoke",), defaults=Defaults(backend="declaring", precision="fp32")))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="declaring-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    for _ in range(1200):
+        if server.started or time.monotonic() > deadline or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 60 s"
+    try:
+        yield f"http://127.0.0.1:{port}/v1", plugin
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive()
+
+
+def test_a_backend_without_json_schema_refuses_tools_naming_them(declaring_server: Any) -> None:
+    base_url, plugin = declaring_server
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="smoke",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                tools=[WEATHER],  # type: ignore[arg-type]
+                max_tokens=4,
+                stream=stream,
+            )
+        body = caught.value.body
+        assert isinstance(body, dict) and body["param"] == "tools" and body["code"] == "unsupported_parameter"
+        assert "cannot enforce json_schema output, which tool calling needs" in body["message"]
+    assert plugin.generate_calls == 0
+    words = client.chat.completions.create(
+        model="smoke",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[arg-type]
+        tool_choice="none",
+        max_tokens=3,
+    )
+    assert words.choices[0].message.tool_calls is None and plugin.generate_calls == 1
