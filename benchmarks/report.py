@@ -33,6 +33,11 @@ COMPANION_REPORTS = (
         "quality per Phi-3 family variant: greedy parity with transformers fp32 and int8/int4 KL, "
         "phi3-openvino and phi3-npu (`family_openvino.py`)",
     ),
+    (
+        "FAMILY_DML.md",
+        "quality per Phi-3 family variant on phi3-dml: greedy parity per graph (fp32/fp16 cpu, fp16 dml) "
+        "and teacher-forced KL of fp32/fp16/int8/int4 (`family_dml.py`)",
+    ),
 )
 """Reports other benchmark scripts write next to RESULTS.md; RESULTS.md links the ones present."""
 

@@ -7,6 +7,7 @@ A backend that does not declare a kind must never see a request for it: phi3 ref
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ def test_the_narrowest_declaration_decides_what_is_refused(tiny_phi3: Path, leve
         result = model.generate("Hi", max_new_tokens=40, regex=structured.REGEX)
         assert plugin.generate_calls == 1
         assert result.finish_reason == "eos"
+
+
+def test_ignore_eos_keeps_a_constrained_decode_going_on_eos_alone(tiny_phi3: Path) -> None:
+    """Benchmarks decode a fixed number of tokens: past the grammar's end only EOS may follow (the
+    reference backend must not also suppress EOS, which would leave no token at all)."""
+    pytest.importorskip("llguidance")
+    with phi3.load(tiny_phi3, backend="reference", precision="fp32") as model:
+        for sampling in ({}, {"do_sample": True, "temperature": 1.0, "seed": 3}):
+            result = model.generate("Hi", max_new_tokens=40, ignore_eos=True, regex=structured.REGEX, **sampling)
+            assert result.new_tokens == 40 and result.finish_reason == "length"
+            assert re.fullmatch(structured.REGEX, result.text), result.text
 
 
 def test_without_llguidance_the_reference_backend_declares_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

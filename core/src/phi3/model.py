@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,9 @@ class TextStream:
 
     The stream takes one of the model's generation slots (``Model.max_concurrent_generations``) when
     it starts decoding (the first ``next``) and gives it back when it ends or is closed.
+
+    ``Model.close()`` ends every stream of the model first: the next ``next`` raises ``ConfigError``
+    (the model was closed), never a crash inside an unloaded runtime.
     """
 
     def __init__(self, model: Model, prompt: str, config: GenerationConfig) -> None:
@@ -61,13 +65,22 @@ class TextStream:
         self._new_tokens = 0
         self.stopped_by: str | None = None
         """The stop string that ended the text (``finish_reason="stop"``), else ``None``."""
+        self._stopped_by_close = False
         self._iterator: Generator[str, None, None] = self._run()
+        model._streams.add(self)
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        return next(self._iterator)
+        if self._stopped_by_close:
+            raise _closed_error()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            if self._stopped_by_close:  # closed by Model.close() just before this next()
+                raise _closed_error() from None
+            raise
 
     def close(self) -> None:
         self._iterator.close()
@@ -82,6 +95,13 @@ class TextStream:
         if self._result is None:
             raise RuntimeError("the stream has not finished yet: iterate it to the end first")
         return self._result
+
+    def _stop_for_close(self) -> None:
+        """Called by ``Model.close()``: end this stream before the runtime is unloaded."""
+        self._stopped_by_close = True
+        # ValueError: another thread is inside the backend right now; it stops after this chunk
+        with contextlib.suppress(ValueError):
+            self._iterator.close()
 
     def _run(self) -> Generator[str, None, None]:
         with self._model._generation_slot():
@@ -111,6 +131,8 @@ class TextStream:
                         break
                 if not isinstance(chunk, Chunk):
                     raise PluginError(f"backend {name!r} yielded {type(chunk).__name__}, not phi3.Chunk")
+                if self._stopped_by_close:
+                    raise _closed_error()
                 now = time.perf_counter()
                 if chunk.prompt_tokens is not None and prompt_tokens is None:
                     prompt_tokens = chunk.prompt_tokens
@@ -181,6 +203,9 @@ class Model:
         self.artifact = artifact
         self.selection = selection
         self._closed = False
+        self._streams: weakref.WeakSet[TextStream] = weakref.WeakSet()
+        self._decoding = 0
+        self._decoding_changed = threading.Condition()
         concurrency = session.max_concurrent_generations
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise PluginError(
@@ -206,7 +231,16 @@ class Model:
                 hint="finish or close the other stream first, or use one Model per thread",
             )
         try:
-            yield
+            with self._decoding_changed:
+                if self._closed:  # closed between creating the stream and its first next()
+                    raise _closed_error()
+                self._decoding += 1
+            try:
+                yield
+            finally:
+                with self._decoding_changed:
+                    self._decoding -= 1
+                    self._decoding_changed.notify_all()
         finally:
             self._slots.release()
 
@@ -388,9 +422,18 @@ class Model:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Release the runtime. Streams still open end first: one suspended between pieces is closed
+        here; one inside the backend in another thread stops after its current piece, and close
+        waits for it, so the runtime is never unloaded under a decoding thread."""
+        with self._decoding_changed:
+            if self._closed:
+                return
+            self._closed = True
+        for stream in list(self._streams):
+            stream._stop_for_close()
+        with self._decoding_changed:
+            while self._decoding:
+                self._decoding_changed.wait()
         if self._registry.has_hook(self.backend, "phi3_unload"):
             self._registry.call(self.backend, "phi3_unload", session=self.session)
 
@@ -403,6 +446,10 @@ class Model:
     def _check_open(self) -> None:
         if self._closed:
             raise ConfigError("this model is closed; load it again")
+
+
+def _closed_error() -> ConfigError:
+    return ConfigError("the model was closed while this stream was running", hint="load the model again")
 
 
 def _has_tool_turns(messages: object) -> bool:

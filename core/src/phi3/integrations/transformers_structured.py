@@ -36,6 +36,11 @@ API (stable; plugins use it)::
   (valid) schema, e.g. a keyword it does not implement (never silently ignored: that would be best
   effort); :class:`phi3.BackendError` if decoding ever leaves the grammar (a runtime bug).
 
+Why llguidance rather than XGrammar's ``xgrammar.contrib.hf``: llguidance 1.9.1 is one small wheel
+with no dependencies, while xgrammar 0.2.8 requires triton and apache-tvm-ffi on Linux (large, useless
+on a CPU-only install). The mask is applied with plain torch ops, not ``llguidance.torch``'s kernel,
+which is wrapped in ``torch.compile`` (a C++ toolchain and a compile on first use on CPU).
+
 Other runtimes with their own grammar support (OpenVINO GenAI's ``StructuredOutputConfig``, ONNX
 Runtime GenAI's ``set_guidance``) should use it instead: this module is for transformers-style loops.
 """

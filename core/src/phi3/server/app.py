@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -322,6 +322,18 @@ def usage(result: GenerationResult) -> schemas.Usage:
     )
 
 
+def timings(result: GenerationResult) -> schemas.Timings:
+    rate = result.decode_tokens_per_s
+    return schemas.Timings(
+        prompt_n=result.prompt_tokens,
+        prompt_ms=result.time_to_first_token_s * 1000,
+        predicted_n=result.new_tokens,
+        predicted_ms=(result.new_tokens - 1) / rate * 1000 if rate > 0 else 0.0,
+        predicted_per_token_ms=1000 / rate if rate > 0 else None,
+        predicted_per_second=rate if rate > 0 else None,
+    )
+
+
 def _sse(payload: BaseModel | dict[str, Any]) -> bytes:
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n".encode()
@@ -351,13 +363,17 @@ class Server:
         self,
         field: str,
         open_stream: Callable[[Model], TextStream],
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
         check: Callable[[Model], None] | None = None,
     ) -> Generation:
-        """Load (or find) the model, ``check`` the request against it, wait for a slot in its
-        queue, and start decoding in a thread.
+        """Load (or find) the model, ``check`` the request against it (e.g. a ``response_format``
+        its backend cannot enforce: a 400 before the request takes a queue place), wait for a slot
+        in its queue, and start decoding in a thread.
 
-        The slot and the model lease are released when the worker thread has closed the stream,
-        whatever happens to the HTTP request meanwhile.
+        While the request waits in the queue, ``disconnected`` is polled: a client that leaves gives
+        up its place at once (499) instead of being noticed only when its turn comes. The slot and
+        the model lease are released when the worker thread has closed the stream, whatever
+        happens to the HTTP request meanwhile.
         """
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
@@ -366,7 +382,9 @@ class Server:
                 check(entry.model)
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
-                await entry.slots.acquire()
+                if not await _wait_unless_disconnected(entry.slots.acquire(), disconnected):
+                    self.metrics.abandoned.labels(name).inc()
+                    raise APIError(499, "the client closed the connection while waiting in the queue", code="cancelled")
             except QueueFull:
                 raise APIError(
                     429,
@@ -413,6 +431,28 @@ class Server:
         while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.pool.shutdown()
+
+
+async def _wait_unless_disconnected(
+    acquire: Coroutine[Any, Any, None], disconnected: Callable[[], Awaitable[bool]] | None
+) -> bool:
+    """Run ``acquire``; False (and ``acquire`` cancelled, its queue place given up) if the client
+    disconnects first. Checked every DISCONNECT_POLL_S, only while the request is waiting."""
+    task = asyncio.ensure_future(acquire)
+    if disconnected is None:
+        await task
+        return True
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            task.result()  # QueueFull and other errors propagate
+            return True
+        if await disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # the slot may have come just as the client left: then the caller's normal path releases it
+            return not task.cancelled() and task.exception() is None
 
 
 async def _first(pieces: AsyncIterator[str]) -> tuple[str | None, AsyncIterator[str]]:
@@ -491,6 +531,7 @@ def create_app(
         generation = await server.start_generation(
             request.model,
             lambda model: model.chat_stream(messages, config, **tool_options),
+            http.is_disconnected,
             check_tools_supported(config, tool_options),
         )
         completion_id = schemas.new_id("chatcmpl")
@@ -513,6 +554,7 @@ def create_app(
                         )
                     ],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -537,7 +579,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.ChatCompletionChunk(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 
@@ -562,7 +609,7 @@ def create_app(
         config = generation_config(request)
         prompt = completion_prompt(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.stream(prompt, config), check_supported(config)
+            request.model, lambda model: model.stream(prompt, config), http.is_disconnected, check_supported(config)
         )
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
@@ -576,6 +623,7 @@ def create_app(
                     model=request.model,
                     choices=[schemas.CompletionChoice(text=text, finish_reason=finish_reason(generation.result))],
                     usage=usage(generation.result),
+                    timings=timings(generation.result),
                 ).model_dump()
             )
         first, pieces = await _opening(generation)
@@ -600,7 +648,12 @@ def create_app(
         def usage_chunk(result: GenerationResult) -> bytes:
             return _sse(
                 schemas.Completion(
-                    id=completion_id, created=created, model=request.model, choices=[], usage=usage(result)
+                    id=completion_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=usage(result),
+                    timings=timings(result),
                 )
             )
 

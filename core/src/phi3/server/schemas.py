@@ -260,6 +260,20 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class Timings(BaseModel):
+    """Server-side timing of one generation, as phi3's engine measured it (llama.cpp's server sends
+    the same ``timings`` object): lets a client tell engine speed from HTTP/SSE overhead."""
+
+    prompt_n: int
+    prompt_ms: float
+    """Request start (slot granted) to the first generated token: prompt processing plus one step."""
+    predicted_n: int
+    predicted_ms: float
+    """First to last generated token."""
+    predicted_per_token_ms: float | None
+    predicted_per_second: float | None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
@@ -281,6 +295,7 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    timings: Timings | None = None
 
 
 class FunctionDelta(BaseModel):
@@ -318,6 +333,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -334,6 +350,7 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class ModelCard(BaseModel):
