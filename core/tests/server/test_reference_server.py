@@ -444,7 +444,7 @@ def test_ttft_is_measured(server: ServerProcess) -> None:
 
 
 def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
-    done = run_phi3("serve", "no-such-model", "--preload", "--port", "1", timeout=300)
+    done = run_phi3("serve", "no-such-model", "-b", "reference", "-p", "fp32", "--preload", "--port", "1", timeout=300)
     assert done.returncode == 1
     assert "Error: 'no-such-model' is neither" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
