@@ -95,7 +95,7 @@ def tests(session: nox.Session, package: str) -> None:
             *_constraints(CORE),
             "-c",
             str(CORE_CONSTRAINTS),
-            f"{CORE}[testing,bench]",
+            f"{CORE}[testing,bench,structured]",
             str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         )
     else:
@@ -129,7 +129,7 @@ def server(session: nox.Session) -> None:
         str(INTEGRATION_CONSTRAINTS),
         "-c",
         str(COMMON_CONSTRAINTS),
-        f"{CORE}[serve,testing]",
+        f"{CORE}[serve,testing,structured]",
         str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         *(f"{PLUGINS[name]}[{extras.get(name, 'test')}]" for name in served),
         "openai",
@@ -148,7 +148,7 @@ def ray(session: nox.Session) -> None:
         str(INTEGRATION_CONSTRAINTS),
         "-c",
         str(COMMON_CONSTRAINTS),
-        f"{CORE}[ray,serve,testing]",
+        f"{CORE}[ray,serve,structured,testing]",
         str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         "openai",
         "httpx",

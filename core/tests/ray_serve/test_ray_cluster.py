@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -161,6 +162,24 @@ def test_auth_and_errors_in_openai_shape(server: ServerProcess) -> None:
     malformed = server.post("/v1/chat/completions", content=b"{not json")
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "invalid_json"
+
+
+def test_response_format_is_enforced_on_the_replica(client: openai.OpenAI) -> None:
+    """The request's format (and the up-front check that the backend can enforce it) travel to the
+    replica with the request: the random-weight smoke model writes valid JSON only under the grammar."""
+    pytest.importorskip("llguidance", reason="structured output on the reference backend needs phi3-core[structured]")
+    jsonschema = pytest.importorskip("jsonschema")
+    from phi3.testing import structured
+
+    schema = structured.SCHEMAS["flat_required"]
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=160,
+        response_format={"type": "json_schema", "json_schema": {"name": "flat", "schema": schema, "strict": True}},
+    )
+    assert answer.choices[0].finish_reason == "stop", answer.choices[0].message.content
+    jsonschema.validate(json.loads(answer.choices[0].message.content or ""), schema)
 
 
 def test_full_queues_answer_429_with_retry_after(server: ServerProcess) -> None:

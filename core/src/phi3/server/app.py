@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from phi3 import __version__
-from phi3.errors import ConfigError, Phi3Error
+from phi3 import __version__, tools
+from phi3.errors import ConfigError, Phi3Error, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.model import Model, TextStream
 from phi3.server import schemas
@@ -198,15 +198,102 @@ def generation_config(request: schemas.ChatCompletionRequest | schemas.Completio
         options["repetition_penalty"] = request.repetition_penalty
     if request.ignore_eos is not None:
         options["ignore_eos"] = request.ignore_eos
+    structured = _structured_options(request)
     try:
-        return GenerationConfig.from_options(**options)
+        return GenerationConfig.from_options(**options, **structured)
     except ConfigError as exc:
-        raise bad_request(str(exc)) from exc
+        raise bad_request(str(exc), param="response_format" if structured else None) from exc
 
 
-def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, str]]:
+def _structured_options(request: schemas.ChatCompletionRequest | schemas.CompletionRequest) -> dict[str, Any]:
+    """``response_format`` as GenerationConfig fields; a 400 naming the part that is wrong."""
+    try:
+        return schemas.structured_options(request.response_format)
+    except ValidationError as exc:
+        # the first location is the union's tag (json_schema ...): name the field instead
+        errors = [{**error, "loc": ("response_format", *error.get("loc", ())[1:])} for error in exc.errors()]
+        raise _validation_error(errors) from None
+
+
+def check_supported(config: GenerationConfig) -> Callable[[Model], None]:
+    """A check run once the model is loaded, before a slot is taken: a constraint its backend
+    cannot enforce is a 400 naming ``response_format``, not a failed stream."""
+
+    def check(model: Model) -> None:
+        try:
+            model.check_supported(config)
+        except UnsupportedError as exc:
+            raise bad_request(str(exc), param="response_format", code="unsupported_parameter") from None
+
+    return check
+
+
+def check_tools_supported(config: GenerationConfig, tool_options: Mapping[str, Any]) -> Callable[[Model], None]:
+    """:func:`check_supported`, and for a chat offering tools, that the backend enforces the
+    ``json_schema`` constraint tool calls are decoded under (a 400 naming ``tools`` otherwise)."""
+    supported = check_supported(config)
+    offered = bool(tool_options) and tools.check_request(**tool_options).choice != "none"
+
+    def check(model: Model) -> None:
+        supported(model)
+        if offered and "json_schema" not in model.structured_output:
+            raise bad_request(
+                f"backend {model.backend!r} (engine {model.engine!r}) cannot enforce json_schema output, which "
+                "tool calling needs to keep arguments valid; serve the model on a backend that lists json_schema "
+                "in `phi3 list-backends`, or send tool_choice 'none'",
+                param="tools",
+                code="unsupported_parameter",
+            )
+
+    return check
+
+
+def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, Any]]:
     """OpenAI messages as phi3 chat messages (``developer`` is the newer name of ``system``)."""
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
+    messages: list[dict[str, Any]] = []
+    for m in request.messages:
+        message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        messages.append(message)
+    return messages
+
+
+def chat_tools(request: schemas.ChatCompletionRequest) -> dict[str, Any]:
+    """``tools`` / ``tool_choice`` / ``parallel_tool_calls`` for ``Model.chat_stream``, checked up
+    front so a bad definition is a 400 naming the parameter (see :mod:`phi3.tools`)."""
+    options = {
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": True if request.parallel_tool_calls is None else request.parallel_tool_calls,
+    }
+    for param, check in (
+        ("tools", lambda: request.tools is None or tools.check_tools(request.tools)),
+        ("parallel_tool_calls", lambda: tools.check_request(None, None, options["parallel_tool_calls"])),
+        ("tool_choice", lambda: tools.check_request(**options)),
+    ):
+        try:
+            check()
+        except ConfigError as exc:
+            raise bad_request(str(exc), param=param) from exc
+    return options if request.tools is not None or request.tool_choice is not None else {}
+
+
+def tool_calls(result: GenerationResult) -> list[schemas.ToolCall] | None:
+    """The answer's calls as OpenAI returns them (arguments as JSON text), or None."""
+    if not result.tool_calls:
+        return None
+    return [
+        schemas.ToolCall(
+            id=call.id,
+            function=schemas.FunctionCall(
+                name=call.name, arguments=json.dumps(dict(call.arguments), ensure_ascii=False)
+            ),
+        )
+        for call in result.tool_calls
+    ]
 
 
 def completion_prompt(request: schemas.CompletionRequest) -> str:
@@ -222,7 +309,9 @@ def completion_prompt(request: schemas.CompletionRequest) -> str:
 
 
 def finish_reason(result: GenerationResult) -> schemas.FinishReason:
-    return "length" if result.finish_reason == "length" else "stop"
+    if result.finish_reason in ("length", "tool_calls"):
+        return result.finish_reason
+    return "stop"
 
 
 def usage(result: GenerationResult) -> schemas.Usage:
@@ -275,8 +364,11 @@ class Server:
         field: str,
         open_stream: Callable[[Model], TextStream],
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        check: Callable[[Model], None] | None = None,
     ) -> Generation:
-        """Load (or find) the model, wait for a slot in its queue, and start decoding in a thread.
+        """Load (or find) the model, ``check`` the request against it (e.g. a ``response_format``
+        its backend cannot enforce: a 400 before the request takes a queue place), wait for a slot
+        in its queue, and start decoding in a thread.
 
         While the request waits in the queue, ``disconnected`` is polled: a client that leaves gives
         up its place at once (499) instead of being noticed only when its turn comes. The slot and
@@ -286,6 +378,8 @@ class Server:
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
+            if check is not None:
+                check(entry.model)
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
                 if not await _wait_unless_disconnected(entry.slots.acquire(), disconnected):
@@ -448,8 +542,12 @@ def create_app(
         request = await _parse(http, schemas.ChatCompletionRequest)
         config = generation_config(request)
         messages = chat_messages(request)
+        tool_options = chat_tools(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.chat_stream(messages, config), http.is_disconnected
+            request.model,
+            lambda model: model.chat_stream(messages, config, **tool_options),
+            http.is_disconnected,
+            check_tools_supported(config, tool_options),
         )
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
@@ -463,7 +561,10 @@ def create_app(
                     model=request.model,
                     choices=[
                         schemas.ChatChoice(
-                            message=schemas.ResponseMessage(content=text),
+                            message=schemas.ResponseMessage(
+                                content=text or None if generation.result.tool_calls else text,
+                                tool_calls=tool_calls(generation.result),
+                            ),
                             finish_reason=finish_reason(generation.result),
                         )
                     ],
@@ -509,7 +610,10 @@ def create_app(
                 pieces,
                 content,
                 opening=chunk(schemas.Delta(role="assistant", content="")),
-                closing=lambda result: chunk(schemas.Delta(), finish_reason(result)),
+                closing=lambda result: (
+                    b"".join(chunk(delta) for delta in _tool_call_deltas(result))
+                    + chunk(schemas.Delta(), finish_reason(result))
+                ),
                 usage_chunk=usage_chunk if include_usage else None,
             )
         )
@@ -520,7 +624,7 @@ def create_app(
         config = generation_config(request)
         prompt = completion_prompt(request)
         generation = await server.start_generation(
-            request.model, lambda model: model.stream(prompt, config), http.is_disconnected
+            request.model, lambda model: model.stream(prompt, config), http.is_disconnected, check_supported(config)
         )
         completion_id = schemas.new_id("cmpl")
         created = schemas.now()
@@ -589,6 +693,24 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def _tool_call_deltas(result: GenerationResult) -> list[schemas.Delta]:
+    """The calls as OpenAI streams them: per call, its index, id, type and name (empty
+    arguments), then its arguments; clients join the pieces by ``index``."""
+    deltas = []
+    for index, call in enumerate(tool_calls(result) or ()):
+        opening = schemas.ToolCallDelta(
+            index=index,
+            id=call.id,
+            type="function",
+            function=schemas.FunctionDelta(name=call.function.name, arguments=""),
+        )
+        arguments = schemas.ToolCallDelta(
+            index=index, function=schemas.FunctionDelta(arguments=call.function.arguments)
+        )
+        deltas += [schemas.Delta(tool_calls=[opening]), schemas.Delta(tool_calls=[arguments])]
+    return deltas
 
 
 async def _sse_events(

@@ -143,6 +143,7 @@ class RayServer(Server):
         field: str,
         open_stream: Callable[[Model], TextStream],
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        check: Callable[[Model], None] | None = None,
     ) -> Generation:
         spec = self.pool.resolve(field)  # 404 for a model this app does not serve
         handle = self.models[spec.model]
@@ -151,7 +152,7 @@ class RayServer(Server):
             if attempt:
                 await asyncio.sleep(RETRY_PAUSE_S)
             try:
-                generation = await self._open(handle, spec.model, field, open_stream, disconnected)
+                generation = await self._open(handle, spec.model, field, open_stream, disconnected, check)
             except _ReplicaLost as exc:
                 lost = exc
                 log.warning("a replica of %s was lost before answering (%s); trying another", spec.model, exc)
@@ -174,9 +175,12 @@ class RayServer(Server):
         field: str,
         open_stream: Callable[[Model], TextStream],
         disconnected: Callable[[], Awaitable[bool]] | None,
+        check: Callable[[Model], None] | None,
     ) -> RemoteGeneration:
+        # open_stream and check are closures over the parsed request: Ray pickles them (cloudpickle)
         response = cast(
-            "DeploymentResponseGenerator[Any]", handle.options(stream=True).generate.remote(field, open_stream)
+            "DeploymentResponseGenerator[Any]",
+            handle.options(stream=True).generate.remote(field, open_stream, check),
         )
         try:
             kind, value = await self._first_event(response, field, disconnected)

@@ -73,14 +73,16 @@ class ModelReplica:
         self._changed = asyncio.Event()
         self._reporter = asyncio.create_task(self._report_forever())
 
-    async def generate(self, field: str, open_stream: Callable[[Model], TextStream]) -> AsyncIterator[Event]:
+    async def generate(
+        self, field: str, open_stream: Callable[[Model], TextStream], check: Callable[[Model], None] | None = None
+    ) -> AsyncIterator[Event]:
         """One generation: ``started`` once it holds a slot, its pieces, then ``done`` (or ``error``).
 
         Closing this stream (the client went away, the ingress cancels it) cancels the generation:
         its slot goes to the next request within a token or two, as in the in-process server.
         """
         try:
-            generation = await self.server.start_generation(field, open_stream)
+            generation = await self.server.start_generation(field, open_stream, None, check)
         except Exception as exc:
             yield ("error", self._error(exc))
             return
