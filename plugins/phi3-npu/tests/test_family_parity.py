@@ -29,10 +29,11 @@ class TestNPUGenAIFamilyParity(FamilyParitySuite):
     device = "CPU"
     precision = "fp16"
     backend_options: ClassVar[dict[str, Any]] = F32
-    kl_bounds: ClassVar[dict[str, float]] = {"int8": 0.01, "int4": 0.5}
+    kl_bounds: ClassVar[dict[str, float]] = {"int8": 0.01, "int4": 0.3}
     """The NPU recipe's artifacts (int8 symmetric per channel; int4 symmetric, ratio 1.0), KL measured
     on the IR itself (``phi3_openvino.api.ir_logprobs``, f32 on the CPU): what the weights lose,
-    whichever device runs them. Measured: see benchmarks/FAMILY_OPENVINO.md's NPU recipe table."""
+    whichever device runs them. Measured (benchmarks/FAMILY_OPENVINO.md's NPU recipe table): int8
+    0.0012-0.0025, int4 0.10-0.17 nats/token."""
 
     def teacher_forced_logprobs(self, model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
         from phi3_openvino.api import ir_logprobs
