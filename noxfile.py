@@ -31,7 +31,7 @@ CORE_CONSTRAINTS = ROOT / "ci" / "constraints-core.txt"
 """Pins for core's own sessions only (a plugin may pin another transformers)."""
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "dml_skew", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "ray", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
 
@@ -113,7 +113,7 @@ def tests(session: nox.Session, package: str) -> None:
             *_constraints(CORE),
             "-c",
             str(CORE_CONSTRAINTS),
-            f"{CORE}[testing,bench]",
+            f"{CORE}[testing,bench,structured]",
             str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         )
     else:
@@ -147,13 +147,32 @@ def server(session: nox.Session) -> None:
         str(INTEGRATION_CONSTRAINTS),
         "-c",
         str(COMMON_CONSTRAINTS),
-        f"{CORE}[serve,testing]",
+        f"{CORE}[serve,testing,structured]",
         str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
         *(f"{PLUGINS[name]}[{extras.get(name, 'test')}]" for name in served),
         "openai",
         "httpx",
     )
     session.run(*PYTEST, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"), *session.posargs)
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """phi3 serve --ray end to end: a two-node Ray cluster on 127.0.0.1 (Ray's own test cluster), the
+    reference backend, 2 replicas, the openai client; then a local Ray started and stopped by the command."""
+    _quiet_env(session)
+    session.install(
+        "-c",
+        str(INTEGRATION_CONSTRAINTS),
+        "-c",
+        str(COMMON_CONSTRAINTS),
+        f"{CORE}[ray,serve,structured,testing]",
+        str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
+        "openai",
+        "httpx",
+        "psutil",
+    )
+    session.run(*PYTEST, str(CORE / "tests" / "ray_serve"), *session.posargs)
 
 
 @nox.session
@@ -224,8 +243,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]
-    # the serve extra: phi3.server is checked against FastAPI/pydantic/uvicorn's own type hints
-    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve]")
+    # the serve and ray extras: phi3.server is checked against FastAPI/pydantic/uvicorn/Ray Serve's own type hints
+    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve,ray]")
     if present:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]

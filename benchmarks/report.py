@@ -33,6 +33,16 @@ COMPANION_REPORTS = (
         "quality per Phi-3 family variant: greedy parity with transformers fp32 and int8/int4 KL, "
         "phi3-openvino and phi3-npu (`family_openvino.py`)",
     ),
+    (
+        "FAMILY_DML.md",
+        "quality per Phi-3 family variant on phi3-dml: greedy parity per graph (fp32/fp16 cpu, fp16 dml) "
+        "and teacher-forced KL of fp32/fp16/int8/int4 (`family_dml.py`)",
+    ),
+    (
+        "RAY_RESULTS.md",
+        "`phi3 serve --ray` (Ray Serve): 16 streaming clients on 1 vs 2 replicas (aggregate tokens/s, "
+        "p99 time to first token) and what Ray Serve adds to a single stream over plain `phi3 serve` (`ray_bench.py`)",
+    ),
 )
 """Reports other benchmark scripts write next to RESULTS.md; RESULTS.md links the ones present."""
 

@@ -23,6 +23,7 @@ from phi3.errors import (
     PluginError,
     PrecisionNotSupportedError,
     PromptTooLongError,
+    UnsupportedError,
 )
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION, hookimpl, hookspec
@@ -39,9 +40,11 @@ from phi3.types import (
     GenerationResult,
     LoadRequest,
     ModelSource,
+    OutputConstraint,
     Progress,
     QuantizeRequest,
     SessionHandle,
+    ToolCall,
 )
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "ModelBusyError",
     "ModelNotFoundError",
     "ModelSource",
+    "OutputConstraint",
     "Phi3Error",
     "PluginError",
     "PrecisionNotSupportedError",
@@ -75,6 +79,8 @@ __all__ = [
     "QuantizeRequest",
     "SessionHandle",
     "TextStream",
+    "ToolCall",
+    "UnsupportedError",
     "__version__",
     "backends",
     "hookimpl",

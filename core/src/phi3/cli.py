@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,13 +21,14 @@ from phi3.bench_cli import bench
 from phi3.cache import ArtifactCache
 from phi3.cli_support import flush_stdout, handle_errors, parse_options, table
 from phi3.errors import ConfigError, Phi3Error
+from phi3.fs_errors import translate_os_errors
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
 from phi3.plugins import BackendEntry, get_registry
 from phi3.progress import CliProgress, silence_vendor_progress_bars
 from phi3.server.command import serve
-from phi3.types import BackendStatus, DeviceInfo, GenerationResult
+from phi3.types import BackendInfo, BackendStatus, DeviceInfo, GenerationResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,6 +85,43 @@ def generation_options(func: F) -> F:
     return func
 
 
+def structured_options(func: F) -> F:
+    """Structured output (constrained decoding): the backend must enforce it or phi3 refuses."""
+    decorators = [
+        click.option(
+            "--json-schema",
+            "json_schema_file",
+            default=None,
+            metavar="FILE",
+            help="Constrain the answer to this JSON Schema (a file; '-' reads stdin).",
+        ),
+        click.option("--json-object", is_flag=True, default=None, help="Constrain the answer to a JSON object."),
+        click.option("--regex", default=None, metavar="PATTERN", help="Constrain the whole answer to PATTERN."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _read_json_schema(source: str) -> str:
+    """The schema text of ``--json-schema FILE`` (``-``: stdin), checked to be JSON; the config checks
+    that it is a valid JSON Schema."""
+    if source == "-":
+        text = _read_stdin("--json-schema is '-'")
+    else:
+        try:
+            with translate_os_errors(f"--json-schema file {source}"):
+                text = Path(source).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"--json-schema file {source} is not UTF-8 text", hint="save it as UTF-8") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        where = "stdin" if source == "-" else source
+        raise ConfigError(f"--json-schema {where} is not JSON: {exc}", hint="give a JSON Schema document") from None
+    return text
+
+
 def _generation_config(**values: Any) -> GenerationConfig:
     if values.get("stop") == ():
         values["stop"] = None
@@ -124,17 +163,15 @@ def _load(
     return loaded
 
 
-def _read_stdin() -> str:
-    """The prompt from stdin, or a phi3 error when there is no stdin to read."""
+def _read_stdin(what: str = "PROMPT is '-'") -> str:
+    """The prompt (or ``what`` else reads stdin) from stdin, or a phi3 error when there is none."""
     stream = sys.stdin
     if stream is None or stream.closed:
-        raise ConfigError("PROMPT is '-' but stdin is closed", hint="pipe the prompt in, or pass it as an argument")
+        raise ConfigError(f"{what} but stdin is closed", hint="pipe the input in, or pass it as an argument")
     try:
         return stream.read()
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"PROMPT is '-' but stdin cannot be read: {exc}", hint="pass the prompt as an argument"
-        ) from None
+        raise ConfigError(f"{what} but stdin cannot be read: {exc}", hint="pass it as an argument") from None
     except UnicodeDecodeError:
         raise ConfigError("stdin is not UTF-8 text", hint="convert the prompt to UTF-8") from None
 
@@ -181,7 +218,7 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     info = entry.info
     origin = f"{entry.distribution} {entry.version}" if entry.distribution else "(not installed)"
     if info is None:
-        return [entry.name, entry.status.value, origin, "-", "-", "-"]
+        return [entry.name, entry.status.value, origin, "-", "-", "-", "-"]
     default = info.default_engine
     engines = ", ".join(
         f"{e.name}{'*' if e.name == default else ''}{'' if e.available else ' (unusable)'}" for e in info.engines
@@ -189,7 +226,18 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     devices = ", ".join(d.name for d in info.devices) or "none"
     if info.override_devices:
         devices += " (override: " + ", ".join(d.name for d in info.override_devices) + ")"
-    return [entry.name, entry.status.value, origin, engines, devices, ", ".join(info.precisions)]
+    return [entry.name, entry.status.value, origin, engines, devices, ", ".join(info.precisions), _structured(info)]
+
+
+def _structured(info: BackendInfo) -> str:
+    """The structured-output kinds a backend enforces, and where an engine differs."""
+    kinds = ", ".join(info.structured_output) or "none"
+    differ = [
+        f"{e.name}: {', '.join(e.structured_output) or 'none'}"
+        for e in info.engines
+        if e.structured_output is not None and tuple(e.structured_output) != tuple(info.structured_output)
+    ]
+    return kinds + (f" ({'; '.join(differ)})" if differ else "")
 
 
 @cli.command("list-backends")
@@ -217,7 +265,7 @@ def list_backends(as_json: bool) -> None:
         if registry.disabled:
             click.echo(f"(disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)})")
         return
-    headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS"]
+    headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS", "STRUCTURED OUTPUT"]
     click.echo(table(headers, [_entry_row(e) for e in entries]))
     for entry in entries:
         if entry.detail:
@@ -336,6 +384,7 @@ def quantize(
 @click.argument("prompt")
 @backend_options
 @generation_options
+@structured_options
 @click.option("--system", default=None, help="System message (chat template mode).")
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the model's chat template.")
 @click.option("--no-stream", is_flag=True, help="Print the answer only when it is complete.")
@@ -355,19 +404,29 @@ def generate(
     raw: bool,
     no_stream: bool,
     as_json: bool,
+    json_schema_file: str | None,
     **generation: Any,
 ) -> None:
-    """Generate an answer to PROMPT ('-' reads it from stdin); streams by default."""
+    """Generate an answer to PROMPT ('-' reads it from stdin); streams by default.
+
+    --json-schema / --json-object / --regex constrain decoding so the answer matches; a backend that
+    cannot enforce it is refused before decoding (`phi3 list-backends` shows who can).
+    """
+    if prompt == "-" and json_schema_file == "-":
+        raise ConfigError("PROMPT and --json-schema cannot both read stdin", hint="give one of them as a file or text")
     if prompt == "-":
         prompt = _read_stdin()
     if not prompt.strip():
         raise ConfigError("the prompt is empty", hint="pass some text, or '-' to read it from stdin")
+    if json_schema_file is not None:
+        generation["json_schema"] = _read_json_schema(json_schema_file)
     config = _generation_config(**generation)
     if raw and system:
         raise ConfigError("--system needs the chat template; drop --raw")
     with _load(
         model, backend, device, precision, engine, options, revision, trust_remote_code, quiet=as_json
     ) as loaded:
+        loaded.check_supported(config)  # before the chat template and any decoding
         if raw:
             text_prompt = prompt
         else:

@@ -30,7 +30,10 @@ class Engine(Protocol):
 
     def generate(self, prompt: str, config: GenerationConfig) -> Iterator[Chunk]: ...
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str: ...
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """The model's own template. An engine of a backend that declares
+        ``BackendInfo.chat_template_tools`` also accepts ``tools=`` (a list of tool dicts)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -60,9 +63,14 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
 
 
 @hookimpl
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-    """Forward to the engine's runtime tokenizer (the model's own template)."""
-    engine: Engine = session.native
+def phi3_apply_chat_template(
+    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None
+) -> str:
+    """Forward to the engine's runtime tokenizer (the model's own template); ``tools`` only when
+    given, so engines of backends without ``chat_template_tools`` keep their one-argument method."""
+    engine: Any = session.native
+    if tools is not None:
+        return str(engine.apply_chat_template(messages, tools=list(tools)))
     return str(engine.apply_chat_template(messages))
 
 

@@ -77,6 +77,11 @@ class ModelBusyError(Phi3Error):
     """The model is already running as many generations as its backend allows at once."""
 
 
+class UnsupportedError(Phi3Error, ValueError):
+    """The request needs a capability the chosen backend/engine/device does not declare
+    (e.g. structured output it cannot enforce). The message names the capability and who has it."""
+
+
 __all__ = [
     "ArtifactError",
     "BackendError",
@@ -90,4 +95,5 @@ __all__ = [
     "PluginError",
     "PrecisionNotSupportedError",
     "PromptTooLongError",
+    "UnsupportedError",
 ]

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from phi3 import structured_output
 from phi3.errors import ConfigError
+from phi3.types import OutputConstraint
 
 INT32_LIMIT = 2**31
 """Runtimes (OpenVINO GenAI, ONNX Runtime GenAI) keep token counts and top_k in 32-bit ints."""
@@ -55,6 +57,13 @@ class GenerationConfig:
     ``ignore_eos``
         Keep decoding past end-of-sequence tokens (benchmarks use it so every run decodes the same
         number of tokens).
+    ``json_schema``, ``json_object``, ``regex`` (structured output; at most one)
+        Constrain decoding so the output matches: a JSON Schema (a dict, or its JSON text), any
+        JSON object, or a regular expression matched against the whole output. The backend masks
+        every token with a grammar (the output parses and validates unless ``max_new_tokens`` cuts
+        it short: ``finish_reason="length"``). A backend that cannot enforce the kind asked for is
+        refused with :class:`phi3.errors.UnsupportedError` before decoding starts (which backends
+        can: ``BackendInfo.structured_output``). Backends read :attr:`output_constraint`.
     """
 
     max_new_tokens: int = 256
@@ -66,8 +75,14 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    json_schema: str | None = None
+    json_object: bool = False
+    regex: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.json_schema, Mapping):
+            # kept as JSON text: the config stays hashable and every vendor API takes text
+            object.__setattr__(self, "json_schema", structured_output.schema_text(self.json_schema))
         if self.stop is None:
             object.__setattr__(self, "stop", ())  # None means "no stop strings", as everywhere else
         elif isinstance(self.stop, str):
@@ -97,6 +112,17 @@ class GenerationConfig:
         data = dataclasses.asdict(self)
         data["stop"] = list(self.stop)
         return data
+
+    @property
+    def output_constraint(self) -> OutputConstraint | None:
+        """The structured-output request as a backend enforces it, or ``None`` for free text."""
+        if self.json_schema is not None:
+            return OutputConstraint("json_schema", self.json_schema)
+        if self.json_object:
+            return OutputConstraint("json_object", structured_output.JSON_OBJECT_SCHEMA)
+        if self.regex is not None:
+            return OutputConstraint("regex", self.regex)
+        return None
 
 
 def _check_names(options: Mapping[str, Any]) -> None:
@@ -146,6 +172,7 @@ def _validate(config: GenerationConfig) -> None:
         )
     if not isinstance(config.ignore_eos, bool):
         problems.append(f"ignore_eos must be true or false, got {config.ignore_eos!r}")
+    problems.extend(structured_output.problems(config.json_schema, config.json_object, config.regex))
     if problems:
         raise ConfigError("invalid generation config: " + "; ".join(problems))
 

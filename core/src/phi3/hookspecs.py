@@ -147,15 +147,31 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
     ``stop`` strings may be honoured natively, but phi3 also cuts the stream at the first stop
     string and closes the iterator, so support is optional. Raise ``PromptTooLongError`` before
     decoding when the prompt does not fit.
+
+    Structured output: when ``config.output_constraint`` is not ``None``, mask every decoding step
+    with a grammar built from it (XGrammar, llguidance ... through your runtime), so the output
+    matches. phi3 passes only kinds your ``BackendInfo`` / ``EngineInfo`` / ``SessionHandle``
+    ``structured_output`` declares; declare a kind only if you enforce it, never best effort.
     """
 
 
 @hookspec(firstresult=True)
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+def phi3_apply_chat_template(
+    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None
+) -> str:
     """Render ``messages`` with the model's own chat template, ending with the assistant prompt.
 
     Use the runtime tokenizer's ``apply_chat_template`` (never hand-written Phi-3 markers): the
     template ships with the model and differs across the family.
+
+    Pass every field of a message to the template, not only ``role`` and ``content``: Phi-4-mini's
+    template reads a system message's ``tools`` (JSON text), and tool turns carry ``tool_call_id``
+    and assistant turns ``tool_calls`` (see :mod:`phi3.tools`).
+
+    ``tools`` (OpenAI's function-tool definitions) is not ``None`` only for a backend that sets
+    ``BackendInfo.chat_template_tools``: pass it to the template's ``tools`` variable (templates
+    that follow the Hugging Face convention read it). An implementation may leave the parameter out
+    of its signature when it does not declare the capability.
     """
 
 

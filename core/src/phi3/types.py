@@ -18,11 +18,38 @@ from typing import Any, Literal, Protocol
 DeviceKind = Literal["npu", "gpu", "cpu"]
 """What kind of silicon a device is. ``backend="auto"`` prefers npu > gpu > cpu."""
 
-FinishReason = Literal["eos", "length", "stop"]
-"""Why generation ended: an end-of-sequence token, ``max_new_tokens``, or a stop string."""
+FinishReason = Literal["eos", "length", "stop", "tool_calls"]
+"""Why generation ended: an end-of-sequence token, ``max_new_tokens``, a stop string, or (chat with
+``tools``) the model called one or more tools (:attr:`GenerationResult.tool_calls`)."""
 
-ChatMessage = Mapping[str, str]
-"""One chat turn, ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
+ChatMessage = Mapping[str, Any]
+"""One chat turn, ``{"role": "user" | "assistant" | "system" | "tool", "content": "..."}``.
+
+``content`` is a string. An assistant turn that called tools carries ``tool_calls`` (OpenAI's
+shape: ``[{"id", "type": "function", "function": {"name", "arguments": JSON text}}]``) and a
+``tool`` turn carries the result in ``content`` and the call's ``tool_call_id``."""
+
+ConstraintKind = Literal["json_schema", "json_object", "regex"]
+"""What a structured-output request constrains decoding to (see :class:`OutputConstraint`)."""
+
+CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("json_schema", "json_object", "regex")
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """What :attr:`phi3.GenerationConfig.output_constraint` hands a backend: decode only text that
+    matches this. Built and validated by phi3 from the config's ``json_schema`` / ``json_object`` /
+    ``regex`` fields; a backend maps it onto its runtime's constrained decoding.
+
+    ``kind="json_schema"``: ``spec`` is the JSON Schema as compact JSON text (vendor APIs take text).
+    ``kind="json_object"``: any JSON object; ``spec`` is ``{"type": "object"}`` so that a runtime with
+    only a JSON-Schema entry point can enforce it. ``kind="regex"``: ``spec`` is the pattern, which
+    must match the whole output (no lookaround or backreferences: the regex subset every
+    grammar engine shares).
+    """
+
+    kind: ConstraintKind
+    spec: str
 
 
 class BackendStatus(str, enum.Enum):
@@ -71,6 +98,9 @@ class EngineInfo:
     """The vendor distributions this engine's artifacts depend on, when they differ from the
     backend's (``BackendInfo.library_versions``). They replace the backend's in the artifact cache
     key, so upgrading a library one engine does not use does not invalidate its artifacts."""
+    structured_output: tuple[ConstraintKind, ...] | None = None
+    """The :data:`ConstraintKind` values this engine enforces while decoding, when they differ from
+    the backend's (``BackendInfo.structured_output``); ``None`` inherits the backend's."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +139,17 @@ class BackendInfo:
     """The plugin contract version this backend was written for."""
     priority: int = 0
     """Tie-breaker for ``backend="auto"`` between backends offering the same device kind."""
+    structured_output: tuple[ConstraintKind, ...] = ()
+    """The kinds of :class:`OutputConstraint` this backend *enforces* during decoding (every token
+    masked by a grammar), for engines that do not say otherwise. phi3 refuses a request for any
+    other kind before ``phi3_generate`` is called: a backend never receives a constraint it did not
+    declare, and best effort is never presented as a guarantee."""
+    chat_template_tools: bool = False
+    """``phi3_apply_chat_template`` passes its ``tools`` argument to the chat template's ``tools``
+    variable (the Hugging Face convention of templates such as Llama 3.1's or Qwen's). The Phi-3
+    family does not need it: Phi-4-mini's template reads the tools from the system message's own
+    ``tools`` field, which :mod:`phi3.tools` fills, so every backend must pass message fields other
+    than ``role``/``content`` through to the template unchanged."""
 
     @property
     def default_engine(self) -> str | None:
@@ -198,6 +239,19 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call a chat with ``tools`` produced: ``arguments`` already parsed, and valid
+    against the tool's parameter schema because decoding was constrained to it."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": dict(self.arguments)}
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """Everything a finished generation reports."""
 
@@ -214,6 +268,8 @@ class GenerationResult:
     device: str
     """The device that really ran the model, as the backend reports it."""
     precision: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model called (chat with ``tools``); ``text`` is then what it said besides."""
 
     @property
     def new_tokens(self) -> int:
@@ -234,6 +290,7 @@ class GenerationResult:
             "engine": self.engine,
             "device": self.device,
             "precision": self.precision,
+            "tool_calls": [call.as_dict() for call in self.tool_calls],
         }
 
 
@@ -270,14 +327,19 @@ class SessionHandle:
     """How many generations this session can run at the same time (see
     :func:`phi3.hookspecs.phi3_load`). 1, the default, means one at a time: phi3 refuses a second
     concurrent stream on the same :class:`phi3.Model` and ``phi3 serve`` queues it instead."""
+    structured_output: tuple[ConstraintKind, ...] | None = None
+    """What this session really enforces, when narrower than its engine's declaration (e.g. a
+    device whose pipeline has no grammar support); ``None`` keeps the engine's / backend's."""
 
 
 __all__ = [
+    "CONSTRAINT_KINDS",
     "Artifact",
     "BackendInfo",
     "BackendStatus",
     "ChatMessage",
     "Chunk",
+    "ConstraintKind",
     "DeviceInfo",
     "DeviceKind",
     "EngineInfo",
@@ -285,7 +347,9 @@ __all__ = [
     "GenerationResult",
     "LoadRequest",
     "ModelSource",
+    "OutputConstraint",
     "Progress",
     "QuantizeRequest",
     "SessionHandle",
+    "ToolCall",
 ]

@@ -121,6 +121,37 @@ def test_streaming_chat_with_usage(server: ServerProcess, client: openai.OpenAI,
     assert all(e.startswith("data: ") for e in events)
 
 
+def _check_timings(timings: Any, prompt_tokens: int, completion_tokens: int) -> None:
+    assert timings["prompt_n"] == prompt_tokens and timings["predicted_n"] == completion_tokens
+    assert timings["prompt_ms"] > 0
+    rate = timings["predicted_per_second"]
+    assert rate > 0 and abs(timings["predicted_per_token_ms"] * rate - 1000) < 1e-6
+    assert timings["predicted_ms"] == pytest.approx((completion_tokens - 1) / rate * 1000)
+
+
+def test_server_side_timings_come_with_usage(client: openai.OpenAI) -> None:
+    """llama.cpp's ``timings`` object: engine speed as the server measured it, apart from HTTP/SSE."""
+    answer = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=8, extra_body={"ignore_eos": True}
+    )  # type: ignore[arg-type]
+    assert answer.usage is not None and answer.model_extra is not None
+    _check_timings(answer.model_extra["timings"], answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    last = chunks[-1]
+    assert last.usage is not None and last.model_extra is not None
+    _check_timings(last.model_extra["timings"], last.usage.prompt_tokens, last.usage.completion_tokens)
+    assert all(not (chunk.model_extra or {}).get("timings") for chunk in chunks[:-1])
+
+
 def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
     pieces = [
         c.choices[0].delta.content
@@ -225,8 +256,9 @@ def test_async_client_streaming_and_not(server: ServerProcess) -> None:
     [
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frobnicate": 1}, "frobnicate"),
     ],
@@ -359,6 +391,29 @@ def test_queue_is_fifo_and_full_queue_is_429(server: ServerProcess) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], str)
 
 
+def test_a_queued_client_that_leaves_gives_up_its_place_at_once(server: ServerProcess) -> None:
+    """Noticed while it waits, not when its turn comes: the request ahead is still decoding."""
+    server.wait_for("no generation running", lambda: server.metric("phi3_active_generations") == 0)
+    abandoned = server.metric("phi3_abandoned_requests_total", model=MODEL)
+    first_client, first = _start_long_stream(server, tokens=1000)
+    try:
+        lines = first.iter_lines()  # keep it: dropping this iterator would close the response
+        next(lines)
+        body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 2}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=0.8)
+        server.wait_for(
+            "the queued request to give up its place",
+            lambda: server.metric("phi3_abandoned_requests_total", model=MODEL) == abandoned + 1,
+            timeout=10,
+        )
+        assert server.metric("phi3_queue_depth", model=MODEL) == 0
+        assert server.metric("phi3_active_generations") == 1, "the request ahead should still be decoding"
+    finally:
+        first.close()
+        first_client.close()
+
+
 def test_metrics_exposition(server: ServerProcess) -> None:
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     for name in (
@@ -389,7 +444,7 @@ def test_ttft_is_measured(server: ServerProcess) -> None:
 
 
 def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
-    done = run_phi3("serve", "no-such-model", "--preload", "--port", "1", timeout=300)
+    done = run_phi3("serve", "no-such-model", "-b", "reference", "-p", "fp32", "--preload", "--port", "1", timeout=300)
     assert done.returncode == 1
     assert "Error: 'no-such-model' is neither" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

@@ -13,28 +13,11 @@ from typing import TYPE_CHECKING, ClassVar
 import phi3
 from phi3.testing.parity import FamilyParitySuite
 
+from phi3_dml.api import teacher_forced_logprobs as runtime_logprobs
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-
-def runtime_logprobs(model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
-    """Log-probabilities of every position from ONE prefill: the runtime returns the whole
-    ``[1, len, vocab]`` logits of a prefill through ``Generator.get_output("logits")``."""
-    import numpy as np
-
-    runtime = model.session.native
-    og = runtime.og
-    params = og.GeneratorParams(runtime.model)
-    params.set_search_options(max_length=len(input_ids) + 1, do_sample=False)
-    generator = og.Generator(runtime.model, params)
-    try:
-        generator.append_tokens(np.asarray(list(input_ids), dtype=np.int32))
-        logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
-    finally:
-        del generator
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), dtype=np.float32)
 
 
 # longrope_decode is exact: phi3_dml.generate recomputes the sequence once where generation crosses

@@ -16,6 +16,7 @@ from phi3.errors import (
     Phi3Error,
     PrecisionNotSupportedError,
     PromptTooLongError,
+    UnsupportedError,
 )
 
 
@@ -61,6 +62,7 @@ def from_phi3(exc: Phi3Error, *, param: str | None = None) -> APIError:
         BackendUnavailableError,
         DeviceNotFoundError,
         PrecisionNotSupportedError,
+        UnsupportedError,
     )
     if isinstance(exc, user_fixable):
         return APIError(400, message, param=param, code="invalid_value")

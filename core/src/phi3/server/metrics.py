@@ -22,6 +22,12 @@ class Metrics:
         self.cancelled = Counter(
             "phi3_cancelled_generations", "Generations stopped because the client went away", ["model"], registry=r
         )
+        self.abandoned = Counter(
+            "phi3_abandoned_requests",
+            "Requests whose client went away while they waited in the queue (never decoded)",
+            ["model"],
+            registry=r,
+        )
         self.time_to_first_token = Histogram(
             "phi3_time_to_first_token_seconds",
             "From slot granted to first token",

@@ -1,18 +1,30 @@
 """Request and response bodies of the OpenAI-compatible API, in one place.
 
 Requests are strict: a field phi3 does not know is a 400 naming it (OpenAI does the same), and a
-known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, ``tools``, a JSON
-``response_format`` ...) is a 400 naming it too (:func:`unsupported`), never silently ignored: a
-client that asked for JSON mode must not get prose back believing it is JSON.
+known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, the deprecated ``functions`` ...) is
+a 400 naming it too (:func:`unsupported`), never silently ignored. ``response_format``
+(:data:`ResponseFormat`) is enforced by constrained decoding, or refused with a 400 when the
+model's backend cannot enforce it: a client that asked for JSON must not get prose back believing
+it is JSON. ``tools`` are offered as :mod:`phi3.tools` describes.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_validator,
+)
 
 Number = StrictInt | StrictFloat
 
@@ -37,14 +49,39 @@ class ContentPart(BaseModel):
         return self
 
 
+class FunctionCall(_Strict):
+    name: StrictStr
+    arguments: StrictStr
+    """JSON text, as OpenAI sends and returns it."""
+
+
+class ToolCall(_Strict):
+    """A call in an assistant turn of the history (``message.tool_calls`` of an earlier answer)."""
+
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: StrictStr | None = None
+    refusal: StrictStr | None = None  # sent back by clients that echo an earlier answer
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> Message:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant turn with tool_calls may leave it out)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
         """The content as one string (text parts joined, as OpenAI concatenates them)."""
-        if isinstance(self.content, str):
-            return self.content
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
         return "".join(part.text or "" for part in self.content)
 
 
@@ -123,16 +160,8 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
             request.frequency_penalty not in (None, 0, 0.0),
             "phi3 has no frequency penalty; use repetition_penalty",
         ),
-        (
-            "response_format",
-            request.response_format not in (None, {"type": "text"}),
-            "phi3 generates plain text only; drop response_format or send {'type': 'text'}",
-        ),
-        ("tools", bool(request.tools), "phi3 does not call tools"),
-        ("tool_choice", request.tool_choice not in (None, "none"), "phi3 does not call tools"),
-        ("functions", bool(request.functions), "phi3 does not call functions"),
-        ("function_call", request.function_call not in (None, "none"), "phi3 does not call functions"),
-        ("parallel_tool_calls", bool(request.parallel_tool_calls), "phi3 does not call tools"),
+        ("functions", bool(request.functions), "functions is deprecated; send tools"),
+        ("function_call", request.function_call not in (None, "none"), "function_call is deprecated; send tool_choice"),
     ]
     if isinstance(request, ChatCompletionRequest):
         checks += [
@@ -144,6 +173,9 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
         ]
     if isinstance(request, CompletionRequest):
         checks += [
+            ("tools", request.tools is not None, "tools need /v1/chat/completions"),
+            ("tool_choice", request.tool_choice is not None, "tools need /v1/chat/completions"),
+            ("parallel_tool_calls", request.parallel_tool_calls is not None, "tools need /v1/chat/completions"),
             ("echo", bool(request.echo), "phi3 does not echo the prompt"),
             ("suffix", bool(request.suffix), "phi3 does not support suffix (fill-in-the-middle)"),
             ("best_of", request.best_of not in (None, 1), "phi3 generates one candidate per request"),
@@ -154,9 +186,64 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
     return None
 
 
+# -- response_format: structured output ---------------------------------------------------------
+
+
+class JsonSchemaSpec(_Strict):
+    """OpenAI's ``response_format.json_schema``. phi3 enforces ``schema`` with a grammar whether or
+    not ``strict`` is set (there is no looser mode to fall back to)."""
+
+    name: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: StrictStr | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: StrictBool | None = None
+
+
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+class RegexFormat(_Strict):
+    """phi3's extension: ``{"type": "regex", "regex": PATTERN}``, the whole answer matches PATTERN."""
+
+    type: Literal["regex"]
+    regex: StrictStr = Field(min_length=1)
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat | RegexFormat, Field(discriminator="type")]
+RESPONSE_FORMAT: TypeAdapter[ResponseFormat] = TypeAdapter(ResponseFormat)
+
+
+def structured_options(response_format: Any) -> dict[str, Any]:
+    """The :class:`phi3.GenerationConfig` fields a ``response_format`` asks for (``{}`` for text).
+
+    Raises ``pydantic.ValidationError`` (locations relative to ``response_format``) when it is not
+    one of :data:`ResponseFormat`.
+    """
+    if response_format is None:
+        return {}
+    chosen = RESPONSE_FORMAT.validate_python(response_format)
+    if isinstance(chosen, JsonObjectFormat):
+        return {"json_object": True}
+    if isinstance(chosen, JsonSchemaFormat):
+        return {"json_schema": chosen.json_schema.schema_}
+    if isinstance(chosen, RegexFormat):
+        return {"regex": chosen.regex}
+    return {}
+
+
 # -- responses ---------------------------------------------------------------------------------
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 def new_id(prefix: str) -> str:
@@ -173,9 +260,24 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class Timings(BaseModel):
+    """Server-side timing of one generation, as phi3's engine measured it (llama.cpp's server sends
+    the same ``timings`` object): lets a client tell engine speed from HTTP/SSE overhead."""
+
+    prompt_n: int
+    prompt_ms: float
+    """Request start (slot granted) to the first generated token: prompt processing plus one step."""
+    predicted_n: int
+    predicted_ms: float
+    """First to last generated token."""
+    predicted_per_token_ms: float | None
+    predicted_per_second: float | None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChoice(BaseModel):
@@ -193,11 +295,28 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    timings: Timings | None = None
+
+
+class FunctionDelta(BaseModel):
+    name: str | None = Field(default=None, exclude_if=lambda name: name is None)
+    arguments: str
+
+
+class ToolCallDelta(BaseModel):
+    """A streamed call, as OpenAI streams them: ``index``, ``id``, ``type`` and the function's name
+    with empty arguments first, then the arguments (JSON text) under the same ``index``."""
+
+    index: int
+    id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    type: Literal["function"] | None = Field(default=None, exclude_if=lambda value: value is None)
+    function: FunctionDelta
 
 
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChunkChoice(BaseModel):
@@ -214,6 +333,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -230,6 +350,7 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class ModelCard(BaseModel):
@@ -243,6 +364,8 @@ class ModelCard(BaseModel):
     device: str | None = None
     precision: str | None = None
     max_concurrent_generations: int | None = None
+    # the Ray runner (phi3 serve --ray): where this model runs, one entry per replica
+    replicas: list[ReplicaCard] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ModelList(BaseModel):
@@ -259,3 +382,23 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ReplicaCard(BaseModel):
+    """One Ray Serve replica of a served model (``phi3 serve --ray``): which process on which node
+    runs it, and what that node's auto selection picked (a mixed cluster runs one model on several
+    devices)."""
+
+    replica: str
+    node: str
+    host: str
+    pid: int
+    loaded: bool = False
+    backend: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    max_concurrent_generations: int | None = None
+
+
+ModelCard.model_rebuild()

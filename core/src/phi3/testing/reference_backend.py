@@ -25,6 +25,7 @@ from typing import Any
 from phi3.errors import ArtifactError, ConfigError, DeviceNotFoundError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import hookimpl
+from phi3.integrations import transformers_structured
 from phi3.probing import installed_versions, module_available
 from phi3.types import (
     BackendInfo,
@@ -68,6 +69,8 @@ def phi3_backend_info() -> BackendInfo:
         artifact_options=("pause_after_write",),
         load_options=(),
         priority=-100,
+        # enforced by a logits processor (llguidance) when phi3-core[structured] is installed
+        structured_output=transformers_structured.enforced_kinds() if ready else (),
     )
 
 
@@ -134,7 +137,18 @@ def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig)
             f"the prompt has {ids.shape[1]} tokens; the model's context is {session.context_length}",
             hint="shorten the prompt",
         )
-    return _stream(model, tokenizer, ids, config)
+    processors = []
+    constraint = config.output_constraint
+    if constraint is not None:  # compiled now: a schema the grammar engine refuses fails before decoding
+        processors.append(
+            transformers_structured.logits_processor(tokenizer, constraint, eos_token_ids=_eos_ids(model))
+        )
+    return _stream(model, tokenizer, ids, config, processors)
+
+
+def _eos_ids(model: Any) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos or [])
 
 
 def _crosses_longrope_switch(model: Any, prompt_tokens: int, max_new_tokens: int) -> bool:
@@ -156,15 +170,18 @@ def _generate_kwargs(config: GenerationConfig, eos_ids: list[int], *, use_cache:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    if config.ignore_eos:
+    if config.ignore_eos and config.output_constraint is not None:
+        # the grammar allows only EOS once the output is complete: keep decoding it, never stop on it
+        kwargs["eos_token_id"] = None
+    elif config.ignore_eos:
         kwargs["suppress_tokens"] = eos_ids
     return kwargs
 
 
-def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> Iterator[Chunk]:
+def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig, processors: list[Any]) -> Iterator[Chunk]:
     """Run transformers' generate() in a thread, forwarding each new token as a Chunk."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     tokens: queue.Queue[object] = queue.Queue()
@@ -189,8 +206,7 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-    eos = model.generation_config.eos_token_id
-    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    eos_ids = _eos_ids(model)
     errors: list[BaseException] = []
     # transformers 5.5.4's Phi3ForCausalLM.prepare_inputs_for_generation drops the KV cache when
     # generation crosses the LongRoPE switch and then feeds a single token, losing the context.
@@ -208,6 +224,7 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig) -> I
                     attention_mask=torch.ones_like(ids),
                     streamer=Forward(),
                     stopping_criteria=StoppingCriteriaList([Cancel()]),
+                    logits_processor=LogitsProcessorList(processors),
                     pad_token_id=tokenizer.pad_token_id or eos_ids[0],
                     **_generate_kwargs(config, eos_ids, use_cache=use_cache),
                 )

@@ -19,11 +19,17 @@ is greedy, the seed decides sampled text, ``repetition_penalty`` acts), on float
 checkpoints. A standard test can be replaced only with :func:`phi3.testing.override` and a reason.
 Settings: ``vendor_modules`` (your runtime's modules, which listing must not import) and
 ``tokenizer_model`` (test on a checkpoint with a SentencePiece ``tokenizer.model``).
+
+Structured output: every kind your backend declares (``BackendInfo.structured_output``) must hold
+on every schema of :mod:`phi3.testing.structured` over greedy and many seeded samples (the output
+parses and validates with ``jsonschema``), and every kind it does not declare must be refused with
+``UnsupportedError`` before decoding. ``structured_max_tokens`` bounds each constrained decode.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,8 +40,9 @@ import pytest
 
 import phi3
 from phi3.plugins import get_registry
+from phi3.testing import structured
 from phi3.testing.overrides import OVERRIDE_ATTRIBUTE
-from phi3.types import BackendStatus
+from phi3.types import CONSTRAINT_KINDS, BackendStatus, ConstraintKind, GenerationResult
 
 VENDOR_MODULES = (
     "torch",
@@ -74,6 +81,8 @@ class BackendConformanceSuite:
     tokenizer_model: ClassVar[bool] = False
     """Test on a tiny checkpoint that also has a SentencePiece ``tokenizer.model`` (converters such as
     llama.cpp's need one); its ``tokenizer.json`` is derived from it, so both encode alike."""
+    structured_max_tokens: ClassVar[int] = 160
+    """Token budget of each constrained decode; every test schema fits well inside it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -308,6 +317,55 @@ class BackendConformanceSuite:
             assert again.artifact.path == first.path
             assert again.artifact.manifest["created"] == first.manifest["created"]
             assert again.generate(PROMPT, max_new_tokens=3, ignore_eos=True).new_tokens == 3
+
+    # -- structured output (see phi3.generation_config and BackendInfo.structured_output) -------
+
+    def _constrained(self, model: phi3.Model, kind: ConstraintKind, **constraint: Any) -> list[GenerationResult]:
+        if kind not in model.structured_output:
+            pytest.skip(f"{self.backend} does not declare {kind} output (its refusal is tested instead)")
+        base = phi3.GenerationConfig(max_new_tokens=self.structured_max_tokens, **constraint)
+        configs = [base] + [base.replace(do_sample=True, temperature=1.0, seed=seed) for seed in structured.SEEDS]
+        return [model.generate(PROMPT, config) for config in configs]
+
+    def test_undeclared_structured_output_is_refused(self, loaded_model: phi3.Model) -> None:
+        requests: dict[str, dict[str, Any]] = {
+            "json_schema": {"json_schema": structured.SCHEMAS["flat_required"]},
+            "json_object": {"json_object": True},
+            "regex": {"regex": structured.REGEX},
+        }
+        assert set(requests) == set(CONSTRAINT_KINDS)
+        for kind, request in requests.items():
+            if kind in loaded_model.structured_output:
+                continue
+            with pytest.raises(phi3.UnsupportedError, match=kind):
+                loaded_model.generate(PROMPT, max_new_tokens=4, **request)
+
+    @pytest.mark.parametrize("schema_name", sorted(structured.SCHEMAS))
+    def test_json_schema_output_validates(self, loaded_model: phi3.Model, schema_name: str) -> None:
+        import jsonschema
+
+        schema = structured.SCHEMAS[schema_name]
+        failures = []
+        for result in self._constrained(loaded_model, "json_schema", json_schema=schema):
+            try:
+                assert result.finish_reason != "length", "ran out of tokens before the JSON closed"
+                jsonschema.validate(json.loads(result.text), schema)
+            except (AssertionError, ValueError, jsonschema.ValidationError) as exc:
+                failures.append(f"{result.text!r}: {exc}")
+        assert not failures, f"{len(failures)} constrained outputs did not validate: {failures}"
+
+    def test_json_object_output_is_an_object(self, loaded_model: phi3.Model) -> None:
+        results = self._constrained(loaded_model, "json_object", json_object=True)
+        # "any object" is unbounded: a decode may run out of tokens; every one that closed must parse
+        closed = [result for result in results if result.finish_reason != "length"]
+        assert closed, f"no json_object decode closed its object within {self.structured_max_tokens} tokens"
+        for result in closed:
+            assert isinstance(json.loads(result.text), dict), result.text
+
+    def test_regex_output_matches(self, loaded_model: phi3.Model) -> None:
+        for result in self._constrained(loaded_model, "regex", regex=structured.REGEX):
+            assert result.finish_reason != "length", result.text
+            assert re.fullmatch(structured.REGEX, result.text), result.text
 
 
 __all__ = ["MESSAGES", "PROMPT", "VENDOR_MODULES", "BackendConformanceSuite"]

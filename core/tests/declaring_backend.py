@@ -1,0 +1,54 @@
+"""A test backend: the reference backend under the name ``declaring``, declaring only the
+structured-output kinds it is given (at the backend, engine or session level) and counting the
+generations that reach it, so tests can prove a refusal happened before ``phi3_generate``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import phi3
+from phi3.hookspecs import hookimpl
+from phi3.testing import reference_backend
+from phi3.types import BackendInfo, ChatMessage, Chunk, ConstraintKind, LoadRequest, SessionHandle
+
+
+class Declaring:
+    """The reference backend under another name, declaring only ``kinds`` (at the level given) and
+    counting the generations that reach it."""
+
+    def __init__(self, kinds: tuple[ConstraintKind, ...], level: str = "backend") -> None:
+        self.kinds = kinds
+        self.level = level
+        self.generate_calls = 0
+
+    @hookimpl
+    def phi3_backend_info(self) -> BackendInfo:
+        info = reference_backend.phi3_backend_info()
+        engines = info.engines
+        if self.level == "engine":
+            engines = tuple(dataclasses.replace(e, structured_output=self.kinds) for e in engines)
+        declared = self.kinds if self.level == "backend" else reference_backend.phi3_backend_info().structured_output
+        return dataclasses.replace(info, name="declaring", engines=engines, structured_output=declared)
+
+    @hookimpl
+    def phi3_quantize(self, request: Any, output_dir: Path, progress: Any) -> Mapping[str, Any]:
+        return reference_backend.phi3_quantize(request, output_dir, progress)
+
+    @hookimpl
+    def phi3_load(self, request: LoadRequest) -> SessionHandle:
+        session = reference_backend.phi3_load(request)
+        if self.level == "session":
+            session = dataclasses.replace(session, structured_output=self.kinds)
+        return dataclasses.replace(session, backend="declaring")
+
+    @hookimpl
+    def phi3_apply_chat_template(self, session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+        return reference_backend.phi3_apply_chat_template(session, messages)
+
+    @hookimpl
+    def phi3_generate(self, session: SessionHandle, prompt: str, config: phi3.GenerationConfig) -> Iterator[Chunk]:
+        self.generate_calls += 1
+        return reference_backend.phi3_generate(session, prompt, config)

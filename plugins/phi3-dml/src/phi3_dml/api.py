@@ -1,0 +1,43 @@
+"""phi3-dml's public API for tools outside the plugin (quality benchmarks, other test suites).
+
+The phi3 API does not expose logits (no backend has to); measuring quantization quality needs them.
+This module is the one documented place that reaches into a loaded phi3-dml model for them, so
+benchmarks and tests never depend on the plugin's private modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import phi3
+
+
+def teacher_forced_logprobs(model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    """Log-probabilities ``[len(input_ids), vocab]`` of a phi3-dml model from ONE prefill.
+
+    Row ``i`` scores the token after ``input_ids[: i + 1]``: ONNX Runtime GenAI returns the whole
+    ``[1, len, vocab]`` logits of a prefill through ``Generator.get_output("logits")``.
+    """
+    import numpy as np
+
+    if model.backend != "dml":
+        raise ValueError(f"teacher_forced_logprobs needs a phi3-dml model, got backend {model.backend!r}")
+    runtime = model.session.native
+    og = runtime.og
+    params = og.GeneratorParams(runtime.model)
+    params.set_search_options(max_length=len(input_ids) + 1, do_sample=False)
+    generator = og.Generator(runtime.model, params)
+    try:
+        generator.append_tokens(np.asarray(list(input_ids), dtype=np.int32))
+        logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
+    finally:
+        del generator
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), dtype=np.float32)
+
+
+__all__ = ["teacher_forced_logprobs"]
