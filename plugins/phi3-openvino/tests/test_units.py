@@ -40,6 +40,14 @@ def test_named_recipes_and_explicit_overrides() -> None:
         resolve_quantization("int8", {"recipe": "guide"}, MINI)
 
 
+def test_the_default_recipe_keys_the_artifact_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phi3_openvino import plugin
+
+    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "guide"
+    monkeypatch.setattr(plugin, "DEFAULT_INT4_RECIPE", "all-int4")
+    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "all-int4"
+
+
 def test_auto_group_size_on_a_tiny_model_says_what_it_picked() -> None:
     settings = resolve_quantization("int4", {}, TINY)
     assert settings.group_size == 64

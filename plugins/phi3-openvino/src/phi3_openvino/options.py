@@ -192,9 +192,7 @@ def resolve_quantization(precision: str, options: Mapping[str, Any], shape: Mode
     group_size, note = _group_size(requested, shape)
     ratio = _ratio(options["ratio"]) if "ratio" in options else float(base["ratio"])
     sym = _sym(options["sym"]) if "sym" in options else bool(base["sym"])
-    return QuantSettings(
-        precision, 4, sym, group_size, ratio, requested_group_size=requested, note=note, recipe=recipe
-    )
+    return QuantSettings(precision, 4, sym, group_size, ratio, requested_group_size=requested, note=note, recipe=recipe)
 
 
 _OV_VALUE_TYPES = (str, int, float, bool)
