@@ -323,7 +323,11 @@ def render_backend(data: Mapping[str, Any]) -> list[str]:
     w(
         "Decode and TTFT: median (min-max) over the repeats. *vs default*: the median of the per-repeat ratio to the "
         "default setting measured in the same repeat; *better in N/N* only when every repeat agrees, else "
-        "*undecided*. KL: teacher-forced mean KL(fp32 || artifact) in nats per token over "
+        f"*undecided*. Even *better/worse in {data['repeat']}/{data['repeat']}* happens by chance with probability "
+        f"{2 / 2 ** data['repeat']:.2f} per setting when the two are equally fast, so with "
+        f"{len(settings) - 1} settings about {(len(settings) - 1) * 2 / 2 ** data['repeat']:.1f} such verdicts are "
+        "expected from noise alone: a default is changed only on a difference that is also large against the "
+        "spread. KL: teacher-forced mean KL(fp32 || artifact) in nats per token over "
         f"{len(bench_run.PARITY_PROMPTS)} prompts x {data['parity_tokens']} tokens (random weights: read it as a "
         "relative cost between settings).\n"
     )
