@@ -332,7 +332,10 @@ def speed_targets(
                 [
                     f"{what}, phi3's default CPU path ({default['label']}, what auto picks) vs {peer['label']}",
                     goal,
-                    _ratio_cell(per_repeat) if len(per_repeat) > 1 else f"{whole:.2f}x",
+                    f"{whole:.2f}x"
+                    + (
+                        f" (per repeat {min(per_repeat):.2f}x .. {max(per_repeat):.2f}x)" if len(per_repeat) > 1 else ""
+                    ),
                     "met" if meets(whole) else "**missed**",
                     text,
                 ]

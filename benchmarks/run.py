@@ -409,7 +409,7 @@ KNOWN_BACKENDS = ("openvino", "dml", "npu")
 builds int4 gets a generic phi3 row keyed by its name (its default engine, auto device)."""
 
 
-def artifact_weights(path: Path) -> roofline.WeightBytes | None:
+def artifact_weights(path: Path, gguf_py: Path | None = None) -> roofline.WeightBytes | None:
     """Weight bytes of an artifact folder in whichever format it holds (None if none is recognised)."""
     if (path / "openvino_model.xml").is_file():
         return roofline.openvino_ir(path)
@@ -418,7 +418,7 @@ def artifact_weights(path: Path) -> roofline.WeightBytes | None:
     ggufs = sorted(path.glob("*.gguf"))
     if ggufs:
         try:
-            return roofline.gguf_file(ggufs[0], None)
+            return roofline.gguf_file(ggufs[0], gguf_py)
         except ImportError:  # the gguf package reads it; without it, no roofline row
             return None
     if any(path.glob("*.safetensors")):
@@ -685,7 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     artifacts: dict[tuple[str, str], dict[str, str]] = {}
 
-    def phi3_row(backend: str, engine: str, group: str, device: str = "auto") -> Row | None:
+    def phi3_row(
+        backend: str, engine: str, group: str, device: str = "auto", gguf_py: Path | None = None
+    ) -> Row | None:
         if not usable(backend, engine, device):
             return None
         log(f"artifact for {backend}/{engine} (int4)")
@@ -696,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return None
         path = prepared["artifact"]["path"]
         artifacts.setdefault((backend, "int4"), {"path": path, "engine": engine, "device": device})
-        weights = artifact_weights(Path(path))
+        weights = artifact_weights(Path(path), gguf_py)
         spec = {
             "model": str(model),
             "revision": None,
@@ -795,17 +797,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             skipped[-1] += " (so intel-npu-acceleration-library is not compared either)"
 
-    # every other installed backend (e.g. phi3-llamacpp, entry point "llamacpp"): a phi3 row keyed by its
-    # name, on its default engine; no direct-call twin (this suite cannot know its internals)
-    for name, state in sorted(states.items()):
-        if name in KNOWN_BACKENDS or "int4" not in state.get("precisions", []):
-            continue
-        engine = state.get("default_engine")
-        if engine is None:
-            skipped.append(f"{name}: no usable engine ({state['detail'] or state['status']})")
-            continue
-        phi3_row(name, engine, f"phi3-{name}")
-
     gguf: dict[str, Path] | None = None
     try:
         log("llama.cpp: converting to GGUF f16 and quantizing to Q4_0")
@@ -826,6 +817,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 precision="Q4_0",
             )
         )
+    # every other installed backend (e.g. phi3-llamacpp, entry point "llamacpp"): a phi3 row keyed by its
+    # name, on its default engine; no direct-call twin (this suite cannot know its internals)
+    for name, state in sorted(states.items()):
+        if name in KNOWN_BACKENDS or "int4" not in state.get("precisions", []):
+            continue
+        engine = state.get("default_engine")
+        if engine is None:
+            skipped.append(f"{name}: no usable engine ({state['detail'] or state['status']})")
+            continue
+        phi3_row(name, engine, f"phi3-{name}", gguf_py=gguf["gguf_py"] if gguf else None)
+
     if args.skip_baseline:
         skipped.append("transformers fp32 baseline: --skip-baseline")
     else:
