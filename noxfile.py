@@ -23,6 +23,7 @@ PLUGINS = {
     "openvino": ROOT / "plugins" / "phi3-openvino",
     "dml": ROOT / "plugins" / "phi3-dml",
     "npu": ROOT / "plugins" / "phi3-npu",
+    "llamacpp": ROOT / "plugins" / "phi3-llamacpp",
 }
 PACKAGES = {"core": CORE, **PLUGINS}
 COMMON_CONSTRAINTS = ROOT / "ci" / "constraints.txt"
@@ -30,7 +31,7 @@ CORE_CONSTRAINTS = ROOT / "ci" / "constraints-core.txt"
 """Pins for core's own sessions only (a plugin may pin another transformers)."""
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "dml_skew", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "ray", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
 
@@ -66,9 +67,25 @@ def _run_setup(session: nox.Session, name: str) -> None:
         session.run("python", str(setup))
 
 
+def _prebuilt_wheels(session: nox.Session, names: list[str]) -> list[str]:
+    """``--find-links`` for plugins whose vendor library pip would compile from source.
+
+    ``<plugin>/ci/wheel_cache.py`` (phi3-llamacpp: llama-cpp-python, ~5 min to build) builds the wheel
+    once into a cache folder keyed by version and build flags and prints that folder; later sessions
+    install from it in seconds."""
+    links: list[str] = []
+    for name in names:
+        script = PLUGINS[name] / "ci" / "wheel_cache.py"
+        if script.is_file():
+            printed = session.run("python", str(script), silent=True) or ""
+            links += ["--find-links", printed.strip().splitlines()[-1]]
+    return links
+
+
 def _install_plugin(session: nox.Session, name: str, extras: str = "test") -> None:
     folder = PLUGINS[name]
-    session.install(*_constraints(CORE, folder), f"{CORE}[testing]", *_plugin_requirements(name, extras))
+    wheels = _prebuilt_wheels(session, [name])
+    session.install(*wheels, *_constraints(CORE, folder), f"{CORE}[testing]", *_plugin_requirements(name, extras))
     _run_setup(session, name)
 
 
@@ -76,7 +93,8 @@ def _install_all(session: nox.Session, present: list[str], setup: bool) -> None:
     """Every present plugin in one environment, under the one constraint set they all accept."""
     extras = {"dml": "build,test"}
     requirements = [req for name in present for req in _plugin_requirements(name, extras.get(name, "test"))]
-    session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[testing]", *dict.fromkeys(requirements))
+    wheels = _prebuilt_wheels(session, present)
+    session.install(*wheels, "-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[testing]", *dict.fromkeys(requirements))
     if setup:
         for name in present:
             _run_setup(session, name)
@@ -136,6 +154,25 @@ def server(session: nox.Session) -> None:
         "httpx",
     )
     session.run(*PYTEST, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"), *session.posargs)
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """phi3 serve --ray end to end: a two-node Ray cluster on 127.0.0.1 (Ray's own test cluster), the
+    reference backend, 2 replicas, the openai client; then a local Ray started and stopped by the command."""
+    _quiet_env(session)
+    session.install(
+        "-c",
+        str(INTEGRATION_CONSTRAINTS),
+        "-c",
+        str(COMMON_CONSTRAINTS),
+        f"{CORE}[ray,serve,structured,testing]",
+        str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
+        "openai",
+        "httpx",
+        "psutil",
+    )
+    session.run(*PYTEST, str(CORE / "tests" / "ray_serve"), *session.posargs)
 
 
 @nox.session
@@ -206,8 +243,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]
-    # the serve extra: phi3.server is checked against FastAPI/pydantic/uvicorn's own type hints
-    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve]")
+    # the serve and ray extras: phi3.server is checked against FastAPI/pydantic/uvicorn/Ray Serve's own type hints
+    session.install(*_constraints(CORE), "mypy==2.4.1", "pytest>=8", f"{CORE}[serve,ray]")
     if present:
         session.install("--no-deps", *(str(folder) for folder in present))
     packages = [str(CORE / "src" / "phi3"), *(str(next((f / "src").glob("phi3_*"))) for f in present)]

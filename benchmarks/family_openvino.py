@@ -7,8 +7,9 @@ Writes ``benchmarks/FAMILY_OPENVINO.md``: for each variant of :data:`phi3.testin
   longrope_decode, past_window), the new token where they first differ from transformers fp32
   (``exact`` when they never do), fp16 artifacts run with ``INFERENCE_PRECISION_HINT=f32``;
 - teacher-forced quality of each precision's IR (fp16, int8, int4; through optimum-intel, which
-  exposes logits): mean KL(reference || artifact) in nats/token and top-1 agreement, over the longest
-  applicable prompt plus the reference's 32 tokens.
+  exposes logits, via ``phi3_openvino.api.ir_logprobs``): mean KL(reference || artifact) in
+  nats/token and top-1 agreement, over the longest applicable prompt plus the reference's 32 tokens;
+  the same for phi3-npu's int8/int4 genai artifacts (its NPU recipe).
 
 This is what ``tests/test_family_parity.py`` of both plugins asserts, as numbers rather than pass/fail.
 Run: ``.venv/bin/python benchmarks/family_openvino.py`` (~5 min on 2 cores; artifacts in a temporary
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent
 F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
 ENGINES = (("openvino", "genai"), ("openvino", "optimum"), ("npu", "genai"))
 PRECISIONS = ("fp16", "int8", "int4")
+NPU_PRECISIONS = ("int8", "int4")
 NEW = 32
 
 
@@ -51,25 +53,24 @@ def greedy_row(model_dir: Path, variant: str, backend: str, engine: str) -> dict
     return row
 
 
-def teacher_forced(model_dir: Path, variant: str, precision: str) -> tuple[float, float]:
+def teacher_forced(model_dir: Path, variant: str, precision: str, backend: str = "openvino") -> tuple[float, float]:
+    """KL and top-1 of ``backend``'s artifact (phi3-openvino's recipe, or phi3-npu's NPU recipe for its
+    genai engine), measured on the IR itself through ``phi3_openvino.api.ir_logprobs``."""
     import numpy as np
-    import torch
 
     import phi3
     from phi3.testing.parity import case_applies, parity_prompt
     from phi3.testing.reference import encode_prompt, reference_greedy_ids, reference_logprobs
+    from phi3_openvino.api import ir_logprobs
 
     case = "longrope_prompt" if case_applies(variant, "longrope_prompt") else "short"
     prompt_ids = encode_prompt(model_dir, parity_prompt(model_dir, variant, case))
     ids = prompt_ids + reference_greedy_ids(model_dir, input_ids=prompt_ids, max_new_tokens=NEW)
-    expected = reference_logprobs(model_dir, ids)
-    options: dict[str, Any] = {"backend": "openvino", "engine": "optimum", "device": "CPU", **F32}
-    with phi3.load(model_dir, precision=precision, **options) as model, torch.no_grad():
-        tensor = torch.tensor([ids])
-        logits = model.session.native.model(tensor, attention_mask=torch.ones_like(tensor)).logits[0].float()
-    got = torch.log_softmax(logits, dim=-1).numpy().astype(np.float64)
+    expected = reference_logprobs(model_dir, ids).astype(np.float64)
+    artifact = phi3.quantize(model_dir, backend=backend, precision=precision, engine="genai")
+    got = ir_logprobs(artifact.path, ids).astype(np.float64)
     rows = slice(len(prompt_ids) - 1, len(ids) - 1)
-    p = np.exp(expected[rows].astype(np.float64))
+    p = np.exp(expected[rows])
     kl = float(np.mean(np.sum(p * (expected[rows] - got[rows]), axis=-1)))
     top1 = float(np.mean(got[rows].argmax(-1) == expected[rows].argmax(-1)))
     return kl, top1
@@ -91,7 +92,11 @@ def versions() -> dict[str, str]:
     return {**found, "phi3-openvino": openvino_version, "phi3-npu": npu_version}
 
 
-def render(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict[str, tuple[float, float]]]) -> str:
+def render(
+    greedy: dict[str, dict[str, dict[str, str]]],
+    quality: dict[str, dict[str, tuple[float, float]]],
+    npu_quality: dict[str, dict[str, tuple[float, float]]],
+) -> str:
     from phi3.testing.parity import CASES
     from phi3.testing.variants import VARIANTS
 
@@ -112,7 +117,7 @@ def render(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict
             lines.append(f"| `{variant}` | {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Teacher-forced quality of each precision's IR (phi3-openvino artifacts, through optimum-intel)",
+        "## Teacher-forced quality of each precision's IR (phi3-openvino artifacts, f32 on CPU, optimum-intel)",
         "",
         "Mean KL(reference || artifact) in nats/token and top-1 agreement over the 32 continuation tokens",
         "(default quantization options: int8 asymmetric per channel; int4 symmetric, ratio 0.6, group size auto).",
@@ -124,6 +129,22 @@ def render(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict
         cells = []
         for precision in PRECISIONS:
             kl, top1 = quality[variant][precision]
+            cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Teacher-forced quality of phi3-npu's genai artifacts (the NPU recipe)",
+        "",
+        "The same measure on the IRs phi3-npu exports for the NPU (int8 symmetric per channel; int4",
+        "symmetric, ratio 1.0, every eligible weight in int4): what the weights lose, whichever device runs them.",
+        "",
+        "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in NPU_PRECISIONS) + " |",
+        "|---|" + "---|---|" * len(NPU_PRECISIONS),
+    ]
+    for variant in VARIANTS:
+        cells = []
+        for precision in NPU_PRECISIONS:
+            kl, top1 = npu_quality[variant][precision]
             cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
         lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
     lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
@@ -146,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
 
         greedy: dict[str, dict[str, dict[str, str]]] = {}
         quality: dict[str, dict[str, tuple[float, float]]] = {}
+        npu_quality: dict[str, dict[str, tuple[float, float]]] = {}
         for variant in VARIANTS:
             start = time.monotonic()
             model_dir = make_tiny_phi3(Path(scratch) / variant, variant=variant)
             greedy[variant] = {f"{b}/{e}": greedy_row(model_dir, variant, b, e) for b, e in ENGINES}
             quality[variant] = {p: teacher_forced(model_dir, variant, p) for p in PRECISIONS}
+            npu_quality[variant] = {p: teacher_forced(model_dir, variant, p, "npu") for p in NPU_PRECISIONS}
             print(f"{variant}: {time.monotonic() - start:.0f} s", file=sys.stderr)
-    args.output.write_text(render(greedy, quality), encoding="utf-8")
+    args.output.write_text(render(greedy, quality, npu_quality), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -3,6 +3,7 @@
 
     python benchmarks/run.py                 # everything, ~20-30 min on a 2-core machine
     python benchmarks/run.py --runs 3 --skip-parity
+    python benchmarks/run.py --repeat 3      # the whole interleaved set 3 times: verdicts need every repeat
 
 Writes ``benchmarks/RESULTS.md`` (and the raw numbers to ``benchmarks/.work/results.json``).
 See ``benchmarks/README.md`` for what is measured and how; nothing here is part of the test suite.
@@ -382,16 +383,62 @@ def backend_state() -> dict[str, Any]:
             "status": entry.status.value,
             "detail": entry.detail,
             "engines": {e.name: (e.available, e.detail) for e in info.engines} if info else {},
+            "default_engine": info.default_engine if info else None,
+            "precisions": list(info.precisions) if info else [],
+            "artifact_format": {e.name: e.artifact_format for e in info.engines} if info else {},
         }
     return states
+
+
+def auto_pick(model: Path, precision: str = "int4") -> dict[str, str]:
+    """What ``phi3.load(model)`` would pick here (backend="auto"): the row that is phi3's default path."""
+    from phi3.errors import Phi3Error
+    from phi3.plugins import get_registry
+    from phi3.selection import select
+    from phi3.speed_records import MeasuredSpeeds
+
+    try:
+        chosen = select(get_registry(), "auto", "auto", precision, None, MeasuredSpeeds.for_model(model))
+    except Phi3Error as exc:
+        return {"error": str(exc)}
+    return {"backend": chosen.backend, "engine": chosen.engine.name, "device": chosen.device, "reason": chosen.reason}
+
+
+KNOWN_BACKENDS = ("openvino", "dml", "npu")
+"""Backends with hand-made rows (engines, direct-call twins) below; every other installed backend that
+builds int4 gets a generic phi3 row keyed by its name (its default engine, auto device)."""
+
+
+def artifact_weights(path: Path, gguf_py: Path | None = None) -> roofline.WeightBytes | None:
+    """Weight bytes of an artifact folder in whichever format it holds (None if none is recognised)."""
+    if (path / "openvino_model.xml").is_file():
+        return roofline.openvino_ir(path)
+    if any(path.glob("*.onnx")):
+        return roofline.onnx_model(path)
+    ggufs = sorted(path.glob("*.gguf"))
+    if ggufs:
+        try:
+            return roofline.gguf_file(ggufs[0], gguf_py)
+        except ImportError:  # the gguf package reads it; without it, no roofline row
+            return None
+    if any(path.glob("*.safetensors")):
+        return roofline.safetensors_folder(path)
+    return None
 
 
 # -- the interleaved measurement --------------------------------------------------------------
 
 
-def run_rounds(rows: list[Row], runs: int, env: dict[str, str], scratch: Path) -> None:
+def run_rounds(rows: list[Row], runs: int, env: dict[str, str], scratch: Path, repeat: int = 1, of: int = 1) -> None:
+    """One interleaved set: ``runs`` rounds over every row; ``repeat`` (1-based, of ``of``) tags the runs.
+
+    Rounds are numbered across repeats (repeat 2's first round is ``runs + 1``), so pairing by
+    round still pairs runs that ran back to back.
+    """
     live = [r for r in rows if r.error is None]
     for row in live:
+        if row.warm_dir is not None:
+            continue  # warmed up in an earlier repeat
         row.warm_dir = scratch / f"warm-{row.key.replace('/', '_').replace(':', '_')}"
         row.warm_dir.mkdir(parents=True, exist_ok=True)
         log(f"warm-up (not measured): {row.label}")
@@ -405,13 +452,19 @@ def run_rounds(rows: list[Row], runs: int, env: dict[str, str], scratch: Path) -
         live = [r for r in rows if r.error is None]
         if not live:
             return
-        order = live[index % len(live) :] + live[: index % len(live)]
+        shift = (index + repeat - 1) % len(live)  # each repeat starts one row later, too
+        order = live[shift:] + live[:shift]
+        number = (repeat - 1) * runs + index + 1
         for row in order:
-            log(f"round {index + 1}/{runs}: {row.label}")
-            run: dict[str, Any] = {"round": index + 1, "load_average_1min": (load_average() or [None])[0]}
+            log(f"repeat {repeat}/{of}, round {index + 1}/{runs}: {row.label}")
+            run: dict[str, Any] = {
+                "round": number,
+                "repeat": repeat,
+                "load_average_1min": (load_average() or [None])[0],
+            }
             try:
                 if row.cold:
-                    cold_dir = scratch / f"cold-{index}"
+                    cold_dir = scratch / f"cold-{number}"
                     cold_dir.mkdir()
                     try:
                         cold = run_child(row.command, row.child_spec("cold", cold_dir), env=env)
@@ -420,7 +473,7 @@ def run_rounds(rows: list[Row], runs: int, env: dict[str, str], scratch: Path) -
                     run["cold_load_s"] = cold["load_s"]
                 warm = run_child(row.command, row.child_spec("warm", row.warm_dir), env=env)
             except BenchChildError as exc:
-                row.error = f"round {index + 1} failed: {exc.message}"
+                row.error = f"repeat {repeat}, round {index + 1} failed: {exc.message}"
                 continue
             run["warm_load_s"] = warm["load_s"]
             for key in (
@@ -507,7 +560,14 @@ def run_parity(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per row (default 5)")
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per row and repeat (default 5)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole interleaved set this many times; RESULTS.md reports medians across repeats with "
+        "their spread and calls a target decided only when every repeat agrees (default 1)",
+    )
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--parity-tokens", type=int, default=32, help="tokens compared per parity prompt")
@@ -527,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
+    if args.repeat < 1 or args.runs < 1:
+        parser.error("--repeat and --runs must be at least 1")
     command_line = "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
 
     workdir: Path = args.workdir.resolve()
@@ -569,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build_s": time.perf_counter() - started,
         "weights": roofline.safetensors_folder(model).__dict__,
     }
+
+    results["auto"] = auto_pick(model)
 
     log("measuring memory bandwidth")
     results["bandwidth"] = roofline.measure_bandwidth()
@@ -621,7 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     artifacts: dict[tuple[str, str], dict[str, str]] = {}
 
-    def phi3_row(backend: str, engine: str, group: str, device: str = "auto") -> Row | None:
+    def phi3_row(
+        backend: str, engine: str, group: str, device: str = "auto", gguf_py: Path | None = None
+    ) -> Row | None:
         if not usable(backend, engine, device):
             return None
         log(f"artifact for {backend}/{engine} (int4)")
@@ -632,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return None
         path = prepared["artifact"]["path"]
         artifacts.setdefault((backend, "int4"), {"path": path, "engine": engine, "device": device})
-        weights = roofline.onnx_model(Path(path)) if backend == "dml" else roofline.openvino_ir(Path(path))
+        weights = artifact_weights(Path(path), gguf_py)
         spec = {
             "model": str(model),
             "revision": None,
@@ -751,6 +817,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 precision="Q4_0",
             )
         )
+    # every other installed backend (e.g. phi3-llamacpp, entry point "llamacpp"): a phi3 row keyed by its
+    # name, on its default engine; no direct-call twin (this suite cannot know its internals)
+    for name, state in sorted(states.items()):
+        if name in KNOWN_BACKENDS or "int4" not in state.get("precisions", []):
+            continue
+        engine = state.get("default_engine")
+        if engine is None:
+            skipped.append(f"{name}: no usable engine ({state['detail'] or state['status']})")
+            continue
+        phi3_row(name, engine, f"phi3-{name}", gguf_py=gguf["gguf_py"] if gguf else None)
+
     if args.skip_baseline:
         skipped.append("transformers fp32 baseline: --skip-baseline")
     else:
@@ -773,7 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
-        run_rounds(rows, args.runs, env, scratch)
+        for repeat in range(1, args.repeat + 1):
+            run_rounds(rows, args.runs, env, scratch, repeat, args.repeat)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["rows"] = [report_md.row_dict(r) for r in rows]
@@ -809,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "model": model.name,
                     "prompt_tokens": args.prompt_tokens,
                     "new_tokens": args.new_tokens,
-                    "runs": args.runs,
+                    "runs": args.runs * args.repeat,
                 },
                 "results": [
                     {

@@ -102,7 +102,7 @@ def test_the_cli_does_not_pay_for_the_benchmark() -> None:
     assert _imported(setup) == []
 
 
-SERVER_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "anyio")
+SERVER_MODULES = ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "anyio", "ray")
 """phi3 serve's stack: only `phi3 serve` itself may import it."""
 
 

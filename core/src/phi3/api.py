@@ -21,6 +21,7 @@ from phi3.model import Model
 from phi3.plugins import PluginRegistry, get_registry
 from phi3.selection import Selection, select, split_options
 from phi3.sources import resolve_model
+from phi3.speed_records import MeasuredSpeeds
 from phi3.types import Artifact, LoadRequest, Progress, QuantizeRequest, SessionHandle
 
 log = logging.getLogger("phi3")
@@ -105,7 +106,9 @@ def _prepare(
         _check_text(name, value)
     if device is not None:
         _check_text("device", device)
-    selection = select(registry, backend, device, precision, engine)
+    # auto within a device class prefers what `phi3 bench` measured fastest for a model of this size
+    measured = MeasuredSpeeds.for_model(model, revision) if backend.lower() == "auto" else None
+    selection = select(registry, backend, device, precision, engine, measured)
     if prebuilt is not None and prebuilt.artifact_format != selection.engine.artifact_format:
         raise ConfigError(
             f"{model_path} holds a {prebuilt.artifact_format!r} artifact; engine "

@@ -6,9 +6,10 @@ Registered on the main CLI by :mod:`phi3.cli` (``cli.add_command(bench)``); shar
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,54 @@ from phi3.errors import ConfigError
 from phi3.plugins import get_registry
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _device_kind(backend: str, device: str) -> str | None:
+    """The device class (npu/gpu/cpu) of a device a backend reported, None if it reports no such device."""
+    entry = next((e for e in get_registry().entries() if e.name == backend), None)
+    info = entry.info if entry is not None else None
+    if info is None:
+        return None
+    for known in (*info.devices, *info.override_devices):
+        if known.name.lower() == device.lower():
+            return known.kind
+    return None
+
+
+def save_speeds(report: Mapping[str, Any], model: str, revision: str | None) -> tuple[Path | None, str]:
+    """Keep each measured target's median decode rate for ``backend="auto"`` (see phi3.speed_records).
+
+    Returns (file written or None, a line saying what happened).
+    """
+    from phi3.speed_records import SpeedRecord, model_size_bucket, save_records
+
+    bucket = model_size_bucket(model, revision)
+    if bucket is None:
+        return None, f"decode speeds not saved for auto: the size of {model} could not be told from a config.json"
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    records = []
+    for item in report["results"]:
+        rate = item["summary"].get("decode_tokens_per_s")
+        kind = _device_kind(item["backend"], item["device"])
+        if rate is None or kind is None or not item.get("precision"):
+            continue
+        records.append(
+            SpeedRecord(
+                item["backend"],
+                item["engine"],
+                item["device"],
+                kind,
+                item["precision"],
+                bucket,
+                float(rate["median"]),
+                when,
+                model,
+            )
+        )
+    if not records:
+        return None, "decode speeds not saved for auto: nothing was measured"
+    path = save_records(records)
+    return path, f"decode speeds saved for auto ({bucket} models): {path}"
 
 
 class _Bar:
@@ -96,6 +145,13 @@ class _Bar:
     metavar="FILE.png",
     help="Also write a bar chart (needs matplotlib).",
 )
+@click.option(
+    "--save/--no-save",
+    default=True,
+    show_default=True,
+    help="Keep the measured decode rates under PHI3_HOME, so that backend auto prefers the fastest backend "
+    "within a device class for models of this size.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
 def bench(
@@ -111,6 +167,7 @@ def bench(
     revision: str | None,
     as_json: bool,
     plot: Path | None,
+    save: bool,
     quiet: bool,
 ) -> None:
     """Benchmark MODEL on several backends: load, first token, decode rate, memory.
@@ -119,6 +176,8 @@ def bench(
     filled) and a generation of --new-tokens tokens from a --prompt-tokens prompt. Runs are
     interleaved across backends; the table shows the median (min-max). Artifacts are built into
     phi3's cache first if needed (not timed as a run). Backends that cannot run are listed with why.
+    The median decode rates are saved under PHI3_HOME (--no-save: not), and backend auto then picks
+    the fastest measured backend within the best device class for models of this size.
     """
     from phi3.bench import (  # here, not at the top: `phi3 list-backends` should not pay for it
         BenchSettings,
@@ -154,6 +213,9 @@ def bench(
     finally:
         bar.close()
     report = build_report(settings, results, unavailable, prompt)
+    if save and report["results"]:
+        _, note = save_speeds(report, model, revision)
+        click.echo(f"phi3: {note}", err=True)
     if plot is not None and report["results"]:
         plot_report(report, plot)
         click.echo(f"phi3: chart written to {plot}", err=True)

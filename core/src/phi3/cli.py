@@ -36,7 +36,8 @@ INSTALL_HINT = (
     "No phi3 backend is installed. Add one:\n"
     "  pip install phi3-openvino   # OpenVINO: Intel CPU / GPU / NPU\n"
     "  pip install phi3-dml        # ONNX Runtime GenAI: DirectML GPUs on Windows, CPU elsewhere\n"
-    "  pip install phi3-npu        # Intel NPU (Core Ultra)"
+    "  pip install phi3-npu        # Intel NPU (Core Ultra)\n"
+    "  pip install phi3-llamacpp   # llama.cpp: any CPU; Vulkan / Metal / CUDA GPU builds"
 )
 
 

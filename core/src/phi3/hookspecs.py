@@ -164,10 +164,14 @@ def phi3_apply_chat_template(
     Use the runtime tokenizer's ``apply_chat_template`` (never hand-written Phi-3 markers): the
     template ships with the model and differs across the family.
 
+    Pass every field of a message to the template, not only ``role`` and ``content``: Phi-4-mini's
+    template reads a system message's ``tools`` (JSON text), and tool turns carry ``tool_call_id``
+    and assistant turns ``tool_calls`` (see :mod:`phi3.tools`).
+
     ``tools`` (OpenAI's function-tool definitions) is not ``None`` only for a backend that sets
-    ``BackendInfo.chat_template_tools``: pass it to the template's ``tools`` variable (Phi-4-mini's
-    template lists them in the system turn). An implementation may leave the parameter out of its
-    signature when it does not declare the capability.
+    ``BackendInfo.chat_template_tools``: pass it to the template's ``tools`` variable (templates
+    that follow the Hugging Face convention read it). An implementation may leave the parameter out
+    of its signature when it does not declare the capability.
     """
 
 

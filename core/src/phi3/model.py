@@ -8,6 +8,7 @@ phi3 does the parts that must behave the same on every backend: config validatio
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -62,6 +63,8 @@ class TextStream:
         self._config = config
         self._result: GenerationResult | None = None
         self._new_tokens = 0
+        self.stopped_by: str | None = None
+        """The stop string that ended the text (``finish_reason="stop"``), else ``None``."""
         self._stopped_by_close = False
         self._iterator: Generator[str, None, None] = self._run()
         model._streams.add(self)
@@ -142,6 +145,7 @@ class TextStream:
                 text += chunk.text
                 cut = find_stop(text, stops) if stops else -1
                 if cut >= 0:
+                    self.stopped_by = next(stop for stop in stops if text.startswith(stop, cut))
                     text, finish = text[:cut], "stop"
                     if cut > emitted:
                         yield text[emitted:cut]
@@ -366,10 +370,26 @@ class Model:
         self,
         messages: Sequence[ChatMessage],
         config: GenerationConfig | Mapping[str, Any] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = True,
         **options: Any,
     ) -> TextStream:
-        """Like :meth:`chat`, streaming."""
+        """Like :meth:`chat`, streaming. With tools, the text the model says streams and its
+        calls arrive in ``result.tool_calls`` at the end (see :mod:`phi3.tools`)."""
         gen_config = coerce_config(config, options)
+        if tools is not None or tool_choice is not None or _has_tool_turns(messages):
+            from phi3 import tools as tool_calling  # imports this module: loaded on first use
+
+            return tool_calling.open_stream(
+                self,
+                messages,
+                gen_config,
+                tools=tools,
+                tool_choice=tool_choice,
+                parallel_tool_calls=parallel_tool_calls,
+            )
         self.check_supported(gen_config)
         return TextStream(self, self.apply_chat_template(messages), gen_config)
 
@@ -377,10 +397,24 @@ class Model:
         self,
         messages: Sequence[ChatMessage],
         config: GenerationConfig | Mapping[str, Any] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = True,
         **options: Any,
     ) -> GenerationResult:
-        """Answer the last user turn of ``messages`` using the model's chat template."""
-        stream = self.chat_stream(messages, config, **options)
+        """Answer the last user turn of ``messages`` using the model's chat template.
+
+        ``tools`` (OpenAI's function-tool definitions) and ``tool_choice`` (``"auto"``, ``"none"``,
+        ``"required"`` or ``{"type": "function", "function": {"name": ...}}``) let the model call
+        tools: the result's ``tool_calls`` hold them (arguments valid against each tool's
+        ``parameters``, because decoding is constrained to them) and ``finish_reason`` is
+        ``"tool_calls"``. ``parallel_tool_calls=False`` allows one call per answer. How each model
+        family is offered tools is in :mod:`phi3.tools`.
+        """
+        stream = self.chat_stream(
+            messages, config, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls, **options
+        )
         for _ in stream:
             pass
         return stream.result
@@ -418,20 +452,76 @@ def _closed_error() -> ConfigError:
     return ConfigError("the model was closed while this stream was running", hint="load the model again")
 
 
-def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+def _has_tool_turns(messages: object) -> bool:
+    """Whether ``messages`` hold a tool call or a tool result (rendered by :mod:`phi3.tools`)."""
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        return False
+    return any(isinstance(m, Mapping) and (m.get("role") == "tool" or m.get("tool_calls")) for m in messages)
+
+
+def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Copies of ``messages`` a template can render, or a one-line ``ConfigError``.
+
+    Besides system/user/assistant turns with string ``content`` (the plain chat every Phi-3
+    template renders), the turns of a tool-calling conversation are accepted (see
+    :mod:`phi3.tools`, which renders them): an assistant turn with ``tool_calls`` (its ``content``
+    may then be ``None``, kept as ``""``), a ``tool`` turn with the result and its
+    ``tool_call_id``, and a system turn's ``tools`` text (what Phi-4-mini's own template lists).
+    """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
         raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
-    checked = []
+    checked: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
-        if (
-            not isinstance(message, Mapping)
-            or not isinstance(message.get("role"), str)
-            or not isinstance(message.get("content"), str)
-        ):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise ConfigError(f"message {i} must be a mapping with string 'role' and 'content', got {message!r}")
-        if message["role"] not in ("system", "user", "assistant"):
-            raise ConfigError(f"message {i} has role {message['role']!r}; use system, user or assistant")
-        checked.append({"role": message["role"], "content": message["content"]})
+        role = message["role"]
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ConfigError(f"message {i} has role {role!r}; use system, user, assistant or tool")
+        content = message.get("content")
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if content is None and calls:
+            content = ""
+        if not isinstance(content, str):
+            raise ConfigError(f"message {i} must be a mapping with string 'role' and 'content', got {message!r}")
+        turn: dict[str, Any] = {"role": role, "content": content}
+        if calls:
+            turn["tool_calls"] = _check_tool_calls(i, calls)
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise ConfigError(f"message {i} (role tool) needs the 'tool_call_id' of the call it answers")
+            turn["tool_call_id"] = call_id
+        if role == "system" and message.get("tools") is not None:
+            if not isinstance(message["tools"], str):
+                raise ConfigError(f"message {i}: a system turn's 'tools' must be text (JSON), as its template reads it")
+            turn["tools"] = message["tools"]
+        checked.append(turn)
+    return checked
+
+
+def _check_tool_calls(i: int, calls: object) -> list[dict[str, Any]]:
+    """An assistant turn's ``tool_calls`` in OpenAI's shape, ``arguments`` as JSON text of an object."""
+    if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)):
+        raise ConfigError(f"message {i}: tool_calls must be a list of calls, got {type(calls).__name__}")
+    checked = []
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(call, Mapping) or not isinstance(function, Mapping):
+            raise ConfigError(
+                f"message {i}: tool call {j} must be {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}"
+            )
+        name, arguments, call_id = function.get("name"), function.get("arguments", "{}"), call.get("id")
+        if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
+            raise ConfigError(f"message {i}: tool call {j} needs a string 'id' and function 'name'")
+        if isinstance(arguments, Mapping):
+            arguments = json.dumps(dict(arguments), ensure_ascii=False)
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ConfigError(f"message {i}: tool call {j} ({name}) arguments must be a JSON object (text or dict)")
+        checked.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
     return checked
 
 

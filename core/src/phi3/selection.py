@@ -1,9 +1,11 @@
 """Choosing backend, engine and device, and splitting backend options, before any work starts.
 
 ``backend="auto"`` ranks every *available* backend by the best device it reports (NPU > GPU >
-CPU, then the backend's own priority) and says what it picked and why. Nothing here falls back
-silently: a backend without its device is an error that names the override, never a quiet switch
-to the CPU.
+CPU) and says what it picked and why. Within the best device class, the backend that ``phi3 bench``
+measured decoding fastest on this machine, for a model of this size, wins
+(:mod:`phi3.speed_records`); without such a measurement the default order decides: the backend's
+own ``priority`` (higher first), then its name. Nothing here falls back silently: a backend without
+its device is an error that names the override, never a quiet switch to the CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from phi3.errors import (
     PrecisionNotSupportedError,
 )
 from phi3.plugins import BackendEntry, PluginRegistry
+from phi3.speed_records import MeasuredSpeeds, SpeedRecord
 from phi3.types import BackendInfo, BackendStatus, DeviceInfo, EngineInfo
 
 KIND_RANK = {"npu": 3, "gpu": 2, "cpu": 1}
@@ -52,11 +55,36 @@ def _match_device(devices: tuple[DeviceInfo, ...] | list[DeviceInfo], wanted: st
     return None
 
 
-def _pick_auto_backend(registry: PluginRegistry, precision: str) -> tuple[BackendEntry, str]:
+_Candidate = tuple[int, int, str, BackendEntry, DeviceInfo]
+
+
+def _measured_rates(
+    same_class: list[_Candidate], precision: str, measured: MeasuredSpeeds | None
+) -> list[tuple[_Candidate, SpeedRecord]]:
+    """The candidates of the best device class that phi3 bench measured, fastest first."""
+    if measured is None:
+        return []
+    found: list[tuple[_Candidate, SpeedRecord]] = []
+    for candidate in same_class:
+        info = candidate[3].info
+        engine = info.default_engine if info is not None else None
+        record = measured.decode_rate(candidate[2], engine, candidate[4].kind, precision) if engine else None
+        if record is not None:
+            found.append((candidate, record))
+    return sorted(found, key=lambda item: item[1].decode_tokens_per_s, reverse=True)
+
+
+def _describe_record(record: SpeedRecord) -> str:
+    return f"{record.backend} {record.decode_tokens_per_s:.1f} tok/s ({record.engine}, {record.date})"
+
+
+def _pick_auto_backend(
+    registry: PluginRegistry, precision: str, measured: MeasuredSpeeds | None = None
+) -> tuple[BackendEntry, str]:
     entries = registry.entries()
     if not entries:
         raise BackendUnavailableError("no phi3 backend is installed", hint=registry.install_hint())
-    ranked: list[tuple[int, int, str, BackendEntry, DeviceInfo]] = []
+    ranked: list[_Candidate] = []
     for entry in entries:
         info = entry.info
         if info is None or entry.status is not BackendStatus.AVAILABLE or precision not in info.precisions:
@@ -72,9 +100,31 @@ def _pick_auto_backend(registry: PluginRegistry, precision: str) -> tuple[Backen
             hint="fix one of the backends above, or pass --backend/--device/--precision explicitly",
         )
     ranked.sort(key=lambda item: (item[0], item[1], item[2]), reverse=True)
+    same_class = [c for c in ranked if c[0] == ranked[0][0]]
+    why = "the best device found"
+    if len(same_class) > 1:
+        rates = _measured_rates(same_class, precision, measured)
+        kind = same_class[0][4].kind
+        if rates:
+            chosen, record = rates[0]
+            ranked.remove(chosen)
+            ranked.insert(0, chosen)
+            others = [_describe_record(r) for _, r in rates[1:]]
+            why += (
+                f"; fastest measured among the {kind} backends for {record.size_bucket} models by phi3 bench: "
+                f"{_describe_record(record)}" + (f", vs {', '.join(others)}" if others else "")
+            )
+        else:
+            bucket = measured.size_bucket if measured is not None else None
+            order = " > ".join(c[2] for c in same_class)
+            why += (
+                f"; no phi3 bench measurement among the {kind} backends"
+                + (f" for {bucket} models" if bucket else " (model size unknown)")
+                + f", so the default order decided ({order}: plugin priority, then name)"
+            )
     _, _, _, entry, device = ranked[0]
     others = [f"{r[3].name} ({r[4].name})" for r in ranked[1:]]
-    reason = f"auto: picked backend {entry.name} on {device.name} ({device.kind}, the best device found)"
+    reason = f"auto: picked backend {entry.name} on {device.name} ({device.kind}, {why})"
     if others:
         reason += f"; also usable: {', '.join(others)}"
     skipped = [e.name for e in entries if e.name not in {r[3].name for r in ranked}]
@@ -131,15 +181,23 @@ def _resolve_engine(entry: BackendEntry, info: BackendInfo, engine: str | None) 
     return found
 
 
-def select(registry: PluginRegistry, backend: str, device: str | None, precision: str, engine: str | None) -> Selection:
+def select(
+    registry: PluginRegistry,
+    backend: str,
+    device: str | None,
+    precision: str,
+    engine: str | None,
+    measured: MeasuredSpeeds | None = None,
+) -> Selection:
     """Validate and resolve the user's backend/device/precision/engine choice.
 
     ``device=None`` skips device resolution: quantizing needs no device (an NPU artifact can be
-    built on a machine without an NPU).
+    built on a machine without an NPU). ``measured``: the decode rates ``phi3 bench`` saved for
+    this model's size, consulted by ``backend="auto"`` within the best device class.
     """
     reasons = []
     if backend.lower() == "auto":
-        entry, reason = _pick_auto_backend(registry, precision)
+        entry, reason = _pick_auto_backend(registry, precision, measured)
         reasons.append(reason)
     else:
         entry = registry.entry(backend)

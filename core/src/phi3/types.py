@@ -145,9 +145,11 @@ class BackendInfo:
     other kind before ``phi3_generate`` is called: a backend never receives a constraint it did not
     declare, and best effort is never presented as a guarantee."""
     chat_template_tools: bool = False
-    """``phi3_apply_chat_template`` passes its ``tools`` argument to the model's own chat template
-    (Phi-4-mini's template lists tools in the system turn). Without it phi3 offers tools only
-    through its template-independent path (see :mod:`phi3.tools`)."""
+    """``phi3_apply_chat_template`` passes its ``tools`` argument to the chat template's ``tools``
+    variable (the Hugging Face convention of templates such as Llama 3.1's or Qwen's). The Phi-3
+    family does not need it: Phi-4-mini's template reads the tools from the system message's own
+    ``tools`` field, which :mod:`phi3.tools` fills, so every backend must pass message fields other
+    than ``role``/``content`` through to the template unchanged."""
 
     @property
     def default_engine(self) -> str | None:

@@ -257,7 +257,8 @@ def test_async_client_streaming_and_not(server: ServerProcess) -> None:
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"response_format": {"type": "xml"}}, "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frobnicate": 1}, "frobnicate"),
     ],
@@ -443,7 +444,7 @@ def test_ttft_is_measured(server: ServerProcess) -> None:
 
 
 def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
-    done = run_phi3("serve", "no-such-model", "--preload", "--port", "1", timeout=300)
+    done = run_phi3("serve", "no-such-model", "-b", "reference", "-p", "fp32", "--preload", "--port", "1", timeout=300)
     assert done.returncode == 1
     assert "Error: 'no-such-model' is neither" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

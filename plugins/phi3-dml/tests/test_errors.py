@@ -34,6 +34,8 @@ def _quick_refusal(tiny_phi3: Path, error: type[Exception], match: str, **kwargs
         ("int4", {"block_size": 48}, "block_size must be one of 16, 32, 64, 128, 256"),
         ("int4", {"accuracy_level": 7}, "accuracy_level must be one of"),
         ("fp16", {"block_size": 32}, "block_size and accuracy_level apply to int4/int8"),
+        ("int4", {"lm_head": "fp8"}, "lm_head must be one of int4, int8"),
+        ("int8", {"lm_head": "int8"}, "lm_head applies to int4 only"),
     ],
 )
 def test_refused_builds_fail_fast(tiny_phi3: Path, precision: str, options: dict[str, Any], match: str) -> None:

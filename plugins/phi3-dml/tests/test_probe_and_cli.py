@@ -24,7 +24,7 @@ def test_probe_reports_the_cpu_provider_and_why_directml_is_absent() -> None:
     assert info.library_versions["onnxruntime-genai"] == probing.distribution_version("onnxruntime-genai")
     for builder_dependency in ("onnxruntime", "onnx", "onnx-ir", "transformers", "torch"):
         assert builder_dependency in info.library_versions, "builder versions key the cache"
-    assert info.artifact_options == ("execution_provider", "block_size", "accuracy_level")
+    assert info.artifact_options == ("execution_provider", "block_size", "accuracy_level", "lm_head")
     assert info.precisions[0] == "int4"
 
 

@@ -83,6 +83,7 @@ def test_int4_artifact_holds_what_was_asked(artifacts: dict[str, phi3.Artifact])
         "group_size": 64,
         "ratio": 0.6,
         "group_size_requested": "auto",
+        "recipe": "guide",
     }
     model = ov.Core().read_model(artifacts["int4"].path / "openvino_model.xml")
     types = {str(op.get_element_type()) for op in model.get_ops() if op.get_type_name() == "Constant"}

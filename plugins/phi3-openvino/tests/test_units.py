@@ -27,6 +27,27 @@ def test_int4_defaults_are_the_guides_on_real_phi3_shapes() -> None:
     assert settings.note == ""
 
 
+def test_named_recipes_and_explicit_overrides() -> None:
+    guide = resolve_quantization("int4", {"recipe": "guide"}, MINI)
+    assert (guide.group_size, guide.ratio, guide.sym, guide.recipe) == (128, 0.6, True, "guide")
+    assert resolve_quantization("int4", {}, MINI).manifest() == guide.manifest()  # guide is the default
+    all_int4 = resolve_quantization("int4", {"recipe": "all-int4"}, MINI)
+    assert (all_int4.ratio, all_int4.manifest()["recipe"]) == (1.0, "all-int4")
+    assert resolve_quantization("int4", {"recipe": "all-int4", "ratio": 0.8}, MINI).ratio == 0.8
+    with pytest.raises(phi3.ConfigError, match="recipe must be one of guide, all-int4"):
+        resolve_quantization("int4", {"recipe": "fastest"}, MINI)
+    with pytest.raises(phi3.ConfigError, match="do not apply to int8"):
+        resolve_quantization("int8", {"recipe": "guide"}, MINI)
+
+
+def test_the_default_recipe_keys_the_artifact_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phi3_openvino import plugin
+
+    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "guide"
+    monkeypatch.setattr(plugin, "DEFAULT_INT4_RECIPE", "all-int4")
+    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "all-int4"
+
+
 def test_auto_group_size_on_a_tiny_model_says_what_it_picked() -> None:
     settings = resolve_quantization("int4", {}, TINY)
     assert settings.group_size == 64

@@ -14,4 +14,15 @@ starts. One job per module:
 - :mod:`~phi3.server.slots`: per-model generation slots and the bounded FIFO queue.
 - :mod:`~phi3.server.streaming`: running a blocking :class:`phi3.TextStream` off the event loop.
 - :mod:`~phi3.server.metrics`: Prometheus metrics.
+
+``phi3 serve --ray`` (``pip install "phi3-core[ray]"``) runs the same app on Ray Serve; only these
+modules import Ray, and only the ``--ray`` path imports them:
+
+- :mod:`~phi3.server.ray_options`: the Ray options, checked without Ray.
+- :mod:`~phi3.server.ray_runner`: starting or joining Ray, deploying, stopping.
+- :mod:`~phi3.server.ray_deployments`: the application: ingress, model and registry deployments.
+- :mod:`~phi3.server.ray_ingress`: the app's server state in the ingress (generations on replicas).
+- :mod:`~phi3.server.ray_replica`: a model replica.
+- :mod:`~phi3.server.ray_registry`: every replica's last report.
+- :mod:`~phi3.server.ray_events`: the data that crosses between them.
 """

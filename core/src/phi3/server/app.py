@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from phi3 import __version__
+from phi3 import __version__, tools
 from phi3.errors import ConfigError, Phi3Error, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.model import Model, TextStream
@@ -228,9 +228,72 @@ def check_supported(config: GenerationConfig) -> Callable[[Model], None]:
     return check
 
 
-def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, str]]:
+def check_tools_supported(config: GenerationConfig, tool_options: Mapping[str, Any]) -> Callable[[Model], None]:
+    """:func:`check_supported`, and for a chat offering tools, that the backend enforces the
+    ``json_schema`` constraint tool calls are decoded under (a 400 naming ``tools`` otherwise)."""
+    supported = check_supported(config)
+    offered = bool(tool_options) and tools.check_request(**tool_options).choice != "none"
+
+    def check(model: Model) -> None:
+        supported(model)
+        if offered and "json_schema" not in model.structured_output:
+            raise bad_request(
+                f"backend {model.backend!r} (engine {model.engine!r}) cannot enforce json_schema output, which "
+                "tool calling needs to keep arguments valid; serve the model on a backend that lists json_schema "
+                "in `phi3 list-backends`, or send tool_choice 'none'",
+                param="tools",
+                code="unsupported_parameter",
+            )
+
+    return check
+
+
+def chat_messages(request: schemas.ChatCompletionRequest) -> list[dict[str, Any]]:
     """OpenAI messages as phi3 chat messages (``developer`` is the newer name of ``system``)."""
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
+    messages: list[dict[str, Any]] = []
+    for m in request.messages:
+        message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        messages.append(message)
+    return messages
+
+
+def chat_tools(request: schemas.ChatCompletionRequest) -> dict[str, Any]:
+    """``tools`` / ``tool_choice`` / ``parallel_tool_calls`` for ``Model.chat_stream``, checked up
+    front so a bad definition is a 400 naming the parameter (see :mod:`phi3.tools`)."""
+    options = {
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": True if request.parallel_tool_calls is None else request.parallel_tool_calls,
+    }
+    for param, check in (
+        ("tools", lambda: request.tools is None or tools.check_tools(request.tools)),
+        ("parallel_tool_calls", lambda: tools.check_request(None, None, options["parallel_tool_calls"])),
+        ("tool_choice", lambda: tools.check_request(**options)),
+    ):
+        try:
+            check()
+        except ConfigError as exc:
+            raise bad_request(str(exc), param=param) from exc
+    return options if request.tools is not None or request.tool_choice is not None else {}
+
+
+def tool_calls(result: GenerationResult) -> list[schemas.ToolCall] | None:
+    """The answer's calls as OpenAI returns them (arguments as JSON text), or None."""
+    if not result.tool_calls:
+        return None
+    return [
+        schemas.ToolCall(
+            id=call.id,
+            function=schemas.FunctionCall(
+                name=call.name, arguments=json.dumps(dict(call.arguments), ensure_ascii=False)
+            ),
+        )
+        for call in result.tool_calls
+    ]
 
 
 def completion_prompt(request: schemas.CompletionRequest) -> str:
@@ -246,7 +309,9 @@ def completion_prompt(request: schemas.CompletionRequest) -> str:
 
 
 def finish_reason(result: GenerationResult) -> schemas.FinishReason:
-    return "length" if result.finish_reason == "length" else "stop"
+    if result.finish_reason in ("length", "tool_calls"):
+        return result.finish_reason
+    return "stop"
 
 
 def usage(result: GenerationResult) -> schemas.Usage:
@@ -359,6 +424,24 @@ class Server:
         generation.start()
         return generation
 
+    async def loaded_cards(self) -> list[schemas.ModelCard]:
+        """What ``/health`` lists: the loaded models (the Ray runner lists them per replica)."""
+        return [_card(e) for e in self.pool.entries()]
+
+    async def model_list(self) -> schemas.ModelList:
+        """What ``/v1/models`` lists: the served ids, then every loaded variant."""
+        cards: dict[str, schemas.ModelCard] = {name: schemas.ModelCard(id=name, created=0) for name in self.pool.served}
+        for entry in self.pool.entries():
+            card = _card(entry)
+            if entry.spec.model in cards and entry.spec == self.pool.resolve(entry.spec.model):
+                card.id = entry.spec.model
+            cards[card.id] = card
+        return schemas.ModelList(data=list(cards.values()))
+
+    async def render_metrics(self) -> bytes:
+        """The Prometheus text of ``/metrics``."""
+        return self.metrics.render()
+
     async def shutdown(self) -> None:
         for generation in list(self.running):
             generation.cancel()
@@ -407,14 +490,19 @@ def _raise_generation_error(exc: BaseException) -> None:
 
 
 def create_app(
-    settings: ServerSettings, loader: Loader | None = None, preloaded: Mapping[str, Model] | None = None
+    settings: ServerSettings,
+    loader: Loader | None = None,
+    preloaded: Mapping[str, Model] | None = None,
+    server: Server | None = None,
 ) -> FastAPI:
     """The application for ``settings``.
 
     ``loader`` replaces :func:`phi3.load` (for embedding); ``preloaded`` are models already loaded
     (``--preload`` loads before the server starts, so a failure is phi3's one-line CLI error).
+    ``server`` replaces the in-process :class:`Server`: the Ray runner passes one whose generations
+    run on model replicas (:mod:`phi3.server.ray_ingress`), so both runners share every route.
     """
-    server = Server(settings, loader)
+    server = server if server is not None else Server(settings, loader)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -438,35 +526,28 @@ def create_app(
         return {
             "status": "ok",
             "version": __version__,
-            "loaded": [_card(e).model_dump() for e in server.pool.entries()],
+            "loaded": [card.model_dump() for card in await server.loaded_cards()],
         }
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(await server.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models")
     async def list_models() -> schemas.ModelList:
-        cards: dict[str, schemas.ModelCard] = {
-            name: schemas.ModelCard(id=name, created=0) for name in server.pool.served
-        }
-        for entry in server.pool.entries():
-            card = _card(entry)
-            if entry.spec.model in cards and entry.spec == server.pool.resolve(entry.spec.model):
-                card.id = entry.spec.model
-            cards[card.id] = card
-        return schemas.ModelList(data=list(cards.values()))
+        return await server.model_list()
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(http: Request) -> Response:
         request = await _parse(http, schemas.ChatCompletionRequest)
         config = generation_config(request)
         messages = chat_messages(request)
+        tool_options = chat_tools(request)
         generation = await server.start_generation(
             request.model,
-            lambda model: model.chat_stream(messages, config),
+            lambda model: model.chat_stream(messages, config, **tool_options),
             http.is_disconnected,
-            check_supported(config),
+            check_tools_supported(config, tool_options),
         )
         completion_id = schemas.new_id("chatcmpl")
         created = schemas.now()
@@ -480,7 +561,10 @@ def create_app(
                     model=request.model,
                     choices=[
                         schemas.ChatChoice(
-                            message=schemas.ResponseMessage(content=text),
+                            message=schemas.ResponseMessage(
+                                content=text or None if generation.result.tool_calls else text,
+                                tool_calls=tool_calls(generation.result),
+                            ),
                             finish_reason=finish_reason(generation.result),
                         )
                     ],
@@ -526,7 +610,10 @@ def create_app(
                 pieces,
                 content,
                 opening=chunk(schemas.Delta(role="assistant", content="")),
-                closing=lambda result: chunk(schemas.Delta(), finish_reason(result)),
+                closing=lambda result: (
+                    b"".join(chunk(delta) for delta in _tool_call_deltas(result))
+                    + chunk(schemas.Delta(), finish_reason(result))
+                ),
                 usage_chunk=usage_chunk if include_usage else None,
             )
         )
@@ -606,6 +693,24 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def _tool_call_deltas(result: GenerationResult) -> list[schemas.Delta]:
+    """The calls as OpenAI streams them: per call, its index, id, type and name (empty
+    arguments), then its arguments; clients join the pieces by ``index``."""
+    deltas = []
+    for index, call in enumerate(tool_calls(result) or ()):
+        opening = schemas.ToolCallDelta(
+            index=index,
+            id=call.id,
+            type="function",
+            function=schemas.FunctionDelta(name=call.function.name, arguments=""),
+        )
+        arguments = schemas.ToolCallDelta(
+            index=index, function=schemas.FunctionDelta(arguments=call.function.arguments)
+        )
+        deltas += [schemas.Delta(tool_calls=[opening]), schemas.Delta(tool_calls=[arguments])]
+    return deltas
 
 
 async def _sse_events(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from phi3.server.model_spec import Defaults
 
 SERVE_MODULES = ("fastapi", "uvicorn", "pydantic", "prometheus_client")
+RAY_MODULES = ("ray",)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -68,6 +69,33 @@ def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     help="Requests that may wait per model; more get HTTP 429.",
 )
 @click.option("--preload", is_flag=True, help="Load the MODELs at start instead of on first request.")
+@click.option("--ray", "use_ray", is_flag=True, help="Serve on a Ray cluster with Ray Serve (docs/ray.md).")
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="--ray: the cluster to join (HOST:PORT of its head); default: RAY_ADDRESS, else start a local one.",
+)
+@click.option("--replicas", default=None, type=click.IntRange(1), help="--ray: replicas per model [default: 1].")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="--ray: let Ray Serve scale replicas per model.")
+@click.option(
+    "--replica-cpus", default=None, type=click.FloatRange(0), help="--ray: CPUs each replica reserves [default: 1]."
+)
+@click.option(
+    "--ray-resource",
+    "ray_resources",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="--ray: a custom Ray resource each replica needs, e.g. npu=1 (-d NPU implies it), repeatable.",
+)
+@click.option(
+    "--ray-start-timeout",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    metavar="SECONDS",
+    help="--ray: give up when the replicas have not loaded by then.",
+)
 @click.option(
     "--log-level",
     default="info",
@@ -90,6 +118,13 @@ def serve(
     idle_unload: float | None,
     max_queue: int,
     preload: bool,
+    use_ray: bool,
+    ray_address: str | None,
+    replicas: int | None,
+    autoscale: str | None,
+    replica_cpus: float | None,
+    ray_resources: Sequence[str],
+    ray_start_timeout: float,
     log_level: str,
 ) -> None:
     """Serve MODELs over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).
@@ -97,16 +132,29 @@ def serve(
     Without MODEL any phi3 model id is served. A request's "model" may end in
     @BACKEND[:PRECISION[:DEVICE]] to pick how to run it (e.g. smoke@openvino:int8); missing parts
     take the -b/-p/-d defaults. Models load on first request (or at start with --preload).
+    With --ray the same server runs on a Ray cluster, one Ray Serve deployment per MODEL.
     """
     handle_errors(_serve)(**locals())
 
 
 def _serve(**args: Any) -> None:
-    missing = [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
+    from phi3.server.ray_options import options_from_cli
+
+    ray_options = options_from_cli(
+        args.pop("use_ray"),
+        args.pop("replicas"),
+        args.pop("autoscale"),
+        args.pop("replica_cpus"),
+        args.pop("ray_resources"),
+        args["ray_address"],
+    )
+    needed = SERVE_MODULES + (RAY_MODULES if ray_options else ())
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
+        extra = "ray" if ray_options else "serve"
         raise ConfigError(
-            f"phi3 serve needs {', '.join(missing)} (not installed here)",
-            hint='pip install "phi3-core[serve]"',
+            f"phi3 serve{' --ray' if ray_options else ''} needs {', '.join(missing)} (not installed here)",
+            hint=f'pip install "phi3-core[{extra}]"',
         )
     if args["preload"] and not args["models"]:
         raise ConfigError("--preload needs at least one MODEL to load", hint="e.g. phi3 serve smoke --preload")
@@ -133,6 +181,8 @@ def _serve(**args: Any) -> None:
         engine=args["engine"],
         options=_parse_options(args["options"]),
     )
+    if ray_options is not None and args["preload"]:
+        raise ConfigError("--preload does not apply with --ray", hint="Ray replicas always load their model at start")
     preloaded = _preload(args["models"], defaults) if args["preload"] else {}
     settings = ServerSettings(
         models=tuple(args["models"]),
@@ -144,6 +194,19 @@ def _serve(**args: Any) -> None:
         max_queue=args["max_queue"],
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if ray_options is not None:
+        from phi3.server.ray_runner import run
+
+        run(
+            settings,
+            ray_options,
+            address=args["ray_address"],
+            host=args["host"],
+            port=args["port"],
+            log_level=args["log_level"],
+            start_timeout=args["ray_start_timeout"],
+        )
+        return
     uvicorn.run(
         create_app(settings, preloaded=preloaded),
         host=args["host"],

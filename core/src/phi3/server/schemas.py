@@ -1,10 +1,11 @@
 """Request and response bodies of the OpenAI-compatible API, in one place.
 
 Requests are strict: a field phi3 does not know is a 400 naming it (OpenAI does the same), and a
-known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, ``tools`` ...) is a 400 naming it
-too (:func:`unsupported`), never silently ignored. ``response_format`` (:data:`ResponseFormat`) is
-enforced by constrained decoding, or refused with a 400 when the model's backend cannot enforce it:
-a client that asked for JSON must not get prose back believing it is JSON.
+known OpenAI field phi3 cannot honour (``n`` > 1, ``logprobs``, the deprecated ``functions`` ...) is
+a 400 naming it too (:func:`unsupported`), never silently ignored. ``response_format``
+(:data:`ResponseFormat`) is enforced by constrained decoding, or refused with a 400 when the
+model's backend cannot enforce it: a client that asked for JSON must not get prose back believing
+it is JSON. ``tools`` are offered as :mod:`phi3.tools` describes.
 """
 
 from __future__ import annotations
@@ -48,14 +49,39 @@ class ContentPart(BaseModel):
         return self
 
 
+class FunctionCall(_Strict):
+    name: StrictStr
+    arguments: StrictStr
+    """JSON text, as OpenAI sends and returns it."""
+
+
+class ToolCall(_Strict):
+    """A call in an assistant turn of the history (``message.tool_calls`` of an earlier answer)."""
+
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: StrictStr | None = None
+    refusal: StrictStr | None = None  # sent back by clients that echo an earlier answer
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> Message:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant turn with tool_calls may leave it out)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
         """The content as one string (text parts joined, as OpenAI concatenates them)."""
-        if isinstance(self.content, str):
-            return self.content
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
         return "".join(part.text or "" for part in self.content)
 
 
@@ -134,11 +160,8 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
             request.frequency_penalty not in (None, 0, 0.0),
             "phi3 has no frequency penalty; use repetition_penalty",
         ),
-        ("tools", bool(request.tools), "phi3 does not call tools"),
-        ("tool_choice", request.tool_choice not in (None, "none"), "phi3 does not call tools"),
-        ("functions", bool(request.functions), "phi3 does not call functions"),
-        ("function_call", request.function_call not in (None, "none"), "phi3 does not call functions"),
-        ("parallel_tool_calls", bool(request.parallel_tool_calls), "phi3 does not call tools"),
+        ("functions", bool(request.functions), "functions is deprecated; send tools"),
+        ("function_call", request.function_call not in (None, "none"), "function_call is deprecated; send tool_choice"),
     ]
     if isinstance(request, ChatCompletionRequest):
         checks += [
@@ -150,6 +173,9 @@ def unsupported(request: _Sampling) -> tuple[str, str] | None:
         ]
     if isinstance(request, CompletionRequest):
         checks += [
+            ("tools", request.tools is not None, "tools need /v1/chat/completions"),
+            ("tool_choice", request.tool_choice is not None, "tools need /v1/chat/completions"),
+            ("parallel_tool_calls", request.parallel_tool_calls is not None, "tools need /v1/chat/completions"),
             ("echo", bool(request.echo), "phi3 does not echo the prompt"),
             ("suffix", bool(request.suffix), "phi3 does not support suffix (fill-in-the-middle)"),
             ("best_of", request.best_of not in (None, 1), "phi3 generates one candidate per request"),
@@ -217,7 +243,7 @@ def structured_options(response_format: Any) -> dict[str, Any]:
 
 # -- responses ---------------------------------------------------------------------------------
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 def new_id(prefix: str) -> str:
@@ -250,7 +276,8 @@ class Timings(BaseModel):
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChoice(BaseModel):
@@ -271,9 +298,25 @@ class ChatCompletion(BaseModel):
     timings: Timings | None = None
 
 
+class FunctionDelta(BaseModel):
+    name: str | None = Field(default=None, exclude_if=lambda name: name is None)
+    arguments: str
+
+
+class ToolCallDelta(BaseModel):
+    """A streamed call, as OpenAI streams them: ``index``, ``id``, ``type`` and the function's name
+    with empty arguments first, then the arguments (JSON text) under the same ``index``."""
+
+    index: int
+    id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    type: Literal["function"] | None = Field(default=None, exclude_if=lambda value: value is None)
+    function: FunctionDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChunkChoice(BaseModel):
@@ -321,6 +364,8 @@ class ModelCard(BaseModel):
     device: str | None = None
     precision: str | None = None
     max_concurrent_generations: int | None = None
+    # the Ray runner (phi3 serve --ray): where this model runs, one entry per replica
+    replicas: list[ReplicaCard] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ModelList(BaseModel):
@@ -337,3 +382,23 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ReplicaCard(BaseModel):
+    """One Ray Serve replica of a served model (``phi3 serve --ray``): which process on which node
+    runs it, and what that node's auto selection picked (a mixed cluster runs one model on several
+    devices)."""
+
+    replica: str
+    node: str
+    host: str
+    pid: int
+    loaded: bool = False
+    backend: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    max_concurrent_generations: int | None = None
+
+
+ModelCard.model_rebuild()

@@ -15,7 +15,13 @@ import pathlib
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["PHI4_CHAT_TEMPLATE", "PHI4_SPECIAL_TOKENS", "build_phi4_tokenizer", "phi4_tokenizer_vocab_size"]
+__all__ = [
+    "PHI4_CHAT_TEMPLATE",
+    "PHI4_SPECIAL_TOKENS",
+    "PHI4_TOOL_TOKENS",
+    "build_phi4_tokenizer",
+    "phi4_tokenizer_vocab_size",
+]
 
 #: Phi-4-mini's added tokens in id order (real ids: <|endoftext|> 199999, then 200019..200028).
 PHI4_SPECIAL_TOKENS: Final[tuple[str, ...]] = (
@@ -30,6 +36,14 @@ PHI4_SPECIAL_TOKENS: Final[tuple[str, ...]] = (
     "<|/tool_call|>",
     "<|tool_response|>",
     "<|tag|>",
+)
+
+#: The added tokens of the tool format, which the real tokenizer.json does not mark ``special``: a
+#: decode with ``skip_special_tokens`` keeps them, so a tool call's ``<|tool_call|>`` reaches the
+#: text (ONNX Runtime GenAI's README tells users to flip them to special for its own tool parsing;
+#: vLLM's and BFCL's Phi-4-mini parsers read them from decoded text).
+PHI4_TOOL_TOKENS: Final[frozenset[str]] = frozenset(
+    ("<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tag|>")
 )
 
 #: microsoft/Phi-4-mini-instruct's chat template: no newlines, tools inside the system turn.
@@ -78,7 +92,9 @@ def build_phi4_tokenizer(
         raise RuntimeError(f"byte-level training produced {tok.get_vocab_size()} tokens, expected {_BASE_VOCAB_SIZE}")
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)  # adds nothing: no BOS
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in PHI4_SPECIAL_TOKENS])
+    for t in PHI4_SPECIAL_TOKENS:  # one at a time, in id order; add_special_tokens forces special=True
+        added = AddedToken(t, special=t not in PHI4_TOOL_TOKENS, normalized=False)
+        (tok.add_tokens if t in PHI4_TOOL_TOKENS else tok.add_special_tokens)([added])
     ids = {t: int(tok.token_to_id(t)) for t in PHI4_SPECIAL_TOKENS}
     if list(ids.values()) != list(range(_BASE_VOCAB_SIZE, phi4_tokenizer_vocab_size())):
         raise RuntimeError("the added tokens did not get consecutive ids after the trained vocabulary")
@@ -110,7 +126,7 @@ def build_phi4_tokenizer(
                     "normalized": False,
                     "rstrip": False,
                     "single_word": False,
-                    "special": True,
+                    "special": t not in PHI4_TOOL_TOKENS,
                 }
                 for t, i in ids.items()
             },

@@ -259,7 +259,7 @@ _LEGACY_DIMS: Final[dict[str, int]] = {
 }
 # Bump when a variant's files change for the same arguments (kept apart from _FORMAT_VERSION so the
 # historical default model's stamp, and so every cached default build, stays valid).
-_VARIANT_FORMAT_VERSION: Final = 2
+_VARIANT_FORMAT_VERSION: Final = 3  # 3: tiny Phi-4-mini's tool tokens are not special (as in the real one)
 
 
 def _resolve_args(explicit: dict[str, int | None], variant_name: str | None) -> dict[str, Any]:

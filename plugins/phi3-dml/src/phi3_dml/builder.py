@@ -302,6 +302,7 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
         "execution_provider": plan.execution_provider,
         "block_size": plan.block_size,
         "accuracy_level": plan.accuracy_level,
+        "lm_head": plan.lm_head or "int4",
         "builder_version": builder_version,
         "model_files": _model_files(output_dir, genai),
         "vocab_size": model.get("vocab_size"),

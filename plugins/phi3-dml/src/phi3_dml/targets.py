@@ -14,6 +14,10 @@ check an fp16 graph on a machine without a GPU, and it is slow on CPUs, which th
 
 The int4/int8 options use the names the builder honours today, ``block_size`` and
 ``accuracy_level`` (the old ``int4_block_size``/``int4_accuracy_level`` are only deprecated aliases).
+``lm_head`` (int4 only): ``int4`` (the builder's default: every MatMul int4) or ``int8``, the
+builder's ``matmul_mixed_precision=last_matmul:int8`` (the output projection, the single largest
+and most output-sensitive matrix, kept at int8: closer to fp32, more bytes read per token).
+``benchmarks/TUNING.md`` measures what each costs.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 QUANTIZED = ("int4", "int8")
 
-ARTIFACT_OPTIONS = ("execution_provider", "block_size", "accuracy_level")
+ARTIFACT_OPTIONS = ("execution_provider", "block_size", "accuracy_level", "lm_head")
 """Backend options that shape the artifact (and so go into the cache key)."""
 
 DEFAULT_BLOCK_SIZE = 32
+LM_HEAD_TYPES = ("int4", "int8")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class BuildPlan:
     execution_provider: str
     block_size: int | None
     accuracy_level: int | None
+    lm_head: str | None = None
+    """None: the builder's default (int4 like every MatMul); "int8": the LM head kept at int8."""
 
     def extra_options(self) -> dict[str, str]:
         """The builder's ``--extra_options`` (only for quantized precisions)."""
@@ -68,6 +75,8 @@ class BuildPlan:
             options["block_size"] = str(self.block_size)
         if self.accuracy_level is not None:
             options["accuracy_level"] = str(self.accuracy_level)
+        if self.lm_head == "int8":
+            options["matmul_mixed_precision"] = "last_matmul:int8"
         return options
 
 
@@ -110,7 +119,14 @@ def plan_build(precision: str, options: Mapping[str, Any], default_provider: str
             f"block_size and accuracy_level apply to int4/int8 weights only, not {precision}",
             hint="drop those options or quantize to int4",
         )
-    return BuildPlan(precision, provider, block_size, accuracy_level)
+    lm_head = options.get("lm_head")
+    if lm_head is not None:
+        if precision != "int4":
+            raise ConfigError(f"lm_head applies to int4 only, not {precision}", hint="drop lm_head or use -p int4")
+        if lm_head not in LM_HEAD_TYPES:
+            raise ConfigError(f"lm_head must be one of {', '.join(LM_HEAD_TYPES)}, got {lm_head!r}")
+        lm_head = None if lm_head == "int4" else lm_head  # int4 is the builder's default: the same build
+    return BuildPlan(precision, provider, block_size, accuracy_level, lm_head)
 
 
 __all__ = [

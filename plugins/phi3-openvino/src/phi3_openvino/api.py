@@ -24,6 +24,9 @@ Running
     ``tools`` to a template that reads them.
     :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
+Quality
+    :func:`ir_logprobs` ``(folder, input_ids) -> [len, vocab] log-probabilities``: one teacher-forced
+    forward of an exported IR through optimum-intel, f32 on the CPU (GenAI returns no logits).
 Devices
     :func:`available_devices` ``() -> list[str]``: OpenVINO's device names; :func:`ov_core`: the
     process's ``openvino.Core``.
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from phi3_openvino.devices import ov_core
     from phi3_openvino.export import quantize as export_ir
     from phi3_openvino.genai_engine import GenAIEngine
+    from phi3_openvino.ir_logprobs import ir_logprobs
     from phi3_openvino.options import resolve_ov_config
     from phi3_openvino.streaming import IncrementalDecoder
 
@@ -55,6 +59,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "available_devices": ("phi3_openvino.devices", "available"),
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
+    "ir_logprobs": ("phi3_openvino.ir_logprobs", "ir_logprobs"),
     "ov_core": ("phi3_openvino.devices", "ov_core"),
     "resolve_ov_config": ("phi3_openvino.options", "resolve_ov_config"),
     "sampling_seed": ("phi3_openvino.config_mapping", "sampling_seed"),
@@ -67,6 +72,7 @@ __all__ = [
     "available_devices",
     "context_length",
     "export_ir",
+    "ir_logprobs",
     "ov_core",
     "resolve_ov_config",
     "sampling_seed",

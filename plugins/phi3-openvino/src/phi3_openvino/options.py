@@ -17,6 +17,12 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
 ``sym``
     int4 and int8. Symmetric quantization. Default: true for int4 (the guide's), false for int8
     (NNCF's and optimum-cli's default, which is more accurate per bit for int8).
+``recipe``
+    int4 only. A named set of the three above: ``guide`` (the default: the product guide's
+    ``optimum-cli ... --weight-format int4 --group-size 128 --ratio 0.6 --sym``) or ``all-int4``
+    (ratio 1.0: every weight int4, the NPU recipe; fewer bytes per token, a larger KL to fp32).
+    Explicit ``group_size``/``ratio``/``sym`` override the recipe's value. ``benchmarks/TUNING.md``
+    has the measurements behind the default; the manifest records the recipe used.
 
 Load options: ``ov_config``, a mapping of OpenVINO properties passed to the compiler as given (over
 phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``max_concurrent_generations``
@@ -38,7 +44,7 @@ from typing import Any
 from phi3.errors import ConfigError, ModelNotFoundError
 
 PRECISIONS = ("int4", "int8", "fp16")
-ARTIFACT_OPTIONS = ("group_size", "ratio", "sym")
+ARTIFACT_OPTIONS = ("group_size", "ratio", "sym", "recipe")
 LOAD_OPTIONS = ("ov_config", "max_concurrent_generations", "context_length")
 
 DEFAULT_INT4_GROUP_SIZE = 128
@@ -47,7 +53,15 @@ DEFAULT_INT4_SYM = True
 DEFAULT_INT8_SYM = False
 AUTO = "auto"
 
-_OPTIONS_BY_PRECISION = {"int4": {"group_size", "ratio", "sym"}, "int8": {"sym"}, "fp16": set()}
+INT4_RECIPES: dict[str, dict[str, Any]] = {
+    "guide": {"group_size": AUTO, "ratio": DEFAULT_INT4_RATIO, "sym": DEFAULT_INT4_SYM},
+    "all-int4": {"group_size": AUTO, "ratio": 1.0, "sym": True},
+}
+"""Named int4 recipes (see the module docstring)."""
+DEFAULT_INT4_RECIPE = "guide"
+"""Kept after benchmarks/TUNING.md: all-int4 was not measured faster across every repeat, and its KL is larger."""
+
+_OPTIONS_BY_PRECISION = {"int4": {"group_size", "ratio", "sym", "recipe"}, "int8": {"sym"}, "fp16": set()}
 
 
 @dataclass(frozen=True)
@@ -84,12 +98,16 @@ class QuantSettings:
     requested_group_size: int | str | None = None
     note: str = ""
     """Something worth telling the user (e.g. what ``auto`` picked); shown as progress."""
+    recipe: str | None = None
+    """int4: the named recipe the settings started from (explicit options may override parts)."""
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's ``quantization`` entry: what the artifact really holds."""
         data: dict[str, Any] = {"precision": self.precision}
         if self.bits is not None:
             data.update(bits=self.bits, sym=self.sym, group_size=self.group_size, ratio=self.ratio)
+            if self.recipe is not None:
+                data["recipe"] = self.recipe
             if self.requested_group_size is not None and self.requested_group_size != self.group_size:
                 data["group_size_requested"] = self.requested_group_size
         return data
@@ -163,11 +181,18 @@ def resolve_quantization(precision: str, options: Mapping[str, Any], shape: Mode
     if precision == "int8":
         sym = _sym(options["sym"]) if "sym" in options else DEFAULT_INT8_SYM
         return QuantSettings(precision, 8, sym, -1, 1.0)
-    requested = options.get("group_size", AUTO)
+    recipe = options.get("recipe", DEFAULT_INT4_RECIPE)
+    if recipe not in INT4_RECIPES:
+        raise ConfigError(
+            f"recipe must be one of {', '.join(INT4_RECIPES)}, got {recipe!r}",
+            hint="guide: the product guide's int4 (ratio 0.6); all-int4: every weight int4",
+        )
+    base = INT4_RECIPES[recipe]
+    requested = options.get("group_size", base["group_size"])
     group_size, note = _group_size(requested, shape)
-    ratio = _ratio(options["ratio"]) if "ratio" in options else DEFAULT_INT4_RATIO
-    sym = _sym(options["sym"]) if "sym" in options else DEFAULT_INT4_SYM
-    return QuantSettings(precision, 4, sym, group_size, ratio, requested_group_size=requested, note=note)
+    ratio = _ratio(options["ratio"]) if "ratio" in options else float(base["ratio"])
+    sym = _sym(options["sym"]) if "sym" in options else bool(base["sym"])
+    return QuantSettings(precision, 4, sym, group_size, ratio, requested_group_size=requested, note=note, recipe=recipe)
 
 
 _OV_VALUE_TYPES = (str, int, float, bool)

@@ -33,6 +33,7 @@ from phi3_openvino._version import __version__
 from phi3_openvino.artifact import ARTIFACT_FORMAT
 from phi3_openvino.options import (
     ARTIFACT_OPTIONS,
+    DEFAULT_INT4_RECIPE,
     LOAD_OPTIONS,
     PRECISIONS,
     resolve_max_concurrent,
@@ -105,7 +106,12 @@ def _probe_devices(root: Path = Path("/")) -> tuple[tuple[DeviceInfo, ...], str]
 def phi3_backend_info() -> BackendInfo:
     """Cheap: metadata and device nodes only (no OpenVINO import)."""
     engines = _engines()
-    versions = {**installed_versions(*LIBRARIES), "phi3-openvino": __version__}
+    # the default int4 recipe keys the cache too: changing it must re-quantize what was built without options
+    versions = {
+        **installed_versions(*LIBRARIES),
+        "phi3-openvino": __version__,
+        "phi3-openvino-int4-recipe": DEFAULT_INT4_RECIPE,
+    }
     devices, note = _probe_devices()
     status, detail = BackendStatus.AVAILABLE, note
     if not module_available("openvino"):

@@ -1,0 +1,123 @@
+"""``phi3_generate``: tokenize, prefill, then one ``llama_decode`` + sampler-chain draw per token.
+
+The loop calls llama.cpp's C API (the same calls ``Llama.generate`` makes) with a sampler chain
+built from :class:`phi3.GenerationConfig` in phi3's documented order:
+
+1. ``ignore_eos``: a logit bias of -inf on every end-of-sequence id of the checkpoint;
+2. ``repetition_penalty``: llama.cpp's penalties sampler (same rule as transformers: positive
+   logits divided, negative multiplied) over a window of the whole context, primed with the prompt
+   tokens, so it covers prompt and output like transformers (``Llama.generate`` defaults to the
+   last 64 *generated* tokens only);
+3. greedy, or ``temperature`` -> ``top_k`` -> ``top_p`` -> a draw seeded per request (``seed``;
+   None draws a fresh seed). llama.cpp's own CLI order is top-k, top-p, then temperature.
+
+Checks happen when the hook is called; the work happens as the caller iterates, so a stream that
+phi3 closes at a stop string stops decoding and frees its sampler.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from phi3.errors import BackendError, ConfigError, PromptTooLongError
+from phi3.generation_config import GenerationConfig
+from phi3.types import Chunk, SessionHandle
+from phi3_llamacpp.session import Runtime, _runtime
+
+
+def encode(runtime: Runtime, prompt: str) -> list[int]:
+    """Token ids as the checkpoint's tokenizer gives them (BOS only where the GGUF says so)."""
+    return [int(t) for t in runtime.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)]
+
+
+def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    runtime = _runtime(session)
+    ids = encode(runtime, prompt)
+    if not ids:
+        raise ConfigError("the prompt encodes to no tokens", hint="pass a non-empty prompt")
+    if len(ids) + 1 > runtime.context_length:
+        raise PromptTooLongError(
+            f"the prompt has {len(ids)} tokens, but this session's context is {runtime.context_length} tokens "
+            "(and at least one must be left to generate)",
+            hint="shorten the prompt, or load with a larger n_ctx (up to the model's context)",
+        )
+    return _stream(runtime, ids, config)
+
+
+def build_sampler(runtime: Runtime, config: GenerationConfig, n_vocab: int) -> Any:
+    """The llama.cpp sampler chain for ``config`` (the caller frees it)."""
+    lc = runtime.llama_cpp
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if config.ignore_eos and runtime.eos_ids:
+        biases = (lc.llama_logit_bias * len(runtime.eos_ids))()
+        for slot, token in zip(biases, sorted(runtime.eos_ids)):
+            slot.token, slot.bias = token, float("-inf")
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(runtime.eos_ids), biases))
+    if config.repetition_penalty != 1.0:
+        penalties = lc.llama_sampler_init_penalties(
+            n_vocab, runtime.context_length, config.repetition_penalty, 0.0, 0.0
+        )
+        lc.llama_sampler_chain_add(chain, penalties)
+    if not config.do_sample:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        return chain
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(config.temperature))
+    if config.top_k > 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(config.top_k))
+    if config.top_p < 1.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(config.top_p, 1))
+    seed = config.seed if config.seed is not None else secrets.randbits(32)
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _decode(runtime: Runtime, ctx: Any, tokens: Sequence[int]) -> None:
+    lc = runtime.llama_cpp
+    for start in range(0, len(tokens), runtime.n_batch):
+        part = tokens[start : start + runtime.n_batch]
+        array = (lc.llama_token * len(part))(*part)
+        code = lc.llama_decode(ctx, lc.llama_batch_get_one(array, len(part)))
+        if code != 0:
+            raise BackendError(f"llama_decode failed with code {code} at {start + len(part)} tokens")
+
+
+def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig) -> Iterator[Chunk]:
+    lc = runtime.llama_cpp
+    llama = runtime.llama
+    ctx = llama.ctx
+    vocab = lc.llama_model_get_vocab(llama.model)
+    n_vocab = int(lc.llama_vocab_n_tokens(vocab))
+    chain = build_sampler(runtime, config, n_vocab)
+    piece = ctypes.create_string_buffer(256)
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    budget = min(config.max_new_tokens, runtime.context_length - len(ids))
+    produced = 0
+    try:
+        llama.reset()  # the Llama object's own prefix bookkeeping: this loop owns the context now
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        if config.repetition_penalty != 1.0:
+            for token in ids:
+                lc.llama_sampler_accept(chain, token)
+        _decode(runtime, ctx, ids)
+        while produced < budget:
+            token = int(lc.llama_sampler_sample(chain, ctx, -1))
+            if token in runtime.eos_ids and not config.ignore_eos:
+                break
+            produced += 1
+            size = lc.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+            text = utf8.decode(piece.raw[: max(size, 0)])
+            yield Chunk(text, (token,), prompt_tokens=len(ids) if produced == 1 else None)
+            if produced < budget:
+                _decode(runtime, ctx, (token,))
+        tail = utf8.decode(b"", final=True)
+        if produced == 0 or tail:
+            yield Chunk(tail, (), prompt_tokens=len(ids) if produced == 0 else None)
+    finally:
+        lc.llama_sampler_free(chain)
+
+
+__all__ = ["build_sampler", "encode", "generate"]

@@ -1,0 +1,117 @@
+"""The phi3 hooks of the llamacpp backend (entry point ``llamacpp = "phi3_llamacpp.plugin"``).
+
+This module must stay importable without llama_cpp, torch or transformers: ``phi3 list-backends``
+imports it for every listing. Each heavy hook imports its module lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from phi3 import hookimpl
+from phi3.generation_config import GenerationConfig
+from phi3.hookspecs import PLUGIN_API_VERSION
+from phi3.types import (
+    BackendInfo,
+    BackendStatus,
+    ChatMessage,
+    Chunk,
+    DeviceInfo,
+    EngineInfo,
+    LoadRequest,
+    Progress,
+    QuantizeRequest,
+    SessionHandle,
+)
+from phi3_llamacpp import ARTIFACT_FORMAT, BACKEND_NAME, ENGINE_NAME, probe
+from phi3_llamacpp.quantize import ARTIFACT_OPTIONS, PRECISIONS
+from phi3_llamacpp.session import LOAD_OPTIONS
+
+DESCRIPTION = "llama.cpp (llama-cpp-python): GGUF on the CPU, and on GPUs where the build has Vulkan, Metal or CUDA"
+
+
+def _detail(install: probe.Installation, devices: list[DeviceInfo]) -> str:
+    parts = [f"llama-cpp-python {install.version}: {', '.join(d.name for d in devices)}"]
+    if install.gpu_backends:
+        parts.append(f"GPU backends built in: {', '.join(install.gpu_backends)}")
+    else:
+        parts.append(f"CPU-only build (for a GPU: {probe.GPU_BUILD_HINT})")
+    if not install.converter_ready:
+        parts.append('quantizing needs torch, transformers and sentencepiece: pip install "phi3-llamacpp[convert]"')
+    return "; ".join(parts)
+
+
+@hookimpl
+def phi3_backend_info() -> BackendInfo:
+    """Cheap: distribution metadata and library file names only (see :mod:`phi3_llamacpp.probe`)."""
+    install = probe.installation()
+    common: dict[str, Any] = {
+        "name": BACKEND_NAME,
+        "description": DESCRIPTION,
+        "precisions": PRECISIONS,
+        "library_versions": install.library_versions,
+        "artifact_options": ARTIFACT_OPTIONS,
+        "load_options": LOAD_OPTIONS,
+        "api_version": PLUGIN_API_VERSION,
+    }
+    if not install.ready:
+        detail = f"llama-cpp-python is not installed: {probe.PIP_COMMAND}"
+        engine = EngineInfo(ENGINE_NAME, "llama.cpp", available=False, detail=detail, artifact_format=ARTIFACT_FORMAT)
+        return BackendInfo(
+            engines=(engine,), devices=(), status=BackendStatus.MISSING_DEPENDENCY, detail=detail, **common
+        )
+    devices = probe.cheap_devices(install)
+    engine = EngineInfo(ENGINE_NAME, "llama.cpp through llama-cpp-python (GGUF)", artifact_format=ARTIFACT_FORMAT)
+    return BackendInfo(
+        engines=(engine,),
+        devices=tuple(devices),
+        status=BackendStatus.AVAILABLE,
+        detail=_detail(install, devices),
+        **common,
+    )
+
+
+@hookimpl
+def phi3_devices() -> Sequence[DeviceInfo]:
+    """The runtime's own answer: the ggml backend registry (imports llama_cpp)."""
+    from phi3_llamacpp.devices import runtime_devices
+
+    return [device.info for device in runtime_devices()]
+
+
+@hookimpl
+def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> Mapping[str, Any]:
+    from phi3.cache import phi3_home
+    from phi3_llamacpp.quantize import quantize
+
+    return quantize(request, output_dir, progress, phi3_home() / "llamacpp-converter")
+
+
+@hookimpl
+def phi3_load(request: LoadRequest) -> SessionHandle:
+    from phi3_llamacpp.session import load
+
+    return load(request)
+
+
+@hookimpl
+def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    from phi3_llamacpp.generate import generate
+
+    return generate(session, prompt, config)
+
+
+@hookimpl
+def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+    from phi3_llamacpp.session import apply_chat_template
+
+    return apply_chat_template(session, messages)
+
+
+@hookimpl
+def phi3_unload(session: SessionHandle) -> None:
+    from phi3_llamacpp.session import unload
+
+    unload(session)

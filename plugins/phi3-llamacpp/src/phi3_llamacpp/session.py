@@ -1,0 +1,237 @@
+"""``phi3_load``, the chat template and ``phi3_unload``: one ``llama_cpp.Llama`` per session.
+
+Context length, the contract's one rule: the artifact supports ``max_position_embeddings``; this
+session allocates ``n_ctx`` tokens of KV cache (default: the model's context, capped at
+:data:`DEFAULT_CONTEXT` so a 128k model does not try to allocate ~48 GB) and enforces that.
+``n_ctx=N`` raises it up to the model's; when llama.cpp cannot allocate it the error names the KV
+memory it needs. llama.cpp rounds the allocation up to a multiple of 256 (llama-cpp-python 0.3.36);
+phi3 still enforces what was asked, never more than the model's context.
+
+LongRoPE: llama.cpp picks the short or long factor table per *context*, by the allocated size
+(``n_ctx > original_max_position_embeddings`` -> long factors for every position), where
+transformers picks per sequence length. Keeping the default context at or below the original
+length (4096 on the real 128k models) keeps the short factors, as transformers uses them there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from phi3.errors import ArtifactError, ConfigError
+from phi3.types import ChatMessage, LoadRequest, SessionHandle
+from phi3_llamacpp import BACKEND_NAME, GGUF_NAME, METADATA_NAME
+from phi3_llamacpp.devices import import_runtime, resolve
+
+DEFAULT_CONTEXT = 4096
+LOAD_OPTIONS = ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn")
+LLAMA_PAD = 256
+"""llama.cpp pads the KV cache to a multiple of this (llama-context.cpp, llama-cpp-python 0.3.36)."""
+
+
+@dataclass
+class Runtime:
+    """The live model and the facts ``phi3_generate`` needs."""
+
+    llama: Any
+    llama_cpp: Any
+    context_length: int
+    eos_ids: frozenset[int]
+    n_batch: int
+    chat_template: str | None
+    bos_text: str
+    eos_text: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _positive_int(options: Mapping[str, Any], name: str) -> int | None:
+    value = options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "n_gpu_layers" else 1):
+        raise ConfigError(
+            f"{name} must be a whole number{' >= 0' if name == 'n_gpu_layers' else ' > 0'}, got {value!r}"
+        )
+    return value
+
+
+def _flag(options: Mapping[str, Any], name: str) -> bool:
+    value = options.get(name, False)
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+        return value.lower() in ("1", "true", "yes")
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (llama-cpp-python's own default is half of os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def kv_bytes(config: Mapping[str, Any], n_ctx: int) -> int:
+    """f16 K and V for ``n_ctx`` tokens: what raising ``n_ctx`` costs in memory."""
+    heads = int(config.get("num_attention_heads") or 1)
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or int(config.get("hidden_size") or 0) // heads)
+    layers = int(config.get("num_hidden_layers") or 0)
+    return 2 * 2 * layers * kv_heads * head_dim * n_ctx
+
+
+def _model_config(llama: Any) -> dict[str, Any]:
+    meta: Mapping[str, str] = llama.metadata
+    arch = meta.get("general.architecture", "phi3")
+
+    def get(key: str) -> int:
+        return int(meta.get(f"{arch}.{key}", "0") or 0)
+
+    heads = get("attention.head_count")
+    return {
+        "num_attention_heads": heads,
+        "num_key_value_heads": get("attention.head_count_kv") or heads,
+        "hidden_size": get("embedding_length"),
+        "num_hidden_layers": get("block_count"),
+    }
+
+
+def load(request: LoadRequest) -> SessionHandle:
+    options = request.options
+    n_ctx_option = _positive_int(options, "n_ctx")
+    n_threads = _positive_int(options, "n_threads") or _cpus()
+    n_gpu_layers = _positive_int(options, "n_gpu_layers")
+    flash_attn = _flag(options, "flash_attn")
+    device = resolve(request.device)
+    folder = request.artifact.path
+    gguf = folder / GGUF_NAME
+    meta_file = folder / METADATA_NAME
+    if not gguf.is_file() or not meta_file.is_file():
+        raise ArtifactError(
+            f"{folder} has no {GGUF_NAME} / {METADATA_NAME}", hint="rebuild it: phi3 cache prune, then load again"
+        )
+    metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    model_context = request.artifact.context_length or int(metadata.get("context_length") or DEFAULT_CONTEXT)
+    if n_ctx_option is not None and n_ctx_option > model_context:
+        raise ConfigError(
+            f"n_ctx={n_ctx_option} is more than this model's context ({model_context} tokens)",
+            hint=f"use n_ctx <= {model_context}",
+        )
+    n_ctx = n_ctx_option or min(model_context, DEFAULT_CONTEXT)
+    if device.index < 0:
+        gpu_layers = 0
+        if n_gpu_layers:
+            raise ConfigError("n_gpu_layers needs a GPU device", hint="pass device='GPU', or drop n_gpu_layers")
+    else:
+        gpu_layers = -1 if n_gpu_layers is None else n_gpu_layers
+    llama_cpp = import_runtime()
+    n_batch = min(512, -(-n_ctx // LLAMA_PAD) * LLAMA_PAD)
+    try:
+        llama = llama_cpp.Llama(
+            str(gguf),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_gpu_layers=gpu_layers,
+            main_gpu=max(device.index, 0),
+            flash_attn=flash_attn,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        needed = None
+        try:
+            probe = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+            needed = kv_bytes(_model_config(probe), n_ctx)
+            probe.close()
+        except Exception:  # only enriches the message below
+            needed = None
+        memory = f" (its KV cache alone needs ~{needed / 2**30:.1f} GiB)" if needed else ""
+        raise ArtifactError(
+            f"llama.cpp could not open {gguf.name} with a {n_ctx}-token context on {device.info.name}{memory}: {exc}",
+            hint="pass a smaller n_ctx, free memory, or rebuild the artifact",
+        ) from exc
+    context = min(n_ctx, model_context)
+    eos = set(int(i) for i in metadata.get("eos_token_ids", []))
+    eos.add(int(llama.token_eos()))
+    chat_template = llama.metadata.get("tokenizer.chat_template")
+    runtime = Runtime(
+        llama=llama,
+        llama_cpp=llama_cpp,
+        context_length=context,
+        eos_ids=frozenset(i for i in eos if i >= 0),
+        n_batch=n_batch,
+        chat_template=chat_template,
+        bos_text=_token_text(llama, llama.token_bos()),
+        eos_text=_token_text(llama, llama.token_eos()),
+    )
+    details = {
+        "quant": metadata.get("quant"),
+        "n_ctx_allocated": int(llama.n_ctx()),
+        "n_threads": n_threads,
+        "n_gpu_layers": gpu_layers,
+        "ggml_device": device.ggml_name,
+        "rope_factors": _rope_factors(metadata, int(llama.n_ctx())),
+    }
+    if metadata.get("sliding_window") and int(metadata["sliding_window"]) < model_context:
+        details["sliding_window"] = "ignored: llama.cpp runs Phi-3 with full attention (see README)"
+    runtime.details = details
+    return SessionHandle(
+        backend=BACKEND_NAME,
+        engine=request.engine,
+        device=device.info.name,
+        native=runtime,
+        context_length=context if context < model_context else None,
+        details=details,
+    )
+
+
+def _rope_factors(metadata: Mapping[str, Any], allocated: int) -> str | None:
+    if not metadata.get("longrope"):
+        return None
+    original = int(metadata.get("original_max_position_embeddings") or 0)
+    return "long (allocated context > original)" if allocated > original else "short (context <= original)"
+
+
+def _token_text(llama: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return bytes(llama.detokenize([token], special=True)).decode("utf-8", errors="replace")
+
+
+def apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
+    """The GGUF's own template (written by the converter from the checkpoint), rendered by
+    llama-cpp-python's ``Jinja2ChatFormatter`` (transformers' Jinja settings)."""
+    runtime = _runtime(session)
+    if not runtime.chat_template:
+        raise ConfigError("this model has no chat template", hint="use generate() with a formatted prompt")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        runtime.chat_template, runtime.eos_text, runtime.bos_text, add_generation_prompt=True
+    )
+    return str(formatter(messages=[dict(m) for m in messages]).prompt)  # type: ignore[misc]
+
+
+def _runtime(session: SessionHandle) -> Runtime:
+    runtime = session.native
+    if not isinstance(runtime, Runtime) or runtime.llama is None:
+        raise ConfigError("this model has been unloaded; load it again")
+    return runtime
+
+
+def unload(session: SessionHandle) -> None:
+    runtime = session.native
+    if isinstance(runtime, Runtime) and runtime.llama is not None:
+        runtime.llama.close()
+        runtime.llama = None
+
+
+__all__ = ["DEFAULT_CONTEXT", "LOAD_OPTIONS", "Runtime", "apply_chat_template", "kv_bytes", "load", "unload"]
