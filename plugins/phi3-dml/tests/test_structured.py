@@ -107,3 +107,11 @@ def test_tools_reach_the_template_upstream(tiny_phi3: Path, tmp_path: Path) -> N
         rendered = apply_chat_template(model.session, MESSAGES, TOOLS)
         assert rendered == "<|system|>\ntools: get_weather add<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
         assert model.apply_chat_template(MESSAGES) == "<|user|>\nHi<|end|>\n<|assistant|>\n"
+
+
+def test_ignore_eos_with_a_grammar_is_refused_up_front(load_dml: LoadDml) -> None:
+    """The runtime would fail mid-stream (EOS masked by min_length, only EOS allowed by the grammar)."""
+    model = load_dml("fp32")
+    with pytest.raises(phi3.ConfigError, match="ignore_eos"):
+        model.generate(PROMPT, max_new_tokens=8, regex="a+", ignore_eos=True)
+    assert model.generate(PROMPT, max_new_tokens=8, ignore_eos=True).new_tokens == 8

@@ -171,3 +171,14 @@ def test_byte_level_vocabulary_phi4_mini(phi4_mini: Path) -> None:
             sampling = {} if seed is None else {"do_sample": True, "seed": seed}
             result = model.generate(PROMPT, max_new_tokens=GREEDY_BUDGET, regex=structured.REGEX, **sampling)
             assert re.fullmatch(structured.REGEX, result.text), result.text
+
+
+@pytest.mark.parametrize("engine", ["genai", "optimum"])
+def test_ignore_eos_keeps_the_grammar_and_the_budget(
+    tiny_phi3: Path, artifacts: dict[str, phi3.Artifact], engine: str
+) -> None:
+    """Past the grammar's end only end-of-sequence is allowed: the budget is spent on it, the text stays valid."""
+    with phi3.load(tiny_phi3, backend="openvino", device="CPU", precision="int8", engine=engine, **F32) as model:
+        result = model.generate(PROMPT, max_new_tokens=40, regex=structured.REGEX, ignore_eos=True)
+        assert re.fullmatch(structured.REGEX, result.text), result.text
+        assert result.new_tokens == 40 and result.finish_reason == "length"

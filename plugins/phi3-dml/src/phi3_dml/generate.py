@@ -35,6 +35,14 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
             "(and at least one must be left to generate)",
             hint="shorten the prompt",
         )
+    if config.ignore_eos and config.output_constraint is not None:
+        # the runtime masks EOS until min_length while the grammar allows only EOS once the output is
+        # complete: onnxruntime-genai 0.18.0 then fails mid-stream ("compute_mask() called after stop")
+        raise ConfigError(
+            f"ignore_eos cannot be combined with {config.output_constraint.kind} on phi3-dml: "
+            "onnxruntime-genai's guidance ends the output with end-of-sequence",
+            hint="drop ignore_eos (the constrained output ends when the grammar is complete)",
+        )
     params = runtime.og.GeneratorParams(runtime.model)
     context = runtime.context_length or len(ids) + config.max_new_tokens
     params.set_search_options(**search_options(config, len(ids), context))
