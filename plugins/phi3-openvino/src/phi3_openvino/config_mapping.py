@@ -34,7 +34,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phi3.errors import UnsupportedError
 from phi3.generation_config import GenerationConfig
+from phi3_openvino.regex_classes import non_ascii_class
 
 if TYPE_CHECKING:
     import openvino_genai
@@ -92,6 +94,13 @@ def structured_output_config(config: GenerationConfig) -> openvino_genai.Structu
     import openvino_genai
 
     if constraint.kind == "regex":
+        problem = non_ascii_class(constraint.spec)
+        if problem:
+            raise UnsupportedError(
+                f"the genai engine cannot guarantee this regex: it uses {problem}, under which "
+                "openvino-genai 2026.4.1 can emit bytes that are not UTF-8",
+                hint="keep the pattern's classes ASCII-only, or use the optimum engine (-e optimum)",
+            )
         return openvino_genai.StructuredOutputConfig(regex=constraint.spec)
     return openvino_genai.StructuredOutputConfig(json_schema=constraint.spec)
 
