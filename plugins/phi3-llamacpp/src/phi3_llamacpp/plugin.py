@@ -26,6 +26,7 @@ from phi3.types import (
     SessionHandle,
 )
 from phi3_llamacpp import ARTIFACT_FORMAT, BACKEND_NAME, ENGINE_NAME, probe
+from phi3_llamacpp.grammar import KINDS as STRUCTURED_OUTPUT
 from phi3_llamacpp.quantize import ARTIFACT_OPTIONS, PRECISIONS
 from phi3_llamacpp.session import LOAD_OPTIONS
 
@@ -69,6 +70,7 @@ def phi3_backend_info() -> BackendInfo:
         devices=tuple(devices),
         status=BackendStatus.AVAILABLE,
         detail=_detail(install, devices),
+        structured_output=STRUCTURED_OUTPUT,
         **common,
     )
 
