@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the server tests need phi3-core[serve] (nox -s server)")
 pytest.importorskip("openai", reason="the server tests use the official openai client (nox -s server)")
 
-from .harness import ServerProcess, assert_clean_exit
+from .harness import ServerProcess, assert_clean_exit, free_port
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +41,36 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> I
             server.process.kill()
             server.process.wait(30)
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture
+def declaring_server() -> Iterator[tuple[str, Any]]:
+    """phi3's app on a real uvicorn server in this process, serving the smoke model on a backend that
+    declares no structured output (``declaring_backend``), so a test can count that a refused request
+    never generated. Yields the ``/v1`` base URL and the plugin."""
+    import uvicorn
+    from declaring_backend import Declaring
+
+    import phi3
+    from phi3.server.app import ServerSettings, create_app
+    from phi3.server.model_spec import Defaults
+
+    plugin = Declaring(())
+    phi3.plugins.get_registry().register(plugin, "declaring")
+    app = create_app(ServerSettings(models=("smoke",), defaults=Defaults(backend="declaring", precision="fp32")))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="declaring-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    for _ in range(1200):
+        if server.started or time.monotonic() > deadline or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 60 s"
+    try:
+        yield f"http://127.0.0.1:{port}/v1", plugin
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive()

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
@@ -23,7 +20,7 @@ from pydantic import BaseModel, Field
 import phi3
 from phi3.testing import reference_backend, structured
 
-from .harness import ServerProcess, free_port
+from .harness import ServerProcess
 
 pytest.importorskip("llguidance", reason="structured output on the reference backend needs phi3-core[structured]")
 jsonschema = pytest.importorskip("jsonschema")
@@ -195,37 +192,6 @@ def test_a_schema_the_grammar_engine_cannot_enforce_is_a_400_not_a_500(server: S
 
 
 # -- a backend that enforces nothing: refused before a slot is taken or a token decoded ------------
-
-
-@pytest.fixture
-def declaring_server(tiny_phi3: Any) -> Iterator[tuple[str, Any]]:
-    """phi3's app on a real uvicorn server in this process, serving a backend that declares no
-    structured output (so the test can count that it never generated)."""
-    import uvicorn
-    from declaring_backend import Declaring
-
-    from phi3.server.app import ServerSettings, create_app
-    from phi3.server.model_spec import Defaults
-
-    plugin = Declaring(())
-    phi3.plugins.get_registry().register(plugin, "declaring")
-    app = create_app(ServerSettings(models=(MODEL,), defaults=Defaults(backend="declaring", precision="fp32")))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="declaring-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    for _ in range(1200):
-        if server.started or time.monotonic() > deadline or not thread.is_alive():
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start within 60 s"
-    try:
-        yield f"http://127.0.0.1:{port}/v1", plugin
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        assert not thread.is_alive()
 
 
 def test_a_backend_that_cannot_enforce_it_answers_400_naming_response_format(

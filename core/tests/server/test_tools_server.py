@@ -277,43 +277,6 @@ def test_served_models_have_their_own_formats(models: dict[str, str]) -> None:
     assert "tool" not in template
 
 
-@pytest.fixture
-def declaring_server() -> Any:
-    """phi3's app on a real uvicorn server in this process, on a backend that enforces no structured
-    output (``declaring_backend``), so the test can count that nothing was generated."""
-    import threading
-    import time
-
-    import uvicorn
-    from declaring_backend import Declaring
-
-    import phi3
-    from phi3.server.app import ServerSettings, create_app
-    from phi3.server.model_spec import Defaults
-
-    from .harness import free_port
-
-    plugin = Declaring(())
-    phi3.plugins.get_registry().register(plugin, "declaring")
-    app = create_app(ServerSettings(models=("smoke",), defaults=Defaults(backend="declaring", precision="fp32")))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="declaring-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    for _ in range(1200):
-        if server.started or time.monotonic() > deadline or not thread.is_alive():
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start within 60 s"
-    try:
-        yield f"http://127.0.0.1:{port}/v1", plugin
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        assert not thread.is_alive()
-
-
 def test_a_backend_without_json_schema_refuses_tools_naming_them(declaring_server: Any) -> None:
     base_url, plugin = declaring_server
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
