@@ -17,27 +17,13 @@ import pytest
 
 import phi3
 from phi3 import tools as tool_calling
+from phi3.testing import structured
 from phi3.testing.tiny_model import make_tiny_phi3
 
 pytest.importorskip("llguidance", reason="tool calling needs structured output: pip install phi3-core[structured]")
 jsonschema = pytest.importorskip("jsonschema")
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 12},
-                "unit": {"enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = structured.WEATHER_TOOL
 ORDER = {
     "type": "function",
     "function": {

@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from phi3.testing import structured
 from phi3.testing.tiny_model import make_tiny_phi3
 
 from .harness import ServerProcess
@@ -23,19 +24,7 @@ from .harness import ServerProcess
 pytest.importorskip("llguidance", reason="tool calling on the reference backend needs phi3-core[structured]")
 jsonschema = pytest.importorskip("jsonschema")
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["celsius", "fahrenheit"]}},
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = structured.WEATHER_TOOL
 ADD = {
     "type": "function",
     "function": {

@@ -53,10 +53,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+"""An OpenAI function tool with bounded arguments, for tool-calling tests (API and server)."""
+
 REGEX = r"(yes|no), [0-9]{1,3} (apples|pears)"
 """A pattern the whole output must match (``re.fullmatch``)."""
 
 SEEDS = (1, 2, 3, 4, 5, 6)
 """Sampled decodes per case: sampling explores many paths through the grammar, greedy only one."""
 
-__all__ = ["REGEX", "SCHEMAS", "SEEDS"]
+__all__ = ["REGEX", "SCHEMAS", "SEEDS", "WEATHER_TOOL"]
