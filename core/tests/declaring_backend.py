@@ -1,10 +1,13 @@
 """A test backend: the reference backend under the name ``declaring``, declaring only the
 structured-output kinds it is given (at the backend, engine or session level) and counting the
-generations that reach it, so tests can prove a refusal happened before ``phi3_generate``."""
+generations that reach it, so tests can prove a refusal happened before ``phi3_generate``. With a
+``hold`` event, every generation stops after its first chunk until the test sets it, so a test can
+keep a request decoding for as long as it needs, on any machine speed."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,15 @@ class Declaring:
     """The reference backend under another name, declaring only ``kinds`` (at the level given) and
     counting the generations that reach it."""
 
-    def __init__(self, kinds: tuple[ConstraintKind, ...], level: str = "backend") -> None:
+    def __init__(
+        self, kinds: tuple[ConstraintKind, ...], level: str = "backend", hold: threading.Event | None = None
+    ) -> None:
         self.kinds = kinds
         self.level = level
         self.generate_calls = 0
+        self.hold = hold
+        self.held = threading.Event()
+        """Set once a generation is waiting on ``hold``."""
 
     @hookimpl
     def phi3_backend_info(self) -> BackendInfo:
@@ -51,4 +59,12 @@ class Declaring:
     @hookimpl
     def phi3_generate(self, session: SessionHandle, prompt: str, config: phi3.GenerationConfig) -> Iterator[Chunk]:
         self.generate_calls += 1
-        return reference_backend.phi3_generate(session, prompt, config)
+        chunks = reference_backend.phi3_generate(session, prompt, config)
+        return chunks if self.hold is None else self._held(chunks, self.hold)
+
+    def _held(self, chunks: Iterator[Chunk], hold: threading.Event) -> Iterator[Chunk]:
+        for index, chunk in enumerate(chunks):
+            yield chunk
+            if index == 0:
+                self.held.set()
+                assert hold.wait(60), "the test never released the held generation"

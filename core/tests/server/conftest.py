@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -43,21 +45,19 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> I
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.fixture
-def declaring_server() -> Iterator[tuple[str, Any]]:
-    """phi3's app on a real uvicorn server in this process, serving the smoke model on a backend that
-    declares no structured output (``declaring_backend``), so a test can count that a refused request
-    never generated. Yields the ``/v1`` base URL and the plugin."""
+@contextlib.contextmanager
+def in_process_server(plugin: Any, max_queue: int = 16) -> Iterator[str]:
+    """phi3's app on a real uvicorn server in this process (a free loopback port), serving the smoke
+    model on ``plugin`` registered as backend ``declaring``; yields the server's root URL."""
     import uvicorn
-    from declaring_backend import Declaring
 
     import phi3
     from phi3.server.app import ServerSettings, create_app
     from phi3.server.model_spec import Defaults
 
-    plugin = Declaring(())
     phi3.plugins.get_registry().register(plugin, "declaring")
-    app = create_app(ServerSettings(models=("smoke",), defaults=Defaults(backend="declaring", precision="fp32")))
+    settings = ServerSettings(models=("smoke",), defaults=Defaults(backend="declaring", precision="fp32"))
+    app = create_app(dataclasses.replace(settings, max_queue=max_queue))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="declaring-uvicorn", daemon=True)
@@ -69,8 +69,20 @@ def declaring_server() -> Iterator[tuple[str, Any]]:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start within 60 s"
     try:
-        yield f"http://127.0.0.1:{port}/v1", plugin
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(60)
         assert not thread.is_alive()
+
+
+@pytest.fixture
+def declaring_server() -> Iterator[tuple[str, Any]]:
+    """A backend that declares no structured output (``declaring_backend``) behind an in-process
+    server, so a test can count that a refused request never generated. Yields the ``/v1`` base
+    URL and the plugin."""
+    from declaring_backend import Declaring
+
+    plugin = Declaring(())
+    with in_process_server(plugin) as url:
+        yield f"{url}/v1", plugin

@@ -391,29 +391,6 @@ def test_queue_is_fifo_and_full_queue_is_429(server: ServerProcess) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], str)
 
 
-def test_a_queued_client_that_leaves_gives_up_its_place_at_once(server: ServerProcess) -> None:
-    """Noticed while it waits, not when its turn comes: the request ahead is still decoding."""
-    server.wait_for("no generation running", lambda: server.metric("phi3_active_generations") == 0)
-    abandoned = server.metric("phi3_abandoned_requests_total", model=MODEL)
-    first_client, first = _start_long_stream(server, tokens=1000)
-    try:
-        lines = first.iter_lines()  # keep it: dropping this iterator would close the response
-        next(lines)
-        body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 2}
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=0.8)
-        server.wait_for(
-            "the queued request to give up its place",
-            lambda: server.metric("phi3_abandoned_requests_total", model=MODEL) == abandoned + 1,
-            timeout=10,
-        )
-        assert server.metric("phi3_queue_depth", model=MODEL) == 0
-        assert server.metric("phi3_active_generations") == 1, "the request ahead should still be decoding"
-    finally:
-        first.close()
-        first_client.close()
-
-
 def test_metrics_exposition(server: ServerProcess) -> None:
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     for name in (
