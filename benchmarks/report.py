@@ -48,6 +48,21 @@ COMPANION_REPORTS = (
         "`phi3 serve --ray` (Ray Serve): 16 streaming clients on 1 vs 2 replicas (aggregate tokens/s, "
         "p99 time to first token) and what Ray Serve adds to a single stream over plain `phi3 serve` (`ray_bench.py`)",
     ),
+    (
+        "STRUCTURED_RESULTS.md",
+        "what constrained decoding (JSON Schema / regex) costs in decode tokens/s per backend and engine "
+        "(`structured_bench.py`)",
+    ),
+    (
+        "LLAMACPP_OVERHEAD.md",
+        "phi3-llamacpp against llama-cpp-python directly on the same GGUF: decode and TTFT, paired rounds "
+        "(`llamacpp_overhead.py`)",
+    ),
+    (
+        "TUNING.md",
+        "seed-stack settings swept on the mid-size model (OpenVINO compile properties and int4 recipe, ONNX "
+        "Runtime GenAI builder options): decode, TTFT, KL; decisions in TUNING-decisions.md (`tune.py`)",
+    ),
 )
 """Reports other benchmark scripts write next to RESULTS.md; RESULTS.md links the ones present."""
 
