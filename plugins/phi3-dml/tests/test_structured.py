@@ -8,26 +8,16 @@ session declares when the runtime's guidance is missing.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import phi3
 import pytest
+from phi3.testing.structured import TEMPLATE_TOOLS, TOOLS_VARIABLE_TEMPLATE, with_chat_template
 from phi3.types import OutputConstraint
 
 from conftest import PROMPT, LoadDml
 from phi3_dml import guidance
 
-TOOLS_TEMPLATE = (
-    "{% if tools %}<|system|>\ntools:{% for tool in tools %} {{ tool['function']['name'] }}{% endfor %}"
-    "<|end|>\n{% endif %}"
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
-    {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}},
-]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
@@ -85,7 +75,7 @@ def test_tools_are_refused_not_mangled(load_dml: LoadDml) -> None:
     model's template with a one-line error, and Model.chat(tools=...) offers them another way."""
     model = load_dml("fp32")
     with pytest.raises(phi3.UnsupportedError, match="tools"):
-        model.apply_chat_template(MESSAGES, tools=TOOLS)
+        model.apply_chat_template(MESSAGES, tools=TEMPLATE_TOOLS)
 
 
 @pytest.mark.xfail(
@@ -97,14 +87,9 @@ def test_tools_are_refused_not_mangled(load_dml: LoadDml) -> None:
 def test_tools_reach_the_template_upstream(tiny_phi3: Path, tmp_path: Path) -> None:
     from phi3_dml.session import apply_chat_template
 
-    checkpoint = tmp_path / "tiny-tools"
-    shutil.copytree(tiny_phi3, checkpoint)
-    (checkpoint / "chat_template.jinja").write_text(TOOLS_TEMPLATE, encoding="utf-8")
-    config = json.loads((checkpoint / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = TOOLS_TEMPLATE
-    (checkpoint / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    checkpoint = with_chat_template(tiny_phi3, tmp_path / "tiny-tools", TOOLS_VARIABLE_TEMPLATE)
     with phi3.load(checkpoint, backend="dml", device="cpu", precision="fp32") as model:
-        rendered = apply_chat_template(model.session, MESSAGES, TOOLS)
+        rendered = apply_chat_template(model.session, MESSAGES, TEMPLATE_TOOLS)
         assert rendered == "<|system|>\ntools: get_weather add<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
         assert model.apply_chat_template(MESSAGES) == "<|user|>\nHi<|end|>\n<|assistant|>\n"
 

@@ -3,37 +3,20 @@ and structured output is declared per engine: regex on genai (CPU override), not
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 from _npu_common import GENAI, LIBRARY
 
 import phi3
+from phi3.testing.structured import TEMPLATE_TOOLS, TOOLS_VARIABLE_TEMPLATE, with_chat_template
 
-TOOLS_TEMPLATE = (
-    "{% if tools %}<|system|>\ntools:{% for tool in tools %} {{ tool['function']['name'] }}{% endfor %}"
-    "<|end|>\n{% endif %}"
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
-    {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}},
-]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
 def tools_checkpoint(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("tools") / "tiny-tools"
-    shutil.copytree(tiny_phi3, target)
-    (target / "chat_template.jinja").write_text(TOOLS_TEMPLATE, encoding="utf-8")
-    config = json.loads((target / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = TOOLS_TEMPLATE
-    (target / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return target
+    return with_chat_template(tiny_phi3, tmp_path_factory.mktemp("tools") / "tiny-tools", TOOLS_VARIABLE_TEMPLATE)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +34,7 @@ def test_tools_reach_the_template_and_declarations_hold(
     if where is LIBRARY:
         request.getfixturevalue("library_installed")
     with phi3.load(tools_checkpoint, precision=precision, **where) as model:
-        rendered = model.apply_chat_template(MESSAGES, tools=TOOLS)
+        rendered = model.apply_chat_template(MESSAGES, tools=TEMPLATE_TOOLS)
         assert rendered == "<|system|>\ntools: get_weather add<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
         assert model.apply_chat_template(MESSAGES) == "<|user|>\nHi<|end|>\n<|assistant|>\n"
         assert model.structured_output == declared

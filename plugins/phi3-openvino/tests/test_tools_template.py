@@ -6,47 +6,26 @@ system turn), so a render shows whether they arrived; the standard Phi-3 templat
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 from _ov_common import F32
 
 import phi3
+from phi3.testing.structured import TEMPLATE_TOOLS, TOOLS_VARIABLE_TEMPLATE, with_chat_template
 
-TOOLS_TEMPLATE = (
-    "{% if tools %}<|system|>\ntools:{% for tool in tools %} {{ tool['function']['name'] }}{% endfor %}"
-    "<|end|>\n{% endif %}"
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
-    {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}},
-]
 MESSAGES = [{"role": "user", "content": "Hi"}]
-
-
-def with_template(source: Path, target: Path, template: str) -> Path:
-    """A copy of the tiny checkpoint whose chat template is ``template`` (both places it is read)."""
-    shutil.copytree(source, target)
-    (target / "chat_template.jinja").write_text(template, encoding="utf-8")
-    config = json.loads((target / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = template
-    (target / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return target
 
 
 @pytest.fixture(scope="module")
 def tools_checkpoint(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return with_template(tiny_phi3, tmp_path_factory.mktemp("tools") / "tiny-tools", TOOLS_TEMPLATE)
+    return with_chat_template(tiny_phi3, tmp_path_factory.mktemp("tools") / "tiny-tools", TOOLS_VARIABLE_TEMPLATE)
 
 
 @pytest.mark.parametrize("engine", ["genai", "optimum"])
 def test_tools_reach_a_template_that_uses_them(tools_checkpoint: Path, engine: str) -> None:
     with phi3.load(tools_checkpoint, backend="openvino", device="CPU", precision="fp16", engine=engine, **F32) as model:
-        rendered = model.apply_chat_template(MESSAGES, tools=TOOLS)
+        rendered = model.apply_chat_template(MESSAGES, tools=TEMPLATE_TOOLS)
         assert rendered == "<|system|>\ntools: get_weather add<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
         assert model.apply_chat_template(MESSAGES) == "<|user|>\nHi<|end|>\n<|assistant|>\n"
 
@@ -59,7 +38,7 @@ def test_tools_reach_only_a_template_that_uses_them(
     2026.4.1 (minja) would write a tool-use system prompt of its own; the genai engine does not pass
     tools to such a template."""
     with phi3.load(tiny_phi3, backend="openvino", device="CPU", precision="int8", engine=engine, **F32) as model:
-        assert model.apply_chat_template(MESSAGES, tools=TOOLS) == model.apply_chat_template(MESSAGES)
+        assert model.apply_chat_template(MESSAGES, tools=TEMPLATE_TOOLS) == model.apply_chat_template(MESSAGES)
 
 
 def test_genai_would_otherwise_add_its_own_tool_prompt(artifacts: dict[str, phi3.Artifact]) -> None:
@@ -69,5 +48,5 @@ def test_genai_would_otherwise_add_its_own_tool_prompt(artifacts: dict[str, phi3
 
     tokenizer = openvino_genai.Tokenizer(str(artifacts["int8"].path))
     plain = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
-    assert "get_weather" in tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tools=TOOLS)
+    assert "get_weather" in tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tools=TEMPLATE_TOOLS)
     assert "get_weather" not in plain
