@@ -11,9 +11,13 @@ leak into another's. A plugin whose folder does not exist yet is skipped, not fa
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -34,6 +38,35 @@ PYTEST = ["pytest", "-ra", "--durations=10"]
 nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "ray", "dml_skew", "integration"]
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
+
+
+KEEP_VENVS = bool(os.environ.get("PHI3_NOX_KEEP_VENVS"))
+"""Set PHI3_NOX_KEEP_VENVS=1 to keep each session's virtualenv after it ends (to debug it or to reuse it
+with ``nox -R``). By default it is deleted: every venv carries its own torch and vendor runtimes
+(1-2 GB each), and the whole matrix kept on disk needs ~16 GB, more than a CI machine may have free."""
+
+
+def frees_disk(body: Callable[..., None]) -> Callable[..., None]:
+    """Delete the session's virtualenv (and with it the session's tmp: pytest's basetemp, built artifacts)
+    when the session ends, passed or failed, so the disk peak is the largest session, not the sum."""
+
+    @functools.wraps(body)
+    def run(session: nox.Session, **kwargs: Any) -> None:
+        try:
+            body(session, **kwargs)
+        finally:
+            venv = session.virtualenv
+            if not KEEP_VENVS and venv.venv_backend != "none" and venv.location:
+                shutil.rmtree(venv.location, ignore_errors=True)
+
+    return run
+
+
+def _pytest(session: nox.Session, *args: str, **kwargs: Any) -> None:
+    """pytest with its basetemp inside the session's folder (deleted with it), not /tmp/pytest-of-<user>,
+    which keeps the last three runs of every session."""
+    basetemp = Path(session.create_tmp()) / "pytest"
+    session.run(*PYTEST, f"--basetemp={basetemp}", *args, *session.posargs, **kwargs)
 
 
 def _constraints(*folders: Path) -> list[str]:
@@ -102,6 +135,7 @@ def _install_all(session: nox.Session, present: list[str], setup: bool) -> None:
 
 @nox.session(python=False if os.environ.get("PHI3_NOX_NO_VENV") else None)
 @nox.parametrize("package", list(PACKAGES))
+@frees_disk
 def tests(session: nox.Session, package: str) -> None:
     """One package's own tests in its own virtualenv."""
     folder = PACKAGES[package]
@@ -118,10 +152,11 @@ def tests(session: nox.Session, package: str) -> None:
         )
     else:
         _install_plugin(session, package)
-    session.run(*PYTEST, str(folder / "tests"), *session.posargs)
+    _pytest(session, str(folder / "tests"))
 
 
 @nox.session
+@frees_disk
 def core_alone(session: nox.Session) -> None:
     """`pip install ./core` with nothing else: the CLI works and says how to add a backend."""
     session.install(str(CORE))
@@ -136,6 +171,7 @@ def core_alone(session: nox.Session) -> None:
 
 
 @nox.session
+@frees_disk
 def server(session: nox.Session) -> None:
     """phi3 serve end to end: a real server subprocess, the openai client, on the reference backend and
     every plugin that runs here (openvino, dml), installed together under the integration pins."""
@@ -153,10 +189,11 @@ def server(session: nox.Session) -> None:
         "openai",
         "httpx",
     )
-    session.run(*PYTEST, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"), *session.posargs)
+    _pytest(session, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"))
 
 
 @nox.session
+@frees_disk
 def ray(session: nox.Session) -> None:
     """phi3 serve --ray end to end: a two-node Ray cluster on 127.0.0.1 (Ray's own test cluster), the
     reference backend, 2 replicas, the openai client; then a local Ray started and stopped by the command."""
@@ -172,10 +209,11 @@ def ray(session: nox.Session) -> None:
         "httpx",
         "psutil",
     )
-    session.run(*PYTEST, str(CORE / "tests" / "ray_serve"), *session.posargs)
+    _pytest(session, str(CORE / "tests" / "ray_serve"))
 
 
 @nox.session
+@frees_disk
 def dml_skew(session: nox.Session) -> None:
     """phi3-dml artifacts built by the newest builder load under the older runtime users really have.
 
@@ -222,16 +260,18 @@ def dml_skew(session: nox.Session) -> None:
 
 
 @nox.session
+@frees_disk
 def integration(session: nox.Session) -> None:
     """Every distribution installed together: the CLI end to end across plugins."""
     present = [name for name, folder in PLUGINS.items() if folder.is_dir()]
     _quiet_env(session)
     _install_all(session, present, setup=True)
     session.env["PHI3_EXPECTED_BACKENDS"] = ",".join(present)
-    session.run(*PYTEST, str(ROOT / "tests"), *session.posargs)
+    _pytest(session, str(ROOT / "tests"))
 
 
 @nox.session
+@frees_disk
 def lint(session: nox.Session) -> None:
     """ruff over every package."""
     session.install("ruff==0.17.5")
@@ -240,6 +280,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+@frees_disk
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on phi3-core and every plugin's package (vendor libraries are untyped: skipped)."""
     present = [folder for folder in PLUGINS.values() if folder.is_dir()]

@@ -106,7 +106,9 @@ def _quantize_cmd(model: Path, pause: float) -> list[str]:
     ]
 
 
-def test_killed_quantization_leaves_nothing_a_later_load_trusts(tiny_phi3: Path, tmp_path: Path) -> None:
+def test_killed_quantization_leaves_nothing_a_later_load_trusts(
+    tiny_phi3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "PHI3_HOME": str(home)}
     proc = subprocess.Popen(
@@ -125,13 +127,12 @@ def test_killed_quantization_leaves_nothing_a_later_load_trusts(tiny_phi3: Path,
     cache = ArtifactCache(home)
     assert cache.artifacts() == []  # nothing complete was published
     assert not list((home / "artifacts").glob("*/*")) if (home / "artifacts").exists() else True
-    os.environ["PHI3_HOME"] = str(home)
-    try:
-        with phi3.load(tiny_phi3, backend="reference", precision="fp32") as model:
-            assert not model.artifact.from_cache  # rebuilt, not trusted
-            assert model.generate("Hi", max_new_tokens=2, ignore_eos=True).new_tokens == 2
-    finally:
-        os.environ.pop("PHI3_HOME")
+    # monkeypatch restores the session's own PHI3_HOME afterwards (popping it sent every later test in
+    # this process to the user's real cache)
+    monkeypatch.setenv("PHI3_HOME", str(home))
+    with phi3.load(tiny_phi3, backend="reference", precision="fp32") as model:
+        assert not model.artifact.from_cache  # rebuilt, not trusted
+        assert model.generate("Hi", max_new_tokens=2, ignore_eos=True).new_tokens == 2
     # the stale temp folder of the killed build was cleaned when the key was rebuilt
     assert not any(p.name.startswith(model.artifact.key) for p in (home / "tmp").iterdir())
 

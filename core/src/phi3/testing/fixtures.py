@@ -3,6 +3,8 @@
 - ``phi3_home`` (session, autouse): an isolated ``PHI3_HOME`` shared by the whole test session, so
   artifacts built by one test are cache hits in the next, and nothing touches the user's cache.
   It also sets ``HF_HUB_OFFLINE=1``: tests never reach for the hub.
+- ``phi3_home_kept`` (autouse): fails the test that leaves ``PHI3_HOME`` changed or unset, because
+  every later test in the process would then write to the user's real cache.
 - ``tiny_phi3`` (session): the tiny Phi-3 checkpoint built offline by :func:`make_tiny_phi3`.
 - ``run_phi3``: runs the real ``phi3`` CLI in a subprocess (``python -m phi3 ...``).
 """
@@ -34,6 +36,18 @@ def phi3_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def phi3_home_kept(phi3_home: Path) -> Iterator[None]:
+    yield
+    now = os.environ.get("PHI3_HOME")
+    if now != str(phi3_home):
+        os.environ["PHI3_HOME"] = str(phi3_home)  # so that later tests stay isolated
+        pytest.fail(
+            f"this test left PHI3_HOME={now!r} (the session's is {phi3_home}): "
+            "set it with monkeypatch.setenv, which restores it"
+        )
 
 
 @pytest.fixture(scope="session")
