@@ -120,3 +120,53 @@ def test_repetition_penalty_has_transformers_semantics(tiny_phi3: Path):
     with phi3.load(tiny_phi3, backend="llamacpp", device="CPU", precision="fp32") as model:
         got = model.generate(PROMPT, max_new_tokens=24, ignore_eos=True, repetition_penalty=1.5).token_ids
     assert list(got) == _reference_penalised(tiny_phi3, ids, 1.5, 24)
+
+
+@pytest.fixture(scope="module")
+def windowed_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Phi-3-mini-4k layout: 128 positions, a 63-token sliding window (the real 4096 / 2047)."""
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    return make_tiny_phi3(tmp_path_factory.mktemp("windowed") / "phi3-mini-4k", variant="phi3-mini-4k")
+
+
+def test_a_sliding_window_model_stops_at_the_window_unless_full_attention_is_asked(windowed_phi3: Path):
+    from phi3.testing.parity import parity_prompt
+
+    past_window = parity_prompt(windowed_phi3, "phi3-mini-4k", "past_window")  # 63 + 24 tokens
+    with phi3.load(windowed_phi3, backend="llamacpp", device="CPU", precision="fp32") as model:
+        assert model.context_length == 63 and model.artifact.context_length == 128
+        assert model.session.details["sliding_window"].startswith("enforced")
+        result = model.generate(PROMPT, max_new_tokens=200, ignore_eos=True)
+        assert result.prompt_tokens + result.new_tokens == 63 and result.finish_reason == "length"
+        with pytest.raises(phi3.PromptTooLongError) as info:
+            model.generate(past_window, max_new_tokens=2)
+        assert "full_attention=true" in (info.value.hint or "")
+    with pytest.raises(phi3.ConfigError, match="sliding window") as config_error:
+        phi3.load(windowed_phi3, backend="llamacpp", device="CPU", precision="fp32", n_ctx=128)
+    assert "full_attention=true" in (config_error.value.hint or "")
+    with phi3.load(
+        windowed_phi3, backend="llamacpp", device="CPU", precision="fp32", n_ctx=128, full_attention=True
+    ) as model:
+        assert model.context_length == 128
+        assert model.session.details["sliding_window"].startswith("ignored")
+        assert model.generate(past_window, max_new_tokens=2, ignore_eos=True).new_tokens == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llama.cpp (llama-cpp-python 0.3.36) disables Phi-3's sliding window (models/phi3.cpp: 'Phi SWA is "
+    "currently disabled', ggml-org/llama.cpp#13676). When this passes, llama.cpp applies the window: drop the "
+    "session's window limit and the past_window case_refusals in test_family_parity.py",
+)
+def test_full_attention_past_the_window_equals_the_sliding_window_reference(windowed_phi3: Path):
+    from phi3.testing.parity import parity_prompt
+    from phi3.testing.reference import encode_prompt, reference_greedy_ids
+
+    prompt = parity_prompt(windowed_phi3, "phi3-mini-4k", "past_window")
+    expected = reference_greedy_ids(windowed_phi3, input_ids=encode_prompt(windowed_phi3, prompt), max_new_tokens=16)
+    with phi3.load(
+        windowed_phi3, backend="llamacpp", device="CPU", precision="fp32", n_ctx=128, full_attention=True
+    ) as model:
+        got = list(model.generate(prompt, max_new_tokens=16, ignore_eos=True).token_ids)
+    assert got == expected

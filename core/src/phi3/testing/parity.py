@@ -33,6 +33,8 @@ must equal :func:`phi3.testing.reference.reference_greedy_ids` over ``new_tokens
 
 ``refusals`` maps ``(variant, precision)`` to the :class:`phi3.Phi3Error` subclass the backend
 raises for that layout (at load or first generate); the suite then asserts the refusal instead.
+``case_refusals`` maps ``(variant, case)`` to the error ``generate`` raises for that case's prompt
+(a backend whose context stops at the sliding window refuses ``past_window`` prompts).
 Teacher-forced KL bounds need a way to get a backend's logits, which the phi3 API does not
 expose: override :meth:`FamilyParitySuite.teacher_forced_logprobs` and list the precisions in
 ``kl_bounds``. Nothing here is part of ``BackendConformanceSuite``.
@@ -115,6 +117,8 @@ class FamilyParitySuite:
     new_tokens: ClassVar[int] = 32
     refusals: ClassVar[Mapping[tuple[str, str], type[Phi3Error]]] = {}
     """(variant, precision) -> the phi3 error the backend raises instead of running that layout."""
+    case_refusals: ClassVar[Mapping[tuple[str, str], type[Phi3Error]]] = {}
+    """(variant, case) -> the phi3 error ``generate`` raises for that case's prompt, instead of an answer."""
     known_divergences: ClassVar[Mapping[tuple[str, str], str]] = {}
     """(variant, case) -> why it differs today (upstream bug + version); run as strict xfail."""
     kl_bounds: ClassVar[Mapping[str, float]] = {}
@@ -164,6 +168,10 @@ class FamilyParitySuite:
             assert name in VARIANTS, f"refusals names unknown variant {name!r}"
             assert isinstance(precision, str) and precision
             assert isinstance(error, type) and issubclass(error, Phi3Error), f"{error!r} is not a phi3 error"
+        for (name, case), error in self.case_refusals.items():
+            assert name in VARIANTS and case_applies(name, case), f"case_refusals: bad row {(name, case)}"
+            assert isinstance(error, type) and issubclass(error, Phi3Error), f"{error!r} is not a phi3 error"
+            assert (name, case) not in self.known_divergences, f"{(name, case)} is both refused and divergent"
         for (name, case), reason in self.known_divergences.items():
             assert name in VARIANTS and case_applies(name, case), f"known_divergences: bad row {(name, case)}"
             assert isinstance(reason, str) and len(reason.strip()) >= 10, "say which upstream bug and version"
@@ -183,6 +191,11 @@ class FamilyParitySuite:
             family_models.assert_refused(variant, self.precision, refusal)
             return
         prompt = parity_prompt(path, variant, case)
+        case_refusal = self.case_refusals.get((variant, case))
+        if case_refusal is not None:
+            with pytest.raises(case_refusal):
+                family_models.model(variant, self.precision).generate(prompt, max_new_tokens=2, ignore_eos=True)
+            return
         prompt_ids = encode_prompt(path, prompt)
         expected = reference_greedy_ids(path, input_ids=prompt_ids, max_new_tokens=self.new_tokens)
         result = family_models.model(variant, self.precision).generate(

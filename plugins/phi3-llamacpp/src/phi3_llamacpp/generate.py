@@ -51,7 +51,7 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
         raise PromptTooLongError(
             f"the prompt has {len(ids)} tokens, but this session's context is {runtime.context_length} tokens "
             "(and at least one must be left to generate)",
-            hint="shorten the prompt, or load with a larger n_ctx (up to the model's context)",
+            hint=runtime.context_hint,
         )
     grammar = None
     if config.output_constraint is not None:

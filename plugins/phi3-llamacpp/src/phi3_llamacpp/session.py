@@ -7,6 +7,12 @@ session allocates ``n_ctx`` tokens of KV cache (default: the model's context, ca
 memory it needs. llama.cpp rounds the allocation up to a multiple of 256 (llama-cpp-python 0.3.36);
 phi3 still enforces what was asked, never more than the model's context.
 
+Sliding window (Phi-3-mini-4k / medium-4k, window 2047): llama.cpp runs Phi-3 with full attention
+(ggml-org/llama.cpp#13676), which equals the sliding window only while the whole sequence fits in
+the window. So such a session's context stops at the window by default: every answer it gives is
+the model's. ``full_attention=true`` opts into the rest of the context with llama.cpp's full
+attention (what llama.cpp and Ollama users get; it differs from transformers past the window).
+
 LongRoPE: llama.cpp picks the short or long factor table per *context*, by the allocated size
 (``n_ctx > original_max_position_embeddings`` -> long factors for every position), where
 transformers picks per sequence length. Keeping the default context at or below the original
@@ -27,7 +33,7 @@ from phi3_llamacpp import BACKEND_NAME, GGUF_NAME, METADATA_NAME
 from phi3_llamacpp.devices import import_runtime, resolve
 
 DEFAULT_CONTEXT = 4096
-LOAD_OPTIONS = ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn")
+LOAD_OPTIONS = ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn", "full_attention")
 LLAMA_PAD = 256
 """llama.cpp pads the KV cache to a multiple of this (llama-context.cpp, llama-cpp-python 0.3.36)."""
 
@@ -45,6 +51,8 @@ class Runtime:
     bos_text: str
     eos_text: str
     details: dict[str, Any] = field(default_factory=dict)
+    context_hint: str = "shorten the prompt, or load with a larger n_ctx (up to the model's context)"
+    """What a too-long prompt's error suggests (a window-limited session names full_attention)."""
 
 
 def _positive_int(options: Mapping[str, Any], name: str) -> int | None:
@@ -108,6 +116,7 @@ def load(request: LoadRequest) -> SessionHandle:
     n_threads = _positive_int(options, "n_threads") or _cpus()
     n_gpu_layers = _positive_int(options, "n_gpu_layers")
     flash_attn = _flag(options, "flash_attn")
+    full_attention = _flag(options, "full_attention")
     device = resolve(request.device)
     folder = request.artifact.path
     gguf = folder / GGUF_NAME
@@ -124,6 +133,16 @@ def load(request: LoadRequest) -> SessionHandle:
             hint=f"use n_ctx <= {model_context}",
         )
     n_ctx = n_ctx_option or min(model_context, DEFAULT_CONTEXT)
+    window = int(metadata.get("sliding_window") or 0)
+    window_limited = 0 < window < model_context and not full_attention
+    if window_limited and n_ctx > window:
+        if n_ctx_option is not None:
+            raise ConfigError(
+                f"n_ctx={n_ctx_option} passes this model's {window}-token sliding window, which llama.cpp does "
+                "not apply (it attends to the whole context): answers past the window would not be the model's",
+                hint=f"use n_ctx <= {window}, or add full_attention=true to accept llama.cpp's full attention",
+            )
+        n_ctx = window
     if device.index < 0:
         gpu_layers = 0
         if n_gpu_layers:
@@ -162,6 +181,13 @@ def load(request: LoadRequest) -> SessionHandle:
     eos = set(int(i) for i in metadata.get("eos_token_ids", []))
     eos.add(int(llama.token_eos()))
     chat_template = llama.metadata.get("tokenizer.chat_template")
+    hint = None
+    if window_limited:
+        hint = (
+            f"shorten the prompt: this session stops at the model's {window}-token sliding window, which "
+            "llama.cpp does not apply; full_attention=true uses the whole context with llama.cpp's full "
+            "attention (answers past the window then differ from the model's)"
+        )
     runtime = Runtime(
         llama=llama,
         llama_cpp=llama_cpp,
@@ -172,6 +198,8 @@ def load(request: LoadRequest) -> SessionHandle:
         bos_text=_token_text(llama, llama.token_bos()),
         eos_text=_token_text(llama, llama.token_eos()),
     )
+    if hint:
+        runtime.context_hint = hint
     details = {
         "quant": metadata.get("quant"),
         "n_ctx_allocated": int(llama.n_ctx()),
@@ -180,8 +208,10 @@ def load(request: LoadRequest) -> SessionHandle:
         "ggml_device": device.ggml_name,
         "rope_factors": _rope_factors(metadata, int(llama.n_ctx())),
     }
-    if metadata.get("sliding_window") and int(metadata["sliding_window"]) < model_context:
-        details["sliding_window"] = "ignored: llama.cpp runs Phi-3 with full attention (see README)"
+    if window_limited:
+        details["sliding_window"] = f"enforced: the context stops at the {window}-token window"
+    elif 0 < window < model_context:
+        details["sliding_window"] = "ignored (full_attention=true): llama.cpp attends to the whole context"
     runtime.details = details
     return SessionHandle(
         backend=BACKEND_NAME,
