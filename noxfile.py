@@ -64,9 +64,11 @@ def frees_disk(body: Callable[..., None]) -> Callable[..., None]:
 
 def _pytest(session: nox.Session, *args: str, **kwargs: Any) -> None:
     """pytest with its basetemp inside the session's folder (deleted with it), not /tmp/pytest-of-<user>,
-    which keeps the last three runs of every session."""
-    basetemp = Path(session.create_tmp()) / "pytest"
-    session.run(*PYTEST, f"--basetemp={basetemp}", *args, *session.posargs, **kwargs)
+    which keeps the last three runs of every session. Not ``session.create_tmp()``: that also points
+    TMPDIR there, and Ray's AF_UNIX socket paths under such a deep TMPDIR pass the 107-byte limit."""
+    venv = session.virtualenv
+    basetemp = [f"--basetemp={Path(venv.location) / 'pytest-tmp'}"] if venv.venv_backend != "none" else []
+    session.run(*PYTEST, *basetemp, *args, *session.posargs, **kwargs)
 
 
 def _constraints(*folders: Path) -> list[str]:

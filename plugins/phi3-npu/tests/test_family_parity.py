@@ -4,8 +4,11 @@ fp16 is the highest-fidelity NPU artifact (phi3-openvino's exporter with the NPU
 RoPE tables are kept in f32 the same way); ``INFERENCE_PRECISION_HINT=f32`` makes the CPU plugin
 compute in f32. The LongRoPE workarounds (no prefix cache, a fresh prefill at the switch) are
 phi3-openvino's genai engine's, which this engine subclasses; their upstream strict xfails live in
-phi3-openvino's ``tests/test_family_parity.py``. The npu-library engine is not opted in yet (it
-needs the offline library build, ``ci/setup.py``); its family rows are untested.
+phi3-openvino's ``tests/test_family_parity.py``.
+
+The npu-library engine (intel-npu-acceleration-library 1.4.0, built offline by ``ci/setup.py`` in
+this plugin's nox session) runs the same suite at fp16, its highest-fidelity precision. Its int8 and
+int4 logits are bounded in ``tests/test_library.py`` (the engine has no teacher-forced logits call).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pytest
 from _npu_common import F32
 
 import phi3
@@ -39,3 +43,11 @@ class TestNPUGenAIFamilyParity(FamilyParitySuite):
         from phi3_openvino.api import ir_logprobs
 
         return ir_logprobs(model.artifact.path, input_ids)
+
+
+@pytest.mark.usefixtures("library_installed")
+class TestNPULibraryFamilyParity(FamilyParitySuite):
+    backend = "npu"
+    engine = "npu-library"
+    device = "CPU"
+    precision = "fp16"
