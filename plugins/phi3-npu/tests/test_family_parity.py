@@ -9,6 +9,10 @@ phi3-openvino's ``tests/test_family_parity.py``.
 The npu-library engine (intel-npu-acceleration-library 1.4.0, built offline by ``ci/setup.py`` in
 this plugin's nox session) runs the same suite at fp16, its highest-fidelity precision. Its int8 and
 int4 logits are bounded in ``tests/test_library.py`` (the engine has no teacher-forced logits call).
+A generation that crosses the LongRoPE switch is exact thanks to the worker's re-prefill at the
+switch (transformers' generate loses the context there: ``test_transformers_generate_still_
+diverges_at_the_longrope_switch``). What is left differs by arithmetic, not by a bug: the library
+computes in fp16 (it has no f32 mode), and five rows flip a near-tie late in the 32 tokens.
 """
 
 from __future__ import annotations
@@ -51,3 +55,14 @@ class TestNPULibraryFamilyParity(FamilyParitySuite):
     engine = "npu-library"
     device = "CPU"
     precision = "fp16"
+    # Each of these diverges at the step whose fp32 top-1 margin is the smallest of its 32 (measured:
+    # 0.028, 0.004, 0.004, 0.026 and 0.034 nats, against medians of 0.35-1.2): fp16 arithmetic flipping a
+    # near-tie, not a layout bug (the same rows' earlier tokens, and every other row, are exact)
+    known_divergences: ClassVar[dict[tuple[str, str], str]] = {
+        ("phi3-mini-4k", "short"): "fp16 compute (intel-npu-acceleration-library 1.4.0 has no f32 mode) flips a "
+        "0.028-nat near-tie at new token 19",
+        ("phi3-mini-4k", "past_window"): "fp16 compute flips a 0.004-nat near-tie at new token 20",
+        ("phi3-medium-128k", "longrope_decode"): "fp16 compute flips a 0.004-nat near-tie at new token 18",
+        ("phi3.5-mini", "longrope_prompt"): "fp16 compute flips a 0.026-nat near-tie at new token 31",
+        ("phi3.5-mini", "longrope_decode"): "fp16 compute flips a 0.034-nat near-tie at new token 15",
+    }

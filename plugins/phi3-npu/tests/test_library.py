@@ -152,3 +152,29 @@ def test_the_worker_exits_with_the_model(tiny_phi3: Path) -> None:
     model.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_transformers_generate_still_diverges_at_the_longrope_switch(tmp_path: Path) -> None:
+    """The upstream bug behind the worker's two-part generation (``LibraryWorker._parts``).
+
+    transformers' generate (the version this environment pins, which the library generates with)
+    loses the context where a generation crosses a LongRoPE model's switch. When this fails,
+    transformers fixed it: the worker's split can go (check the version first).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from phi3.testing.parity import parity_prompt
+    from phi3.testing.tiny_model import make_tiny_phi3
+    from phi3.testing.variants import VARIANTS
+
+    path = make_tiny_phi3(tmp_path / "phi3-mini-128k", variant="phi3-mini-128k")
+    ids = encode_prompt(path, parity_prompt(path, "phi3-mini-128k", "longrope_decode"))
+    ours = reference_greedy_ids(path, input_ids=ids, max_new_tokens=32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=32, min_new_tokens=32)
+    theirs = [int(i) for i in out[0, len(ids) :]]
+    switch_step = VARIANTS["phi3-mini-128k"].original_max_position_embeddings - len(ids)
+    assert theirs[:switch_step] == ours[:switch_step]
+    assert theirs != ours

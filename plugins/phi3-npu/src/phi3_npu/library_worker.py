@@ -47,6 +47,7 @@ class Worker:
         self.tokenizer: Any = None
         self.eos_ids: list[int] = []
         self.context_length: int | None = None
+        self.longrope_switch: int | None = None
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -106,6 +107,9 @@ class Worker:
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context_length = int(context) if context else None
+        from phi3_openvino.api import longrope_switch
+
+        self.longrope_switch = longrope_switch(Path(self.args.artifact))
         driver = None
         if npu_available:
             try:
@@ -186,18 +190,43 @@ class Worker:
 
         if config.do_sample:
             torch.manual_seed(sampling_seed(config))
-        self.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            streamer=Forward(),
-            stopping_criteria=StoppingCriteriaList([Cancel()]),
-            **to_transformers(config, max_new, self.eos_ids),
-        )
+        sequence = ids
+        for part in self._parts(prompt_tokens, max_new):
+            out = self.model.generate(
+                sequence,
+                attention_mask=torch.ones_like(sequence),
+                streamer=Forward(),
+                stopping_criteria=StoppingCriteriaList([Cancel()]),
+                **to_transformers(config, part, self.eos_ids),
+            )
+            new_ids = [int(t) for t in out[0, sequence.shape[1] :].tolist()]
+            ended = len(new_ids) < part or (not config.ignore_eos and bool(new_ids) and new_ids[-1] in self.eos_ids)
+            if ended or gen_id in self.cancelled:
+                break
+            sequence = out
         rest = decoder.flush()
         if rest:
             self.send({"event": "tokens", "id": gen_id, "ids": [], "text": rest})
         self.cancelled.discard(gen_id)
         self.send({"event": "end", "id": gen_id})
+
+    def _parts(self, prompt_tokens: int, max_new: int) -> list[int]:
+        """New tokens per ``generate`` call: two where the generation crosses the LongRoPE switch.
+
+        Workaround for transformers <= 5.23 (this plugin's pin; 5.5.4 in CI), which
+        intel-npu-acceleration-library 1.4.0 generates with: Phi3ForCausalLM's
+        prepare_inputs_for_generation drops the KV cache where generation crosses
+        ``original_max_position_embeddings`` and goes on with one token, losing the context, where a
+        full forward (the model's own computation) re-reads the whole sequence with the long factors.
+        A second call re-prefills the whole sequence, as phi3-openvino's genai engine does.
+        ``test_transformers_generate_still_diverges_at_the_longrope_switch`` (tests/test_library.py)
+        turns red when transformers stops.
+        """
+        switch = self.longrope_switch
+        if switch is None or not prompt_tokens <= switch < prompt_tokens + max_new - 1:
+            return [max_new]
+        first_part = switch - prompt_tokens + 1  # the last token computed from <= switch positions
+        return [first_part, max_new - first_part]
 
     def logits(self, request: dict[str, Any]) -> None:
         """Next-token logits after ``ids`` (fp32 list): how tests compare the library with the reference."""

@@ -23,6 +23,8 @@ Running
     ``SessionHandle.structured_output``; ``apply_chat_template(messages, tools=None)`` passes
     ``tools`` to a template that reads them.
     :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
+    :func:`longrope_switch` ``(folder) -> int | None``: where a LongRoPE checkpoint switches from
+    its short to its long factors (``original_max_position_embeddings``), else None.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
 Quality
     :func:`ir_logprobs` ``(folder, input_ids) -> [len, vocab] log-probabilities``: one teacher-forced
@@ -43,7 +45,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from phi3_openvino.artifact import context_length
+    from phi3_openvino.artifact import context_length, longrope_switch
     from phi3_openvino.config_mapping import sampling_seed, to_transformers
     from phi3_openvino.devices import available as available_devices
     from phi3_openvino.devices import ov_core
@@ -60,6 +62,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
     "ir_logprobs": ("phi3_openvino.ir_logprobs", "ir_logprobs"),
+    "longrope_switch": ("phi3_openvino.artifact", "longrope_switch"),
     "ov_core": ("phi3_openvino.devices", "ov_core"),
     "resolve_ov_config": ("phi3_openvino.options", "resolve_ov_config"),
     "sampling_seed": ("phi3_openvino.config_mapping", "sampling_seed"),
@@ -73,6 +76,7 @@ __all__ = [
     "context_length",
     "export_ir",
     "ir_logprobs",
+    "longrope_switch",
     "ov_core",
     "resolve_ov_config",
     "sampling_seed",
