@@ -369,9 +369,14 @@ def speed_targets(
     rows: list[list[str]] = []
     missed: list[str] = []
     peer = next((r for r in measured if r["kind"] == "peer"), None)
-    auto = results.get("auto") or {}
-    default = _row(measured, f"phi3:{auto.get('backend')}/{auto.get('engine')}") if auto.get("backend") else None
-    if default is not None and peer is not None:
+    for source, when in (
+        ("auto", "on a fresh install, nothing measured yet"),
+        ("auto_measured", "after `phi3 bench` measured this machine"),
+    ):
+        auto = results.get(source) or {}
+        default = _row(measured, f"phi3:{auto.get('backend')}/{auto.get('engine')}") if auto.get("backend") else None
+        if default is None or peer is None:
+            continue
         for metric, goal, meets, what in (
             ("decode_tokens_per_s", f">= {TARGET_VS_LLAMA:g}x", lambda v: v >= TARGET_VS_LLAMA, "decode"),
             ("ttft_s", f"<= {TARGET_VS_LLAMA:g}x", lambda v: v <= TARGET_VS_LLAMA, "TTFT"),
@@ -381,7 +386,7 @@ def speed_targets(
             verdict, text = decide(per_repeat, meets)
             rows.append(
                 [
-                    f"{what}, phi3's default CPU path ({default['label']}, what auto picks) vs {peer['label']}",
+                    f"{what}, phi3's default CPU path {when} ({default['label']}, what auto picks) vs {peer['label']}",
                     goal,
                     f"{whole:.2f}x"
                     + (
@@ -393,10 +398,11 @@ def speed_targets(
             )
             if verdict is not True:
                 missed.append(
-                    f"{what} of phi3's default CPU path ({default['label']}) is {whole:.2f}x {peer['label']}'s "
-                    f"(target {goal}; {text}). phi3's own overhead is small (the direct-call pairs above); the gap is "
-                    "the engine's int4 kernels against llama.cpp's Q4_0 ones, see the roofline fractions. Tuning the "
-                    "seed stacks (benchmarks/TUNING.md) and the phi3-llamacpp backend are the fixes"
+                    f"{what} of phi3's default CPU path {when} ({default['label']}) is {whole:.2f}x "
+                    f"{peer['label']}'s (target {goal}; {text}). phi3's own overhead is small (the direct-call pairs "
+                    "above); the gap is the engine's int4 kernels against llama.cpp's Q4_0 ones, see the roofline "
+                    "fractions. Tuning the seed stacks (benchmarks/TUNING.md) and the phi3-llamacpp backend are the "
+                    "fixes"
                 )
     bandwidth, _ = roofline_bandwidth(results)
     for key in SEED_STACKS:
@@ -606,6 +612,12 @@ def render(results: Mapping[str, Any]) -> str:
         "the same side of it, otherwise it is **undecided**, whatever the whole-run median says. One repeat is never "
         "a verdict on this shared machine.\n"
     )
+    for source, when in (("auto", "On a fresh install"), ("auto_measured", "After `phi3 bench`")):
+        pick = results.get(source) or {}
+        if pick.get("reason"):
+            w(f'{when}, `backend="auto"` said: {pick["reason"]}\n')
+        elif pick.get("error"):
+            w(f'{when}, `backend="auto"` failed: {pick["error"]}\n')
 
     # -- machine
     m = results["machine"]

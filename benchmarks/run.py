@@ -404,6 +404,45 @@ def auto_pick(model: Path, precision: str = "int4") -> dict[str, str]:
     return {"backend": chosen.backend, "engine": chosen.engine.name, "device": chosen.device, "reason": chosen.reason}
 
 
+def auto_pick_measured(model: Path, rows: Sequence[Row], precision: str = "int4") -> dict[str, str]:
+    """What ``backend="auto"`` picks once ``phi3 bench`` has measured this machine.
+
+    The phi3 rows' median decode rates, saved the way ``phi3 bench`` saves them
+    (:mod:`phi3.speed_records`), fed to the same selection as :func:`auto_pick`. Nothing is written
+    to any PHI3_HOME: the records go straight to the selection.
+    """
+    import datetime as _dt
+
+    from phi3.errors import Phi3Error
+    from phi3.plugins import get_registry
+    from phi3.selection import select
+    from phi3.speed_records import MeasuredSpeeds, SpeedRecord, model_size_bucket
+
+    bucket = model_size_bucket(model)
+    if bucket is None:
+        return {"error": f"the size of {model} could not be told from its config.json"}
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    records = []
+    for row in rows:
+        if row.kind != "phi3" or row.error or not row.runs:
+            continue
+        rate = summarize(row.runs).get("decode_tokens_per_s", {}).get("median")
+        if rate is None:
+            continue
+        device = str(row.runs[-1].get("device") or "CPU")
+        kind = "npu" if device.upper().startswith("NPU") else "gpu" if device.upper().startswith("GPU") else "cpu"
+        records.append(
+            SpeedRecord(
+                row.spec["backend"], row.spec["engine"], device, kind, precision, bucket, float(rate), when, str(model)
+            )
+        )
+    try:
+        chosen = select(get_registry(), "auto", "auto", precision, None, MeasuredSpeeds(bucket, records))
+    except Phi3Error as exc:
+        return {"error": str(exc)}
+    return {"backend": chosen.backend, "engine": chosen.engine.name, "device": chosen.device, "reason": chosen.reason}
+
+
 KNOWN_BACKENDS = ("openvino", "dml", "npu")
 """Backends with hand-made rows (engines, direct-call twins) below; every other installed backend that
 builds int4 gets a generic phi3 row keyed by its name (its default engine, auto device)."""
@@ -855,6 +894,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["rows"] = [report_md.row_dict(r) for r in rows]
+    try:
+        results["auto_measured"] = auto_pick_measured(model, rows)
+    except Exception as exc:  # never lose the measured rounds to the report's extra line
+        results["auto_measured"] = {"error": f"{type(exc).__name__}: {exc}"}
 
     # 4. parity
     if args.skip_parity:
