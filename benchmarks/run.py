@@ -572,11 +572,17 @@ def run_parity(
                 env=env,
             )
             item.update(report_md.greedy_agreement(greedy["continuations"], ref["continuations"]))
-            mode = "parity_og" if backend == "dml" else "parity_ov"
-            config = ov_config if backend == "openvino" else {}
-            item.update(
-                run_child(WORKERS, {**base, "mode": mode, "artifact": where["path"], "ov_config": config}, env=env)
-            )
+            ggufs = sorted(Path(where["path"]).glob("*.gguf"))
+            if ggufs:  # phi3-llamacpp (or any backend whose artifact is a GGUF): score it with llama.cpp
+                scored = run_child(WORKERS, {**base, "mode": "parity_llama", "gguf": str(ggufs[0])}, env=env)
+                scored.pop("continuations", None)  # the free-running columns above came through phi3
+                item.update(scored)
+            else:
+                mode = "parity_og" if backend == "dml" else "parity_ov"
+                config = ov_config if backend == "openvino" else {}
+                item.update(
+                    run_child(WORKERS, {**base, "mode": mode, "artifact": where["path"], "ov_config": config}, env=env)
+                )
         except BenchChildError as exc:
             item["error"] = exc.message
         results.append(item)
