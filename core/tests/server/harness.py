@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,33 @@ import httpx
 
 API_KEY = "test-key-7c1f"
 START_TIMEOUT_S = 300.0
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of one Prometheus sample at ``url/metrics`` over every series whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def wait_until(what: str, check: object, timeout: float, explain: Callable[[], str] | None = None) -> None:
+    """Poll ``check()`` every 50 ms until true; bounded in count and time. ``explain`` adds context on time-out."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
 
 
 def free_port() -> int:
@@ -83,28 +111,15 @@ class ServerProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of one Prometheus sample over every series whose labels include ``labels``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = httpx.get(f"{self.url}/metrics", timeout=30).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
+        return metric(self.url, name, **labels)
 
     def wait_for(self, what: str, check: object, timeout: float = 60.0) -> None:
-        """Poll ``check()`` until true; bounded in count and time."""
-        assert callable(check)
-        deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.05)):
-            if check():
-                return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        log = "\n".join(line for line in self.log().splitlines() if "GET /metrics" not in line)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log[-4000:]}")
+        """Poll ``check()`` until true; bounded in count and time. On time-out the server's log is shown."""
+
+        def log_tail() -> str:
+            return "\n".join(line for line in self.log().splitlines() if "GET /metrics" not in line)[-4000:]
+
+        wait_until(what, check, timeout, explain=log_tail)
 
     def stop(self, timeout: float = 60.0) -> tuple[int, str]:
         """Ctrl-C, then the exit status and the log."""

@@ -8,9 +8,7 @@ the backend.
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,25 +16,9 @@ import httpx
 import pytest
 
 from .conftest import in_process_server
+from .harness import metric, wait_until
 
 MESSAGES = [{"role": "user", "content": "Tell me about AI PCs."}]
-
-
-def _metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    values = [float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)]
-    return sum(values)
-
-
-def _wait(what: str, check: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    for _ in range(int(seconds / 0.05)):
-        if check():
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -67,12 +49,16 @@ def test_a_queued_client_that_leaves_gives_up_its_place_while_waiting(
             assert plugin.held.wait(30), "the first request never reached the backend"
             with pytest.raises(httpx.ReadTimeout):  # waits in the queue behind the held request, then leaves
                 httpx.post(f"{url}/v1/chat/completions", json=body, timeout=0.5)
-            _wait("the queued request to give up its place", lambda: _metric(url, "phi3_abandoned_requests_total") == 1)
-            assert _metric(url, "phi3_queue_depth") == 0
-            assert _metric(url, "phi3_active_generations") == 1, "the request ahead is still held in the backend"
+            wait_until(
+                "the queued request to give up its place",
+                lambda: metric(url, "phi3_abandoned_requests_total") == 1,
+                10.0,
+            )
+            assert metric(url, "phi3_queue_depth") == 0
+            assert metric(url, "phi3_active_generations") == 1, "the request ahead is still held in the backend"
             assert plugin.generate_calls == 1, "the leaver must never reach the backend"
         finally:
             hold.set()
             first.close()
-    _wait("the held request to finish", lambda: _metric(url, "phi3_active_generations") == 0)
+    wait_until("the held request to finish", lambda: metric(url, "phi3_active_generations") == 0, 10.0)
     assert plugin.generate_calls == 1

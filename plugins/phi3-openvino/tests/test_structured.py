@@ -33,6 +33,30 @@ def _tokenizers(artifact: phi3.Artifact) -> tuple[object, object]:
     return openvino_genai.Tokenizer(str(artifact.path)), built.tokenizer
 
 
+def _raw_config(pipe: object, max_new_tokens: int, seed: int | None = None, **constraint: str) -> object:
+    """A generation config for a raw (no chat template) call straight to ``LLMPipeline``, constrained by
+    ``regex=`` or ``json_schema=``, greedy unless ``seed`` is given."""
+    import openvino_genai
+
+    config = pipe.get_generation_config()  # type: ignore[attr-defined]
+    config.max_new_tokens = max_new_tokens
+    config.apply_chat_template = False
+    if seed is not None:
+        config.do_sample = True
+        config.rng_seed = seed
+    config.structured_output_config = openvino_genai.StructuredOutputConfig(**constraint)
+    return config
+
+
+def _grammar_pipeline(artifact: phi3.Artifact) -> tuple[object, object]:
+    """``LLMPipeline`` on the artifact with phi3's grammar tokenizer (f32 on the CPU), and that tokenizer."""
+    import openvino_genai
+
+    _, grammar = _tokenizers(artifact)
+    pipe = openvino_genai.LLMPipeline(str(artifact.path), grammar, "CPU", INFERENCE_PRECISION_HINT="f32")
+    return pipe, grammar
+
+
 def _vocab_size(artifact: phi3.Artifact) -> int:
     """Entries in the detokenizer's table (``get_vocab_vector`` cannot return undecodable bytes to Python)."""
     import openvino as ov
@@ -87,10 +111,7 @@ def test_genai_grammar_on_the_artifact_tokenizer_upstream(artifacts: dict[str, p
 
     folder = artifacts["int8"].path
     pipe = openvino_genai.LLMPipeline(str(folder), "CPU", INFERENCE_PRECISION_HINT="f32")
-    config = pipe.get_generation_config()
-    config.max_new_tokens = 40
-    config.apply_chat_template = False
-    config.structured_output_config = openvino_genai.StructuredOutputConfig(regex=structured.REGEX)
+    config = _raw_config(pipe, 40, regex=structured.REGEX)
     tokenizer = pipe.get_tokenizer()
     ids = list(pipe.generate(tokenizer.encode(PROMPT), config).tokens[0])
     assert re.fullmatch(structured.REGEX, tokenizer.decode(ids)), ids
@@ -103,16 +124,8 @@ def test_genai_grammar_on_the_artifact_tokenizer_upstream(artifacts: dict[str, p
     "declare json_schema/json_object for the genai engine. Red = upstream's JSON grammar closes: declare them.",
 )
 def test_genai_json_grammar_still_has_free_whitespace_upstream(artifacts: dict[str, phi3.Artifact]) -> None:
-    import openvino_genai
-
-    folder = artifacts["int8"].path
-    _, grammar = _tokenizers(artifacts["int8"])
-    pipe = openvino_genai.LLMPipeline(str(folder), grammar, "CPU", INFERENCE_PRECISION_HINT="f32")
-    schema = structured.SCHEMAS["flat_required"]
-    config = pipe.get_generation_config()
-    config.max_new_tokens = GREEDY_BUDGET
-    config.apply_chat_template = False
-    config.structured_output_config = openvino_genai.StructuredOutputConfig(json_schema=json.dumps(schema))
+    pipe, grammar = _grammar_pipeline(artifacts["int8"])
+    config = _raw_config(pipe, GREEDY_BUDGET, json_schema=json.dumps(structured.SCHEMAS["flat_required"]))
     ids = list(pipe.generate(grammar.encode(PROMPT), config).tokens[0])  # type: ignore[attr-defined]
     assert len(ids) < GREEDY_BUDGET, "the JSON never closed"
     assert isinstance(json.loads(grammar.decode(ids)), dict)  # type: ignore[attr-defined]
@@ -129,20 +142,11 @@ NON_ASCII_STRING = r'"[^"]{0,12}"'
     "and miss the pattern (3 of 30 seeds on the tiny model). Red = upstream emits only valid UTF-8.",
 )
 def test_genai_regex_non_ascii_class_emits_valid_utf8_upstream(artifacts: dict[str, phi3.Artifact]) -> None:
-    import openvino_genai
-
-    folder = artifacts["int8"].path
-    _, grammar = _tokenizers(artifacts["int8"])
-    pipe = openvino_genai.LLMPipeline(str(folder), grammar, "CPU", INFERENCE_PRECISION_HINT="f32")
+    pipe, grammar = _grammar_pipeline(artifacts["int8"])
     prompt = grammar.encode(PROMPT)  # type: ignore[attr-defined]
     misses = []
     for seed in range(1, 31):
-        config = pipe.get_generation_config()
-        config.max_new_tokens = 80
-        config.apply_chat_template = False
-        config.do_sample = True
-        config.rng_seed = seed
-        config.structured_output_config = openvino_genai.StructuredOutputConfig(regex=NON_ASCII_STRING)
+        config = _raw_config(pipe, 80, seed=seed, regex=NON_ASCII_STRING)
         text = grammar.decode(list(pipe.generate(prompt, config).tokens[0]))  # type: ignore[attr-defined]
         if re.fullmatch(NON_ASCII_STRING, text) is None:
             misses.append((seed, text))
