@@ -47,6 +47,11 @@ class GenerationConfig:
         Then, when sampling, in this order: logits divided by ``temperature``; only the ``top_k``
         most likely tokens kept (``0`` keeps all; ``1`` is greedy); of those, the smallest set whose
         probabilities (renormalised) reach ``top_p`` kept (``1.0`` keeps all); then one is drawn.
+    ``min_p``
+        When sampling, after temperature: tokens whose probability is below ``min_p`` times the most
+        likely token's are dropped (``0.0`` disables it; llama.cpp's and transformers' rule). Optional
+        for backends: only those whose runtime has it declare it (``BackendInfo.sampling``), and a
+        config with ``min_p > 0`` is refused elsewhere (:class:`phi3.errors.UnsupportedError`).
     ``seed``
         Seeds the draw of this one request. Same seed + same backend, engine, device and artifact +
         same config and prompt = same tokens. Across backends (different runtimes and kernels) the
@@ -70,6 +75,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
     do_sample: bool = False
     seed: int | None = None
     stop: tuple[str, ...] = ()
@@ -117,7 +123,7 @@ class GenerationConfig:
     def output_constraint(self) -> OutputConstraint | None:
         """The structured-output request as a backend enforces it, or ``None`` for free text."""
         if self.json_schema is not None:
-            return OutputConstraint("json_schema", self.json_schema)
+            return OutputConstraint("json_schema", structured_output.for_grammar(self.json_schema))
         if self.json_object:
             return OutputConstraint("json_object", structured_output.JSON_OBJECT_SCHEMA)
         if self.regex is not None:
@@ -158,6 +164,8 @@ def _validate(config: GenerationConfig) -> None:
         )
     if not _is_number(config.top_p) or not 0 < config.top_p <= 1:
         problems.append(f"top_p must be in (0, 1], got {config.top_p!r}")
+    if not _is_number(config.min_p) or not 0 <= config.min_p < 1:
+        problems.append(f"min_p must be a number in [0, 1) (0 disables it), got {config.min_p!r}")
     if not _is_int(config.top_k) or not 0 <= config.top_k < INT32_LIMIT:
         problems.append(f"top_k must be a whole number in [0, 2**31) (0 disables it), got {config.top_k!r}")
     if not isinstance(config.do_sample, bool):

@@ -27,6 +27,7 @@ from phi3.types import (
     ConstraintKind,
     FinishReason,
     GenerationResult,
+    SamplingControl,
     SessionHandle,
 )
 
@@ -291,10 +292,25 @@ class Model:
             return tuple(engine)
         return tuple(self.selection.info.structured_output)
 
+    @property
+    def sampling(self) -> tuple[SamplingControl, ...]:
+        """The optional sampling controls this model applies (see ``BackendInfo.sampling``): the
+        engine's declaration, then the backend's."""
+        engine = self.selection.engine.sampling
+        if engine is not None:
+            return tuple(engine)
+        return tuple(self.selection.info.sampling)
+
     def check_supported(self, config: GenerationConfig) -> None:
         """Refuse ``config`` before any decoding if it asks for a constraint this model cannot
-        enforce (``UnsupportedError`` naming the capability). ``phi3 serve`` calls it up front so
-        a client gets a 400 instead of a failed stream."""
+        enforce, or a sampling control its runtime does not have (``UnsupportedError`` naming it).
+        ``phi3 serve`` calls it up front so a client gets a 400 instead of a failed stream."""
+        if config.do_sample and config.min_p > 0 and "min_p" not in self.sampling:
+            raise UnsupportedError(
+                f"backend {self.backend!r} (engine {self.engine!r}) has no min_p sampler",
+                hint="leave min_p out (or 0), or use top_p / top_k; `phi3 list-backends --json` lists each "
+                "backend's sampling controls",
+            )
         constraint = config.output_constraint
         if constraint is None or constraint.kind in self.structured_output:
             return

@@ -72,6 +72,7 @@ class BackendEntry:
             "override_devices": [dataclasses.asdict(d) for d in info.override_devices] if info else [],
             "precisions": list(info.precisions) if info else [],
             "structured_output": list(info.structured_output) if info else [],
+            "sampling": list(info.sampling) if info else [],
             "library_versions": dict(info.library_versions) if info else {},
             "api_version": info.api_version if info else None,
             "error": self.error,

@@ -69,13 +69,28 @@ def _schema_problems(text: object) -> list[str]:
         import jsonschema
     except ImportError:  # pragma: no cover - a dependency of phi3-core
         return ['json_schema needs the jsonschema package: pip install "jsonschema>=4.18"']
-    validator = jsonschema.validators.validator_for(schema)
+    validator = _validator_class(jsonschema, schema.get("$schema"))
     try:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.path) or "the top level"
         return [f"json_schema is not a valid JSON Schema at {where}: {exc.message}"]
     return []
+
+
+def _validator_class(jsonschema: Any, uri: object) -> Any:
+    """The validator for ``$schema`` however tools spell it: http or https, with or without the
+    trailing ``#`` (LiteLLM's tests send ``https://json-schema.org/draft-07/schema``); the latest
+    draft for none or a dialect jsonschema does not know (a custom meta-schema is never fetched)."""
+    if isinstance(uri, str):
+        bare = uri.strip().rstrip("#")
+        for scheme in ("", "http://", "https://"):
+            base = scheme + bare.split("://", 1)[-1] if scheme else bare
+            for candidate in (base, base + "#"):
+                found = jsonschema.validators.validator_for({"$schema": candidate}, default=None)
+                if found is not None:
+                    return found
+    return jsonschema.validators.validator_for({})
 
 
 def _regex_problems(pattern: object) -> list[str]:
@@ -92,6 +107,62 @@ def _regex_problems(pattern: object) -> list[str]:
     return []
 
 
+IDENTITY_KEYWORDS = ("$schema", "$id", "id")
+"""Keywords that name a schema or its dialect rather than constrain a value. Grammar compilers
+(llguidance, XGrammar, llama.cpp's converter) may try to resolve them as URIs (llguidance 1.9.1
+fails on ``"$schema": "https://json-schema.org/draft-07/schema"`` without a ``#`` and on an ``$id``
+it cannot fetch); phi3 never fetches a schema from the network."""
+
+
+def for_grammar(schema_text_: str) -> str:
+    """The schema a grammar compiler gets: the same constraints, without ``$schema`` / ``$id``.
+
+    ``$ref`` values that point into the document through its own ``$id`` (``"https://x/s#/$defs/A"``
+    with ``"$id": "https://x/s"``) become local (``"#/$defs/A"``), so dropping the ``$id`` keeps every
+    reference resolvable. ``id`` is dropped only where it names a schema (draft-04 style, a string
+    beside other schema keywords), never a property called ``id``.
+    """
+    schema = json.loads(schema_text_)
+    if not isinstance(schema, dict):
+        return schema_text_
+    root_id = schema.get("$id") if isinstance(schema.get("$id"), str) else None
+    bases = {root_id, root_id.rstrip("#")} - {None, ""} if root_id else set()
+
+    def clean(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, list):
+            return [clean(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if not in_properties and key in ("$schema", "$id"):
+                continue
+            if not in_properties and key == "id" and isinstance(value, str) and _names_a_schema(value):
+                continue
+            if not in_properties and key == "$ref" and isinstance(value, str):
+                out[key] = _local_ref(value, bases)
+                continue
+            out[key] = clean(value, in_properties=not in_properties and key in _SCHEMA_MAPS)
+        return out
+
+    return schema_text(clean(schema))
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+"""Keywords whose value maps names (chosen by the schema's author, e.g. a property ``$id``) to schemas."""
+
+
+def _names_a_schema(value: str) -> bool:
+    return "://" in value or value.startswith(("#", "urn:"))
+
+
+def _local_ref(ref: str, bases: set[str]) -> str:
+    for base in bases:
+        if ref == base or ref.startswith(base + "#"):
+            return "#" + ref[len(base) :].removeprefix("#")
+    return ref
+
+
 def validate_output(text: str, json_schema: str) -> None:
     """Raise ``jsonschema.ValidationError`` / ``ValueError`` unless ``text`` is JSON valid against the schema.
 
@@ -103,4 +174,4 @@ def validate_output(text: str, json_schema: str) -> None:
     jsonschema.validate(json.loads(text), json.loads(json_schema))
 
 
-__all__ = ["JSON_OBJECT_SCHEMA", "MAX_SPEC_CHARS", "problems", "schema_text", "validate_output"]
+__all__ = ["JSON_OBJECT_SCHEMA", "MAX_SPEC_CHARS", "for_grammar", "problems", "schema_text", "validate_output"]

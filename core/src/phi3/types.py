@@ -34,6 +34,12 @@ ConstraintKind = Literal["json_schema", "json_object", "regex"]
 
 CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("json_schema", "json_object", "regex")
 
+SamplingControl = Literal["min_p"]
+"""An optional sampling control a backend may apply (see :attr:`BackendInfo.sampling`). The
+baseline every backend applies (temperature, top_k, top_p, repetition_penalty, seed) is not listed."""
+
+SAMPLING_CONTROLS: tuple[SamplingControl, ...] = ("min_p",)
+
 
 @dataclass(frozen=True)
 class OutputConstraint:
@@ -101,6 +107,9 @@ class EngineInfo:
     structured_output: tuple[ConstraintKind, ...] | None = None
     """The :data:`ConstraintKind` values this engine enforces while decoding, when they differ from
     the backend's (``BackendInfo.structured_output``); ``None`` inherits the backend's."""
+    sampling: tuple[SamplingControl, ...] | None = None
+    """The optional sampling controls this engine applies, when they differ from the backend's
+    (``BackendInfo.sampling``); ``None`` inherits the backend's."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,11 @@ class BackendInfo:
     masked by a grammar), for engines that do not say otherwise. phi3 refuses a request for any
     other kind before ``phi3_generate`` is called: a backend never receives a constraint it did not
     declare, and best effort is never presented as a guarantee."""
+    sampling: tuple[SamplingControl, ...] = ()
+    """The optional :data:`SamplingControl` values this backend applies (e.g. ``("min_p",)`` where its
+    runtime has a min-p sampler). phi3 refuses a config that sets one the model's engine does not
+    declare (:meth:`phi3.Model.check_supported`) before ``phi3_generate`` is called, so a backend never
+    receives, say, ``min_p > 0`` it would silently ignore."""
     chat_template_tools: bool = False
     """``phi3_apply_chat_template`` passes its ``tools`` argument to the chat template's ``tools``
     variable (the Hugging Face convention of templates such as Llama 3.1's or Qwen's). The Phi-3
@@ -350,6 +364,8 @@ __all__ = [
     "OutputConstraint",
     "Progress",
     "QuantizeRequest",
+    "SAMPLING_CONTROLS",
+    "SamplingControl",
     "SessionHandle",
     "ToolCall",
 ]

@@ -71,6 +71,7 @@ def phi3_backend_info() -> BackendInfo:
         priority=-100,
         # enforced by a logits processor (llguidance) when phi3-core[structured] is installed
         structured_output=transformers_structured.enforced_kinds() if ready else (),
+        sampling=("min_p",),  # transformers' MinPLogitsWarper
     )
 
 
@@ -167,9 +168,11 @@ def _generate_kwargs(config: GenerationConfig, eos_ids: list[int], *, use_cache:
         "use_cache": use_cache,
     }
     if config.do_sample:
-        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
+        kwargs.update(
+            temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None, min_p=config.min_p or None
+        )
     else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
     if config.ignore_eos and config.output_constraint is not None:
         # the grammar allows only EOS once the output is complete: keep decoding it, never stop on it
         kwargs["eos_token_id"] = None
