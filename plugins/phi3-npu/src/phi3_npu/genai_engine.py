@@ -82,8 +82,11 @@ class GenAIEngine(OpenVINOGenAIEngine):
     def _enforced_structured_output(self, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
         """Nothing on a real NPU: its pipeline (static shapes) runs genai's sampler, grammars included,
         but phi3 has not seen a grammar hold on an NPU, so it does not claim it. The CPU override
-        enforces what phi3-openvino's genai engine does."""
-        return () if self.device == NPU else kinds
+        enforces what phi3-openvino's genai engine does, within this plugin's declaration
+        (``plugin.GENAI_STRUCTURED_OUTPUT``)."""
+        from phi3_npu.plugin import GENAI_STRUCTURED_OUTPUT
+
+        return () if self.device == NPU else tuple(kind for kind in kinds if kind in GENAI_STRUCTURED_OUTPUT)
 
     def _resolve_device(self, device: str) -> str:
         return resolve_genai_device(device)

@@ -12,7 +12,7 @@ tests do.
 Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` or
 transformers' ``generate`` keyword arguments. The two engines agree on the meaning of every field:
 
-- greedy unless ``do_sample``; ``top_k=0`` and ``top_p=1`` disable those filters;
+- greedy unless ``do_sample``; ``top_k=0``, ``top_p=1`` and ``min_p=0`` disable those filters;
 - ``seed`` seeds sampling; without one each call draws a fresh seed (genai would otherwise
   always use seed 0 and every "random" sample would be the same);
 - ``ignore_eos`` suppresses end-of-sequence tokens until ``max_new_tokens`` (as the transformers
@@ -72,6 +72,7 @@ def to_genai(
         base.top_p = float(config.top_p)
         if config.top_k > 0:
             base.top_k = config.top_k
+        base.min_p = float(config.min_p)  # genai's sampler drops tokens under min_p x the top one (0 = off)
         base.rng_seed = sampling_seed(config)
     base.ignore_eos = config.ignore_eos
     base.min_new_tokens = max_new_tokens if config.ignore_eos else 0
@@ -84,8 +85,10 @@ def to_genai(
 def structured_output_config(config: GenerationConfig) -> openvino_genai.StructuredOutputConfig | None:
     """genai's grammar for ``config.output_constraint`` (None for free text).
 
-    ``json_object`` is the schema ``{"type": "object"}``; a regex must match the whole output,
-    which is how XGrammar reads one. Which kinds an engine really offers is its declaration
+    A JSON Schema (``json_object`` is the schema ``{"type": "object"}``) is compiled here to a
+    compact-JSON grammar (:mod:`phi3_openvino.json_grammar`, xgrammar) and handed over as EBNF, not
+    as genai's ``json_schema``, whose grammar allows free whitespace; a regex must match the whole
+    output, which is how XGrammar reads one. Which kinds an engine really offers is its declaration
     (``genai_engine.STRUCTURED_OUTPUT``): phi3 refuses the others before they get here.
     """
     constraint = config.output_constraint
@@ -102,7 +105,9 @@ def structured_output_config(config: GenerationConfig) -> openvino_genai.Structu
                 hint="keep the pattern's classes ASCII-only, or use the optimum engine (-e optimum)",
             )
         return openvino_genai.StructuredOutputConfig(regex=constraint.spec)
-    return openvino_genai.StructuredOutputConfig(json_schema=constraint.spec)
+    from phi3_openvino.json_grammar import schema_ebnf
+
+    return openvino_genai.StructuredOutputConfig(grammar=schema_ebnf(constraint.spec))
 
 
 def to_transformers(
@@ -119,6 +124,8 @@ def to_transformers(
     }
     if config.do_sample:
         kwargs.update(temperature=float(config.temperature), top_p=float(config.top_p), top_k=config.top_k)
+        if config.min_p > 0:
+            kwargs["min_p"] = float(config.min_p)
     else:  # unset, or transformers warns that sampling flags are ignored
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if eos_token_ids:

@@ -30,6 +30,7 @@ from typing import Any
 
 from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
+from phi3.probing import module_available
 from phi3.types import Artifact, ChatMessage, Chunk, ConstraintKind
 from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure, longrope_switch
@@ -38,14 +39,23 @@ from phi3_openvino.engine import budget
 from phi3_openvino.grammar_vocab import GrammarTokenizer, grammar_tokenizer
 from phi3_openvino.streaming import Push, stream_chunks
 
-STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
+STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("json_schema", "json_object", "regex")
 """What this engine enforces with genai's ``StructuredOutputConfig`` (XGrammar inside).
 
-Not JSON: openvino-genai 2026.4.1 compiles a JSON Schema with free whitespace between tokens
-(XGrammar's ``any_whitespace``, hard-coded; its structural tags ignore ``max_whitespace_cnt``), and
-a small model then fills ``max_new_tokens`` with tabs: the JSON is valid but never closes.
-``test_structured.py::test_genai_json_grammar_still_has_free_whitespace_upstream`` turns red when
-that changes; then add "json_schema" and "json_object" here (``to_genai`` maps them already)."""
+JSON Schemas (and ``json_object``, the schema ``{"type": "object"}``) are compiled by phi3 with the
+xgrammar package into a compact-JSON grammar and handed to genai as EBNF
+(:mod:`phi3_openvino.json_grammar`): openvino-genai 2026.4.1's own ``json_schema`` allows free
+whitespace between tokens (XGrammar's ``any_whitespace``, hard-coded), in which a small model can
+spend its whole budget. Without xgrammar installed only ``regex`` is enforced
+(:func:`enforced_kinds`)."""
+
+
+def enforced_kinds() -> tuple[ConstraintKind, ...]:
+    """:data:`STRUCTURED_OUTPUT`, less the JSON kinds when the xgrammar package is not installed."""
+    if module_available("xgrammar"):
+        return STRUCTURED_OUTPUT
+    return tuple(kind for kind in STRUCTURED_OUTPUT if kind == "regex")
+
 
 NPU_DEFAULT_MAX_PROMPT_LEN = 1024
 """openvino_genai's default prompt limit on the NPU (static shapes), unless MAX_PROMPT_LEN says otherwise."""
@@ -105,7 +115,7 @@ class GenAIEngine:
     def _grammar_tokenizer(self, artifact: Artifact) -> Any | None:
         """The tokenizer to build the pipeline with so that its grammars are right, or None.
 
-        Sets ``structured_output``: the kinds this session enforces (see :data:`STRUCTURED_OUTPUT`),
+        Sets ``structured_output``: the kinds this session enforces (see :func:`enforced_kinds`),
         or none when the artifact's tokenizer cannot be given a decoded vocabulary.
         """
         try:
@@ -116,7 +126,7 @@ class GenAIEngine:
                 raise error from exc
             found = GrammarTokenizer(None, f"the grammar vocabulary could not be built: {_one_line(exc)}")
         self.structured_output: tuple[ConstraintKind, ...] = self._enforced_structured_output(
-            STRUCTURED_OUTPUT if found.tokenizer is not None else ()
+            enforced_kinds() if found.tokenizer is not None else ()
         )
         self.structured_output_note = found.reason
         return found.tokenizer

@@ -27,6 +27,7 @@ from phi3.types import (
     LoadRequest,
     Progress,
     QuantizeRequest,
+    SamplingControl,
     SessionHandle,
 )
 from phi3_openvino._version import __version__
@@ -44,9 +45,19 @@ NAME = "openvino"
 LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf", "transformers")
 """Distributions whose versions key the artifact cache: each one shapes the exported bytes."""
 INTEL_PCI_VENDOR = "Intel"
-GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
-"""What the genai engine enforces (openvino_genai ``StructuredOutputConfig``); must equal
-``genai_engine.STRUCTURED_OUTPUT``, repeated here so that listing backends imports no OpenVINO."""
+GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("json_schema", "json_object", "regex")
+"""What the genai engine enforces (openvino_genai ``StructuredOutputConfig``; JSON Schemas compiled to
+compact-JSON grammars by xgrammar); must equal ``genai_engine.STRUCTURED_OUTPUT``, repeated here so that
+listing backends imports no OpenVINO."""
+SAMPLING: tuple[SamplingControl, ...] = ("min_p",)
+"""Both engines apply ``min_p`` (openvino_genai ``GenerationConfig.min_p``; transformers ``min_p=``)."""
+
+
+def _genai_structured_output() -> tuple[ConstraintKind, ...]:
+    """The JSON kinds need the xgrammar package (it compiles the schema); regex does not."""
+    if module_available("xgrammar"):
+        return GENAI_STRUCTURED_OUTPUT
+    return tuple(kind for kind in GENAI_STRUCTURED_OUTPUT if kind == "regex")
 
 
 def _engines() -> tuple[EngineInfo, ...]:
@@ -61,7 +72,7 @@ def _engines() -> tuple[EngineInfo, ...]:
             if genai_missing
             else "",
             artifact_format=ARTIFACT_FORMAT,
-            structured_output=GENAI_STRUCTURED_OUTPUT,
+            structured_output=_genai_structured_output(),
         ),
         EngineInfo(
             "optimum",
@@ -133,6 +144,7 @@ def phi3_backend_info() -> BackendInfo:
         load_options=LOAD_OPTIONS,
         api_version=1,
         chat_template_tools=True,
+        sampling=SAMPLING,
     )
 
 
