@@ -12,9 +12,10 @@ The folder is ``$PHI3_CI_WHEEL_CACHE`` (default ``~/.cache/phi3-ci/wheels``) /
 ``plugins/phi3-llamacpp/ci-constraints.txt`` and the build key hashes ``CMAKE_ARGS`` and the
 interpreter's tag and the CPU's feature flags (llama.cpp compiles with -march=native: a GPU
 build, another Python or another CPU never reuses a wheel). The first run builds
-the wheel with ``pip wheel --no-deps`` (pip's own cache may already hold it: then it takes
-seconds); later runs find it and return at once. A wheel is written to a temp folder and renamed
-into place, so an interrupted build never leaves a wheel a later run trusts.
+the wheel with ``pip wheel --no-deps --no-cache-dir`` (not from pip's own wheel cache, which is keyed
+by the sdist alone and would ignore ``CMAKE_ARGS``); later runs find it and return at once. A
+wheel is written to a temp folder and renamed into place, so an interrupted build never leaves a
+wheel a later run trusts.
 """
 
 from __future__ import annotations
@@ -70,7 +71,19 @@ def main() -> int:
     folder.parent.mkdir(parents=True, exist_ok=True)
     print(f"[phi3-llamacpp ci] building the {DISTRIBUTION} {version} wheel (once; ~5 min)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=folder.parent) as scratch:
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", scratch, f"{DISTRIBUTION}=={version}"]
+        # --no-cache-dir: pip's wheel cache is keyed by the sdist alone, so it would hand back a wheel
+        # built with other CMAKE_ARGS (this folder's key is the cache that knows them)
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "-w",
+            scratch,
+            f"{DISTRIBUTION}=={version}",
+        ]
         code = subprocess.call(command, stdout=sys.stderr)
         wheels = list(Path(scratch).glob("llama_cpp_python-*.whl"))
         if code != 0 or not wheels:

@@ -1,6 +1,11 @@
-"""Structured output on llama.cpp's grammar sampler: refusals before decoding, the sampler order,
-and the vendor gap worked around in ``phi3_llamacpp.grammar`` (the conformance suite checks the
-declared kinds on its schemas and patterns)."""
+"""Structured output on llama.cpp with llguidance's token masks, and the sampling controls that run
+after the mask (the conformance suite checks every declared kind on its own schemas and patterns).
+
+Every constrained answer is validated with ``jsonschema`` (``phi3.structured_output.validate_output``)
+over a greedy decode and seeded samples at a high temperature: the tiny random-weight model never
+writes JSON by itself, so an answer that validates was made valid by the mask. The schemas' valid
+answers are short (enums, bounded numbers, booleans, short strings), so the budget always fits one.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,88 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import phi3
-from phi3.types import OutputConstraint
-from phi3_llamacpp.grammar import KINDS, gbnf
+from phi3.structured_output import validate_output
+from phi3_llamacpp.grammar import KINDS
 
 PROMPT = "The quick brown fox"
 PATTERN = r"(red|green|blue)-[a-c]{2,4}"
+BUDGET = 96
+SEEDS = (1, 2, 3, 4, 5)
+
+BOUNDED: dict[str, dict[str, Any]] = {
+    "integer_bounds": {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 7}},
+        "required": ["n"],
+        "additionalProperties": False,
+    },
+    "exclusive_bounds": {
+        "type": "object",
+        "properties": {
+            "x": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "k": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 3},
+        },
+        "required": ["x", "k"],
+        "additionalProperties": False,
+    },
+    "enum_and_short_string": {
+        "type": "object",
+        "properties": {
+            "color": {"type": "string", "enum": ["red", "green", "blue"]},
+            "tag": {"type": "string", "minLength": 2, "maxLength": 4},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["color", "tag", "ok"],
+        "additionalProperties": False,
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "point": {
+                "type": "object",
+                "properties": {
+                    "x": {"type": "integer", "minimum": -5, "maximum": 5},
+                    "y": {"type": "integer", "minimum": 10, "maximum": 12},
+                },
+                "required": ["x", "y"],
+                "additionalProperties": False,
+            },
+            "flags": {"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
+        },
+        "required": ["point", "flags"],
+        "additionalProperties": False,
+    },
+    "defs_and_ref": {
+        "$defs": {
+            "level": {"type": "integer", "minimum": 1, "maximum": 3},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+        },
+        "type": "object",
+        "properties": {"level": {"$ref": "#/$defs/level"}, "unit": {"$ref": "#/$defs/unit"}},
+        "required": ["level", "unit"],
+        "additionalProperties": False,
+    },
+    "recursive": {
+        # a pydantic-style recursive model: a node with optional children of the same kind
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {
+                    "v": {"type": "integer", "minimum": 0, "maximum": 9},
+                    "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}, "maxItems": 1},
+                },
+                "required": ["v"],
+                "additionalProperties": False,
+            }
+        },
+        "$ref": "#/$defs/Node",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,41 +103,86 @@ def model(tiny_phi3: Path) -> Iterator[phi3.Model]:
         yield loaded
 
 
-def test_declared_kinds_are_the_enforced_ones(model: phi3.Model):
-    assert model.structured_output == KINDS == ("json_object", "regex")
+def _decodes(model: phi3.Model, **request: Any) -> list[phi3.GenerationResult]:
+    base = phi3.GenerationConfig(max_new_tokens=BUDGET, **request)
+    configs = [base] + [base.replace(do_sample=True, temperature=1.5, seed=seed) for seed in SEEDS]
+    return [model.generate(PROMPT, config) for config in configs]
 
 
-@pytest.mark.parametrize(
-    ("pattern", "why"),
-    [
-        (r"(?:ab)+c", "Unsupported pattern syntax"),  # a non-capturing group: the converter refuses it
-        (r"[0-9]+\.[0-9]+", "could not parse"),  # "\." reaches llama.cpp's GBNF parser, which refuses it
-        (r"a^b", "anchors"),  # an inner anchor would become a literal '^'
-    ],
-)
-def test_a_pattern_the_grammar_cannot_express_is_refused_before_decoding(model: phi3.Model, pattern: str, why: str):
-    with pytest.raises(phi3.UnsupportedError, match=re.escape(why)):
-        model.generate(PROMPT, max_new_tokens=8, regex=pattern)
+def test_declared_kinds_and_sampling(model: phi3.Model):
+    assert model.structured_output == KINDS == ("json_schema", "json_object", "regex")
+    assert model.sampling == ("min_p",)
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDED))
+def test_json_schema_answers_validate(model: phi3.Model, name: str):
+    schema = BOUNDED[name]
+    failures = []
+    for result in _decodes(model, json_schema=schema):
+        try:
+            assert result.finish_reason == "eos", f"finish_reason {result.finish_reason}"
+            validate_output(result.text, json.dumps(schema))
+        except Exception as exc:  # collect every seed's failure, not just the first
+            failures.append(f"{result.text!r}: {exc}")
+    assert not failures, failures
+
+
+def test_number_bounds_are_enforced_across_many_samples(model: phi3.Model):
+    # the bound llama-cpp-python's own JSON-Schema-to-GBNF converter drops: every value lands in 3..7
+    schema = BOUNDED["integer_bounds"]
+    values = set()
+    for seed in range(12):
+        result = model.generate(
+            PROMPT, max_new_tokens=BUDGET, json_schema=schema, do_sample=True, temperature=3.0, seed=seed
+        )
+        validate_output(result.text, json.dumps(schema))
+        values.add(json.loads(result.text)["n"])
+    assert values <= set(range(3, 8)), values
+
+
+def test_json_is_compact(model: phi3.Model):
+    schema = BOUNDED["nested"]
+    for result in _decodes(model, json_schema=schema):
+        assert result.text == json.dumps(json.loads(result.text), separators=(",", ":")), result.text
+
+
+def test_a_schema_llguidance_cannot_enforce_is_refused_before_decoding(model: phi3.Model):
+    unknown = {"type": "object", "properties": {"a": {"type": "string", "format": "phi3-no-such-format"}}}
+    with pytest.raises(phi3.UnsupportedError, match="llguidance"):
+        model.generate(PROMPT, max_new_tokens=8, json_schema=unknown)
     # nothing was left half-done: the session still decodes
     assert model.generate(PROMPT, max_new_tokens=3, ignore_eos=True).new_tokens == 3
 
 
-def test_ignore_eos_with_a_grammar_is_refused(model: phi3.Model):
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        PATTERN,
+        r"(?:ab)+c",  # a non-capturing group (llama-cpp-python's GBNF converter refused it)
+        r"[0-9]+\.[0-9]{2}",  # "\." (llama.cpp's GBNF parser refused it)
+        r"\d{3}-\w{2}",  # \d and \w classes
+        rf"^{PATTERN}$",  # redundant anchors
+    ],
+)
+def test_regex_answers_match_the_whole_pattern(model: phi3.Model, pattern: str):
+    bare = pattern.removeprefix("^").removesuffix("$")
+    for result in _decodes(model, regex=pattern):
+        assert result.finish_reason == "eos", result
+        assert re.fullmatch(bare, result.text), result.text
+
+
+def test_ignore_eos_with_a_constraint_is_refused(model: phi3.Model):
     with pytest.raises(phi3.UnsupportedError, match="ignore_eos"):
         model.generate(PROMPT, max_new_tokens=8, json_object=True, ignore_eos=True)
 
 
-def test_redundant_anchors_are_accepted():
-    assert gbnf(OutputConstraint("regex", f"^{PATTERN}$")) == gbnf(OutputConstraint("regex", PATTERN))
-
-
-def test_the_grammar_runs_before_top_k(model: phi3.Model):
-    # top_k=1 keeps one token: if it ran before the grammar, that token would usually be one the
-    # grammar forbids; after it, top-1 sampling is the constrained greedy decode
+def test_the_mask_runs_before_top_k(model: phi3.Model):
+    # top_k=1 keeps one token: if it ran before the mask, that token would usually be one the
+    # constraint forbids; after it, top-1 sampling is the constrained greedy decode
     greedy = model.generate(PROMPT, max_new_tokens=40, regex=PATTERN)
     sampled = model.generate(PROMPT, max_new_tokens=40, regex=PATTERN, do_sample=True, top_k=1, seed=7)
     assert re.fullmatch(PATTERN, greedy.text), greedy.text
-    assert greedy.finish_reason == "eos"  # the grammar let EOS through once it accepted
+    assert greedy.finish_reason == "eos"  # EOS was allowed once the pattern was complete
     assert sampled.text == greedy.text
 
 
@@ -74,13 +197,51 @@ def test_json_strings_carry_no_raw_control_characters(model: phi3.Model):
             assert isinstance(json.loads(result.text), dict)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llama-cpp-python 0.3.36's JSON-Schema-to-GBNF port lets raw control characters into JSON "
-    "strings (phi3_llamacpp.grammar.JSON_CHAR_RULE replaces its char rule)",
-)
-def test_upstream_converter_excludes_control_characters_from_strings():
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+def test_streamed_constrained_output_equals_the_result(model: phi3.Model):
+    schema = BOUNDED["defs_and_ref"]
+    stream = model.stream(PROMPT, max_new_tokens=BUDGET, json_schema=schema, do_sample=True, seed=3)
+    text = "".join(stream)
+    assert text == model.generate(PROMPT, max_new_tokens=BUDGET, json_schema=schema, do_sample=True, seed=3).text
+    validate_output(text, json.dumps(schema))
 
-    (char,) = [line for line in json_schema_to_gbnf('{"type": "object"}').splitlines() if line.startswith("char ::=")]
-    assert r"\x00-\x1F" in char
+
+TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "set_thermostat",
+        "description": "Set the thermostat of a room",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "room": {"enum": ["kitchen", "bedroom", "office"]},
+                "degrees": {"type": "integer", "minimum": 15, "maximum": 25},
+                "eco": {"type": "boolean"},
+            },
+            "required": ["room", "degrees", "eco"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_forced_tool_call_has_arguments_valid_against_the_parameters(model: phi3.Model):
+    messages = [{"role": "user", "content": "Make the kitchen warmer"}]
+    choice = {"type": "function", "function": {"name": "set_thermostat"}}
+    for seed in (None, 1, 2):
+        sampling: dict[str, Any] = {} if seed is None else {"do_sample": True, "temperature": 1.5, "seed": seed}
+        result = model.chat(messages, tools=[TOOL], tool_choice=choice, max_new_tokens=160, **sampling)
+        assert result.finish_reason == "tool_calls", result
+        assert result.tool_calls, result
+        for call in result.tool_calls:
+            assert call.name == "set_thermostat"
+            validate_output(json.dumps(call.arguments), json.dumps(TOOL["function"]["parameters"]))
+
+
+def test_min_p_applies(model: phi3.Model):
+    # at a high temperature the draw strays from the greedy tokens; min_p=0.99 keeps only tokens
+    # within 1% of the most likely one's probability, i.e. (almost always) the greedy one
+    greedy = model.generate(PROMPT, max_new_tokens=24, ignore_eos=True)
+    hot = {"max_new_tokens": 24, "ignore_eos": True, "do_sample": True, "temperature": 5.0}
+    for seed in (1, 2, 3):
+        assert model.generate(PROMPT, seed=seed, min_p=0.99, **hot).token_ids == greedy.token_ids
+        assert model.generate(PROMPT, seed=seed, min_p=0.0, **hot).token_ids != greedy.token_ids

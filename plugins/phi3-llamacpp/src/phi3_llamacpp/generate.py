@@ -8,15 +8,17 @@ built from :class:`phi3.GenerationConfig` in phi3's documented order:
    logits divided, negative multiplied) over a window of the whole context, primed with the prompt
    tokens, so it covers prompt and output like transformers (``Llama.generate`` defaults to the
    last 64 *generated* tokens only);
-3. greedy, or ``temperature`` -> ``top_k`` -> ``top_p`` -> a draw seeded per request (``seed``;
-   None draws a fresh seed). llama.cpp's own CLI order is top-k, top-p, then temperature.
+3. greedy, or ``temperature`` -> ``top_k`` -> ``top_p`` -> ``min_p`` -> a draw seeded per request
+   (``seed``; None draws a fresh seed). llama.cpp's own CLI order is top-k, top-p, min-p, then
+   temperature; phi3's is transformers' (temperature first, min-p after top-p).
 
-An output constraint (:mod:`phi3_llamacpp.grammar`) puts llama.cpp's grammar sampler first in the
-chain, so every later step only chooses among tokens the grammar allows (llama.cpp's own
-``common_sampler`` also applies the grammar before its chain); the grammar masks end-of-generation
-tokens until it accepts, and under a grammar decoding stops at any token llama.cpp calls
-end-of-generation. The grammar is parsed when the hook is called, so one llama.cpp refuses is an
-``UnsupportedError`` before decoding.
+An output constraint (:mod:`phi3_llamacpp.grammar`) is enforced before the chain: at every step
+llguidance computes the allowed tokens and every other logit in llama.cpp's logits buffer is set to
+``-inf``, so every step of the chain only chooses among tokens the constraint allows (llama.cpp's own
+``common_sampler`` also applies its grammar first). The drawn token advances llguidance's matcher;
+once the output is complete only end-of-sequence tokens are allowed, and decoding stops there (or
+at once when the constraint admits nothing more). The constraint is compiled when the hook is
+called, so one llguidance refuses is an ``UnsupportedError`` before decoding.
 
 Checks happen when the hook is called; the work happens as the caller iterates, so a stream that
 phi3 closes at a stop string stops decoding and frees its sampler.
@@ -30,10 +32,12 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from phi3.errors import BackendError, ConfigError, PromptTooLongError, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.types import Chunk, SessionHandle
-from phi3_llamacpp.grammar import gbnf
+from phi3_llamacpp.grammar import Guide
 from phi3_llamacpp.session import Runtime, _runtime
 
 
@@ -53,33 +57,20 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
             "(and at least one must be left to generate)",
             hint=runtime.context_hint,
         )
-    grammar = None
+    matcher = None
     if config.output_constraint is not None:
         if config.ignore_eos:
-            # once the grammar accepts it allows only end-of-generation tokens: with those masked
-            # too, llama.cpp's grammar would reject whatever token is drawn and abort the process
+            # once the output is complete only end-of-sequence tokens are allowed: with those
+            # masked too, no token would be left to draw
             raise UnsupportedError(
                 f"ignore_eos cannot be combined with {config.output_constraint.kind} output on phi3-llamacpp",
-                hint="drop ignore_eos (the constrained output ends when the grammar is complete)",
+                hint="drop ignore_eos (the constrained output ends when it is complete)",
             )
-        grammar = gbnf(config.output_constraint)
-        lc = runtime.llama_cpp
-        sampler = _grammar_sampler(runtime, grammar)
-        if not sampler:
-            raise UnsupportedError(
-                f"llama.cpp could not parse the grammar of this {config.output_constraint.kind} constraint "
-                f"({config.output_constraint.spec!r}; its log above says where)",
-                hint="simplify the pattern (e.g. [0-9] for \\d, no lookaround)",
-            )
-        lc.llama_sampler_free(sampler)
-    return _stream(runtime, ids, config, grammar)
-
-
-def _grammar_sampler(runtime: Runtime, grammar: str) -> Any:
-    """llama.cpp's grammar sampler for ``grammar`` (root rule ``root``); NULL if it does not parse."""
-    lc = runtime.llama_cpp
-    vocab = lc.llama_model_get_vocab(runtime.llama.model)
-    return lc.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        guide = runtime.guide
+        if not isinstance(guide, Guide):
+            raise BackendError("this llamacpp session has no structured-output state")
+        matcher = guide.matcher(config.output_constraint)
+    return _stream(runtime, ids, config, matcher)
 
 
 def build_sampler(
@@ -87,10 +78,9 @@ def build_sampler(
     config: GenerationConfig,
     n_vocab: int,
     prompt_ids: Sequence[int] = (),
-    grammar: str | None = None,
 ) -> Any:
     """The llama.cpp sampler chain for ``config`` (the caller frees it); the penalties sampler, if
-    any, is primed with the prompt tokens (never the grammar: it would reject them)."""
+    any, is primed with the prompt tokens."""
     lc = runtime.llama_cpp
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     if config.ignore_eos and runtime.eos_ids:
@@ -98,12 +88,6 @@ def build_sampler(
         for slot, token in zip(biases, sorted(runtime.eos_ids)):
             slot.token, slot.bias = token, float("-inf")
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(runtime.eos_ids), biases))
-    if grammar is not None:
-        sampler = _grammar_sampler(runtime, grammar)
-        if not sampler:  # parsed once already in generate(); this is a guard, not a path
-            lc.llama_sampler_free(chain)
-            raise BackendError("llama.cpp refused a grammar it had accepted")
-        lc.llama_sampler_chain_add(chain, sampler)
     if config.repetition_penalty != 1.0:
         penalties = lc.llama_sampler_init_penalties(
             n_vocab, runtime.context_length, config.repetition_penalty, 0.0, 0.0
@@ -119,6 +103,8 @@ def build_sampler(
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(config.top_k))
     if config.top_p < 1.0:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(config.top_p, 1))
+    if config.min_p > 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(config.min_p, 1))
     seed = config.seed if config.seed is not None else secrets.randbits(32)
     lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
     return chain
@@ -134,13 +120,38 @@ def _decode(runtime: Runtime, ctx: Any, tokens: Sequence[int]) -> None:
             raise BackendError(f"llama_decode failed with code {code} at {start + len(part)} tokens")
 
 
-def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, grammar: str | None) -> Iterator[Chunk]:
+class _Mask:
+    """Applies an llguidance matcher's token mask to llama.cpp's logits of the last position."""
+
+    def __init__(self, runtime: Runtime, ctx: Any, n_vocab: int, matcher: Any) -> None:
+        self._lc = runtime.llama_cpp
+        self._ctx = ctx
+        self._n_vocab = n_vocab
+        self.matcher = matcher
+        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.uint32)
+
+    def apply(self) -> None:
+        self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        allowed = np.unpackbits(self._bits.view(np.uint8), count=self._n_vocab, bitorder="little")
+        logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
+        logits[allowed == 0] = -np.inf
+
+    def advance(self, token: int) -> None:
+        if not self.matcher.consume_token(token):
+            raise BackendError(
+                f"decoding left the structured-output grammar at token {token}: {self.matcher.get_error()}",
+                hint="this is a bug in phi3-llamacpp's token masking; please report it",
+            )
+
+
+def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, matcher: Any) -> Iterator[Chunk]:
     lc = runtime.llama_cpp
     llama = runtime.llama
     ctx = llama.ctx
     vocab = lc.llama_model_get_vocab(llama.model)
     n_vocab = int(lc.llama_vocab_n_tokens(vocab))
-    chain = build_sampler(runtime, config, n_vocab, ids, grammar)
+    mask = _Mask(runtime, ctx, n_vocab, matcher) if matcher is not None else None
+    chain = build_sampler(runtime, config, n_vocab, ids)
     piece = ctypes.create_string_buffer(256)
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     budget = min(config.max_new_tokens, runtime.context_length - len(ids))
@@ -150,11 +161,15 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, grammar:
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
         _decode(runtime, ctx, ids)
         while produced < budget:
+            if mask is not None:
+                if mask.matcher.is_stopped():  # complete, and nothing may follow: only EOS is left
+                    break
+                mask.apply()
             token = int(lc.llama_sampler_sample(chain, ctx, -1))
             if token in runtime.eos_ids and not config.ignore_eos:
                 break
-            if grammar is not None and lc.llama_vocab_is_eog(vocab, token):
-                break
+            if mask is not None:
+                mask.advance(token)
             produced += 1
             size = lc.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
             text = utf8.decode(piece.raw[: max(size, 0)])

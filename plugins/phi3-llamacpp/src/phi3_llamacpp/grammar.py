@@ -1,92 +1,128 @@
-"""phi3's output constraints as GBNF grammars for llama.cpp's grammar sampler.
+"""phi3's output constraints on llama.cpp, enforced with llguidance's token masks.
 
-The grammar text comes from llama-cpp-python's own JSON-Schema-to-GBNF converter
-(``llama_cpp.llama_grammar.SchemaConverter``, a port of llama.cpp's ``json_schema_to_grammar.py``);
-llama.cpp parses it in ``llama_sampler_init_grammar``. Its whitespace rule is ``" "?`` (at most one
-space between tokens), so a random-weight model cannot wander in whitespace.
+**llguidance** (the grammar engine of ONNX Runtime GenAI's guidance and phi3's transformers path,
+:mod:`phi3.integrations.transformers_structured`) compiles the constraint against the GGUF's own
+vocabulary (``llguidance.llamacpp.lltokenizer_from_vocab``: llama.cpp's token pieces, and llama.cpp's
+own ``llama_tokenize`` for re-tokenizing) and, at every step, says which tokens may come next;
+:mod:`phi3_llamacpp.generate` sets every other logit to ``-inf`` in llama.cpp's logits buffer before
+the sampler chain runs, so repetition penalty, temperature, top-k/top-p/min-p and the draw only ever
+choose among allowed tokens (as llama.cpp's own ``common_sampler`` applies its grammar first).
 
-Declared kinds (:data:`KINDS`):
+Declared kinds (:data:`KINDS`): all three.
 
-- ``json_object``: the converter on ``{"type": "object"}`` (its generic JSON object rule), with
-  its string-character rule replaced by the one of llama.cpp's own converter (see
-  :data:`JSON_CHAR_RULE`).
-- ``regex``: the converter's regex translator (``_visit_pattern`` with ``raw_pattern=True``: the
-  pattern itself, no JSON quotes), anchored so that the whole output must match. Patterns it cannot
-  translate (lookaround, ``\\d``/``\\w`` classes, escapes GBNF lacks) are refused by the converter or
-  by llama.cpp's grammar parser: :class:`phi3.UnsupportedError` before decoding.
+- ``json_schema``: llguidance's JSON Schema compiler, which enforces what llama-cpp-python 0.3.36's
+  JSON-Schema-to-GBNF converter drops (number bounds ``minimum``/``maximum``/``exclusive*``, and
+  also string lengths, enums, ``$defs``/``$ref``, recursive models, ``additionalProperties``). A
+  keyword it does not implement is an :class:`phi3.UnsupportedError` before decoding, never ignored.
+- ``json_object``: the same compiler on ``{"type": "object"}``.
+- ``regex``: ``LLMatcher.grammar_from_regex``, matched against the whole output.
 
-Not declared: ``json_schema``. llama-cpp-python 0.3.36's converter drops ``minimum``/``maximum``
-(and ``exclusive*``, ``multipleOf``) of numbers without a word (its own ``TODO``), so a schema
-with a bounded integer would decode out of range; llama.cpp's C++ converter that handles them
-(``common/json-schema-to-grammar.cpp``) is not in the wheel's libraries.
+JSON is compact (:data:`JSON_OPTIONS`: no whitespace between tokens), so random-weight and small
+models cannot spend their budget on spaces and newlines; strings exclude raw control characters.
+
+Costs: building llguidance's tokenizer table reads every token piece (~1 s for a 32k vocabulary),
+once per session, at the first constrained request; compiled constraints are kept per session
+(:data:`CACHE_SIZE`, least recently used dropped first), so a repeated schema compiles once.
 """
 
 from __future__ import annotations
 
-import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from phi3.errors import UnsupportedError
-from phi3.types import ConstraintKind, OutputConstraint
+from phi3.probing import distribution_version, module_available
+from phi3.types import CONSTRAINT_KINDS, ConstraintKind, OutputConstraint
 
-KINDS: tuple[ConstraintKind, ...] = ("json_object", "regex")
+LIBRARY = "llguidance"
+INSTALL_HINT = "pip install llguidance (a dependency of phi3-llamacpp)"
 
-JSON_CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
-r"""A character inside a JSON string. Workaround for llama-cpp-python 0.3.36: its converter's
-``char`` rule is ``[^"\\] | ...``, which lets raw control characters (newline, tab, NUL) into
-strings, and JSON forbids them (``json.loads`` refuses the output); llama.cpp's C++ converter in the
-same release (``common/json-schema-to-grammar.cpp``) excludes ``\x00-\x1F`` and ``\x7F``, as here.
-Pinned by a strict xfail in ``tests/test_structured.py`` that turns red when the port is fixed."""
+KINDS: tuple[ConstraintKind, ...] = tuple(CONSTRAINT_KINDS)
+"""What phi3-llamacpp enforces when llguidance is installed (see :func:`enforced_kinds`)."""
 
-_STRAY_ANCHOR = re.compile(r"(?<!\\)\[(?:\\.|[^\]\\])*\]|\\.|([\^$])")
+JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False}
+"""llguidance JSON compile options: compact JSON (``,`` and ``:`` with no spaces, no newlines)."""
 
-
-def _converter() -> Any:
-    from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
-
-    class Converter(SchemaConverter):  # type: ignore[misc]  # untyped vendor class
-        def _add_primitive(self, name: str, rule: Any) -> Any:
-            if name == "char":
-                rule = BuiltinRule(JSON_CHAR_RULE, [])
-            return super()._add_primitive(name, rule)
-
-    return Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=True)
+CACHE_SIZE = 64
+"""Compiled constraints kept per session."""
 
 
-def _bare_pattern(pattern: str) -> str:
-    """``pattern`` without a redundant leading ``^`` / trailing ``$`` (phi3's regex is a full match);
-    any other anchor would become a literal character in the converter's output: refused."""
-    body = pattern[1:] if pattern.startswith("^") else pattern
-    if body.endswith("$") and not body.endswith("\\$"):
-        body = body[:-1]
-    if any(match.group(1) for match in _STRAY_ANCHOR.finditer(body)):
-        raise UnsupportedError(
-            f"regex {pattern!r}: anchors (^, $) inside the pattern cannot be enforced by phi3-llamacpp's grammar",
-            hint="drop them: the whole output must match the pattern anyway",
-        )
-    return body
+def enforced_kinds() -> tuple[ConstraintKind, ...]:
+    """:data:`KINDS` when llguidance is installed, else none (a find_spec probe: imports nothing)."""
+    return KINDS if module_available(LIBRARY) else ()
 
 
-def gbnf(constraint: OutputConstraint) -> str:
-    """The GBNF grammar (root rule ``root``) for ``constraint``, or :class:`UnsupportedError`."""
-    if constraint.kind not in KINDS:
-        raise UnsupportedError(
-            f"{constraint.kind} output is not supported by phi3-llamacpp (it supports {', '.join(KINDS)})",
-            hint="use another backend for JSON Schema output, or constrain with json_object",
-        )
-    converter = _converter()
-    if constraint.kind == "json_object":
-        schema: dict[str, Any] = {"type": "object"}
-    else:
-        schema = {"type": "string", "pattern": f"^({_bare_pattern(constraint.spec)})$"}
+class Guide:
+    """One session's llguidance tokenizer table and compiled constraints (thread-safe)."""
+
+    def __init__(self, vocab: Any, eos_ids: Iterable[int]) -> None:
+        self._vocab = vocab
+        self.eos_ids = tuple(sorted(set(int(i) for i in eos_ids)))
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+        self._compiled: OrderedDict[OutputConstraint, Any] = OrderedDict()
+
+    def matcher(self, constraint: OutputConstraint) -> Any:
+        """A fresh ``llguidance.LLMatcher`` in its start state for ``constraint``, or
+        :class:`UnsupportedError` (llguidance missing, or it cannot enforce this constraint)."""
+        llguidance = _import_library()
+        with self._lock:
+            template = self._compiled.get(constraint)
+            if template is not None:
+                self._compiled.move_to_end(constraint)
+                return template.deep_copy()
+            if self._tokenizer is None:
+                from llguidance.llamacpp import lltokenizer_from_vocab
+
+                self._tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=list(self.eos_ids))
+            tokenizer = self._tokenizer
+        template = llguidance.LLMatcher(tokenizer, _grammar(llguidance, constraint), log_level=0)
+        if template.is_error():
+            version = distribution_version(LIBRARY) or "?"
+            raise UnsupportedError(
+                f"{constraint.kind} {_short(constraint.spec)} cannot be enforced on phi3-llamacpp: "
+                f"{LIBRARY} {version} rejects it ({template.get_error()})",
+                hint="use only the JSON Schema features llguidance implements, or simplify the pattern "
+                "(no lookaround or backreferences)",
+            )
+        with self._lock:
+            self._compiled[constraint] = template
+            while len(self._compiled) > CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        return template.deep_copy()
+
+
+def _short(spec: str, limit: int = 120) -> str:
+    return repr(spec if len(spec) <= limit else spec[:limit] + "...")
+
+
+def _import_library() -> Any:
     try:
-        converter.visit(converter.resolve_refs(schema, "phi3"), "")
-    except (AssertionError, ValueError, KeyError, IndexError) as exc:
+        import llguidance
+    except ImportError as exc:
         raise UnsupportedError(
-            f"{constraint.kind} {constraint.spec!r} cannot be turned into a llama.cpp grammar: {exc}",
-            hint="simplify the pattern (no lookaround, backreferences or (?...) groups)",
-        ) from exc
-    return str(converter.format_grammar())
+            f"structured output on phi3-llamacpp needs {LIBRARY}, which is not installed ({exc})",
+            hint=INSTALL_HINT,
+        ) from None
+    return llguidance
 
 
-__all__ = ["KINDS", "gbnf"]
+def _grammar(llguidance: Any, constraint: OutputConstraint) -> str:
+    if constraint.kind in ("json_schema", "json_object"):
+        try:
+            return str(llguidance.LLMatcher.grammar_from_json_schema(constraint.spec, defaults=JSON_OPTIONS))
+        except ValueError as exc:
+            raise UnsupportedError(
+                f"{LIBRARY} cannot read this {constraint.kind}: {exc}", hint="check the schema"
+            ) from None
+    if constraint.kind == "regex":
+        return str(llguidance.LLMatcher.grammar_from_regex(constraint.spec))
+    raise UnsupportedError(
+        f"{constraint.kind} output is not supported by phi3-llamacpp (it supports {', '.join(KINDS)})",
+        hint="update phi3-llamacpp",
+    )
+
+
+__all__ = ["CACHE_SIZE", "JSON_OPTIONS", "KINDS", "LIBRARY", "Guide", "enforced_kinds"]

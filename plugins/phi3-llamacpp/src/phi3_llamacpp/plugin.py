@@ -23,12 +23,16 @@ from phi3.types import (
     LoadRequest,
     Progress,
     QuantizeRequest,
+    SamplingControl,
     SessionHandle,
 )
 from phi3_llamacpp import ARTIFACT_FORMAT, BACKEND_NAME, ENGINE_NAME, probe
-from phi3_llamacpp.grammar import KINDS as STRUCTURED_OUTPUT
+from phi3_llamacpp.grammar import enforced_kinds
 from phi3_llamacpp.quantize import ARTIFACT_OPTIONS, PRECISIONS
 from phi3_llamacpp.session import LOAD_OPTIONS
+
+SAMPLING: tuple[SamplingControl, ...] = ("min_p",)
+"""Optional sampling controls applied (llama.cpp's ``llama_sampler_init_min_p``, see generate.py)."""
 
 DESCRIPTION = "llama.cpp (llama-cpp-python): GGUF on the CPU, and on GPUs where the build has Vulkan, Metal or CUDA"
 
@@ -70,7 +74,8 @@ def phi3_backend_info() -> BackendInfo:
         devices=tuple(devices),
         status=BackendStatus.AVAILABLE,
         detail=_detail(install, devices),
-        structured_output=STRUCTURED_OUTPUT,
+        structured_output=enforced_kinds(),
+        sampling=SAMPLING,
         **common,
     )
 

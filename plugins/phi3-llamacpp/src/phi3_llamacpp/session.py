@@ -31,6 +31,7 @@ from phi3.errors import ArtifactError, ConfigError
 from phi3.types import ChatMessage, LoadRequest, SessionHandle
 from phi3_llamacpp import BACKEND_NAME, GGUF_NAME, METADATA_NAME
 from phi3_llamacpp.devices import import_runtime, resolve
+from phi3_llamacpp.grammar import Guide
 
 DEFAULT_CONTEXT = 4096
 LOAD_OPTIONS = ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn", "full_attention")
@@ -53,6 +54,8 @@ class Runtime:
     details: dict[str, Any] = field(default_factory=dict)
     context_hint: str = "shorten the prompt, or load with a larger n_ctx (up to the model's context)"
     """What a too-long prompt's error suggests (a window-limited session names full_attention)."""
+    guide: Any = None
+    """The session's :class:`phi3_llamacpp.grammar.Guide` (structured output; built lazily)."""
 
 
 def _positive_int(options: Mapping[str, Any], name: str) -> int | None:
@@ -200,6 +203,7 @@ def load(request: LoadRequest) -> SessionHandle:
     )
     if hint:
         runtime.context_hint = hint
+    runtime.guide = Guide(llama_cpp.llama_model_get_vocab(llama.model), runtime.eos_ids)
     details = {
         "quant": metadata.get("quant"),
         "n_ctx_allocated": int(llama.n_ctx()),
