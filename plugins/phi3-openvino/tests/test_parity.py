@@ -98,3 +98,18 @@ def test_seeded_sampling_repeats_and_unseeded_varies(tiny_phi3: Path, artifacts:
         unseeded = {model.generate(PROMPT, unseeded_config).token_ids for _ in range(3)}
     assert len(seeded) == 1
     assert len(unseeded) > 1, "without a seed, sampling must not repeat a fixed seed"
+
+
+@pytest.mark.parametrize("engine", ["genai", "optimum"])
+def test_min_p_really_filters(tiny_phi3: Path, artifacts: dict[str, phi3.Artifact], engine: str) -> None:
+    """Both engines declare ``min_p`` (``model.sampling``) and apply it: at a high temperature sampling
+    leaves the greedy path, and with min_p = 0.9999 only the top token (and exact ties) stays, so every
+    seed decodes the greedy tokens. min_p=0.99 is not enough here: the random weights leave near-ties."""
+    sampled = phi3.GenerationConfig(max_new_tokens=16, do_sample=True, temperature=3.0, ignore_eos=True)
+    with _load(tiny_phi3, "fp16", engine) as model:
+        assert "min_p" in model.sampling
+        greedy = model.generate(PROMPT, max_new_tokens=16, ignore_eos=True).token_ids
+        for seed in (1, 2, 3):
+            assert model.generate(PROMPT, sampled.replace(seed=seed, min_p=0.9999)).token_ids == greedy, seed
+        free = {model.generate(PROMPT, sampled.replace(seed=seed)).token_ids for seed in (1, 2, 3)}
+        assert greedy not in free, "at temperature 3 without min_p, sampling should leave the greedy path"
