@@ -2,7 +2,8 @@
 structured-output kinds it is given (at the backend, engine or session level) and counting the
 generations that reach it, so tests can prove a refusal happened before ``phi3_generate``. With a
 ``hold`` event, every generation stops after its first chunk until the test sets it, so a test can
-keep a request decoding for as long as it needs, on any machine speed."""
+keep a request decoding for as long as it needs, on any machine speed. With ``fail_after=N``, every
+generation raises a ``BackendError`` after its N-th chunk (a backend failing mid-stream)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,17 @@ class Declaring:
     counting the generations that reach it."""
 
     def __init__(
-        self, kinds: tuple[ConstraintKind, ...], level: str = "backend", hold: threading.Event | None = None
+        self,
+        kinds: tuple[ConstraintKind, ...],
+        level: str = "backend",
+        hold: threading.Event | None = None,
+        fail_after: int | None = None,
     ) -> None:
         self.kinds = kinds
         self.level = level
         self.generate_calls = 0
         self.hold = hold
+        self.fail_after = fail_after
         self.held = threading.Event()
         """Set once a generation is waiting on ``hold``."""
 
@@ -39,7 +45,8 @@ class Declaring:
         if self.level == "engine":
             engines = tuple(dataclasses.replace(e, structured_output=self.kinds) for e in engines)
         declared = self.kinds if self.level == "backend" else reference_backend.phi3_backend_info().structured_output
-        return dataclasses.replace(info, name="declaring", engines=engines, structured_output=declared)
+        # no optional sampling controls either: a min_p request is refused before it reaches phi3_generate
+        return dataclasses.replace(info, name="declaring", engines=engines, structured_output=declared, sampling=())
 
     @hookimpl
     def phi3_quantize(self, request: Any, output_dir: Path, progress: Any) -> Mapping[str, Any]:
@@ -60,7 +67,15 @@ class Declaring:
     def phi3_generate(self, session: SessionHandle, prompt: str, config: phi3.GenerationConfig) -> Iterator[Chunk]:
         self.generate_calls += 1
         chunks = reference_backend.phi3_generate(session, prompt, config)
+        if self.fail_after is not None:
+            return self._failing(chunks, self.fail_after)
         return chunks if self.hold is None else self._held(chunks, self.hold)
+
+    def _failing(self, chunks: Iterator[Chunk], after: int) -> Iterator[Chunk]:
+        for index, chunk in enumerate(chunks):
+            yield chunk
+            if index + 1 == after:
+                raise phi3.errors.BackendError("the test backend failed mid-stream")
 
     def _held(self, chunks: Iterator[Chunk], hold: threading.Event) -> Iterator[Chunk]:
         for index, chunk in enumerate(chunks):

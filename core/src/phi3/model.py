@@ -122,6 +122,7 @@ class TextStream:
         first_at: float | None = None
         last_at = start
         finish: FinishReason = "eos"
+        context = model.context_length
         iterator = iter(chunks)
         try:
             while True:
@@ -159,12 +160,14 @@ class TextStream:
                 if len(ids) >= config.max_new_tokens:
                     finish = "length"
                     break
+                if context and prompt_tokens is not None and prompt_tokens + len(ids) >= context:
+                    finish = "length"  # the context is full: later positions are ones the model never saw
+                    break
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
                 with registry.guard(name, "phi3_generate"):
                     close()
-        context = model.context_length
         if finish == "eos" and context and prompt_tokens is not None and prompt_tokens + len(ids) >= context:
             finish = "length"  # the backend stopped because the context window is full
         if finish != "stop" and emitted < len(text):
@@ -507,6 +510,8 @@ def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             if not isinstance(call_id, str) or not call_id:
                 raise ConfigError(f"message {i} (role tool) needs the 'tool_call_id' of the call it answers")
             turn["tool_call_id"] = call_id
+        if isinstance(message.get("name"), str) and message["name"]:
+            turn["name"] = message["name"]  # OpenAI's participant name: templates that have a place show it
         if role == "system" and message.get("tools") is not None:
             if not isinstance(message["tools"], str):
                 raise ConfigError(f"message {i}: a system turn's 'tools' must be text (JSON), as its template reads it")

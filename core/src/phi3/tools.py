@@ -324,6 +324,27 @@ def generic_messages(messages: Sequence[Mapping[str, Any]], request: ToolRequest
     return out
 
 
+_RESPONSE_OPENING = re.compile(r'\s*\{\s*"response"\s*:\s*"')
+
+
+def cut_response(text: str) -> str:
+    """The words of a constrained answer cut by ``max_new_tokens``: the decoded part of its
+    ``"response"`` string, or ``""`` when the cut JSON was a tool call (never the JSON itself)."""
+    opening = _RESPONSE_OPENING.match(text)
+    if opening is None:
+        return ""
+    try:
+        return str(json.decoder.scanstring(text, opening.end())[0])  # type: ignore[attr-defined]
+    except ValueError:  # unterminated: the cut fell inside the string
+        body = text[opening.end() :]
+    for trim in range(min(len(body), 6) + 1):  # a cut escape (\u00e, a lone \) is dropped
+        try:
+            return str(json.loads('"' + body[: len(body) - trim] + '"'))
+        except ValueError:
+            continue
+    return ""
+
+
 def new_call_id() -> str:
     """A fresh call id in OpenAI's style."""
     return f"call_{uuid.uuid4().hex[:24]}"
@@ -409,9 +430,13 @@ class ToolChatStream(TextStream):
 
     def _generic_decode(self) -> Generator[str, None, None]:
         answer = self._json(self._prompt, self._request.generic_schema(), self._config.max_new_tokens)
-        if answer.finish_reason == "length":  # the JSON was cut: hand back what was decoded
-            yield answer.text
-            self._finish(answer.text, (), "length")
+        if answer.finish_reason == "length":
+            # the JSON was cut: no call can be made of it, and its raw text is not an answer. What the
+            # model had said in words (an unfinished {"response": ...}) is returned; a cut call, nothing
+            text = cut_response(answer.text)
+            if text:
+                yield text
+            self._finish(text, (), "length")
             return
         data = json.loads(answer.text)
         if "tool_calls" in data:
@@ -486,6 +511,7 @@ __all__ = [
     "ToolRequest",
     "check_request",
     "check_tools",
+    "cut_response",
     "generic_messages",
     "generic_prompt",
     "native_format",

@@ -348,6 +348,7 @@ class SessionHandle:
 
 __all__ = [
     "CONSTRAINT_KINDS",
+    "SAMPLING_CONTROLS",
     "Artifact",
     "BackendInfo",
     "BackendStatus",
@@ -364,7 +365,6 @@ __all__ = [
     "OutputConstraint",
     "Progress",
     "QuantizeRequest",
-    "SAMPLING_CONTROLS",
     "SamplingControl",
     "SessionHandle",
     "ToolCall",

@@ -21,10 +21,11 @@ def server(start_server: Any) -> ServerProcess:
 
 def test_chat_stream_and_usage_on_dml(server: ServerProcess) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
-    answer = client.chat.completions.create(model="smoke", messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model="smoke", temperature=0, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
     chunks = list(
         client.chat.completions.create(
             model="smoke",
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=6,
             stream=True,
@@ -43,8 +44,8 @@ def test_chat_stream_and_usage_on_dml(server: ServerProcess) -> None:
 
 def test_completions_and_a_parameter_dml_cannot_honour(server: ServerProcess) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
-    done = client.completions.create(model="smoke", prompt="The capital of France is", max_tokens=4)
+    done = client.completions.create(model="smoke", temperature=0, prompt="The capital of France is", max_tokens=4)
     assert done.choices[0].finish_reason in ("length", "stop") and done.usage is not None
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="smoke", messages=MESSAGES, n=2)  # type: ignore[arg-type]
+        client.chat.completions.create(model="smoke", temperature=0, messages=MESSAGES, n=2)  # type: ignore[arg-type]
     assert "n" in str(info.value)

@@ -50,11 +50,12 @@ def test_auth_is_required_on_v1_only(server: ServerProcess) -> None:
 
 def test_chat_and_stream_on_openvino(server: ServerProcess) -> None:
     client = client_for(server)
-    answer = client.chat.completions.create(model="smoke", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model="smoke", temperature=0, messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
     streamed = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(
             model="smoke",
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=5,
             stream=True,
@@ -74,7 +75,7 @@ def test_concurrent_first_requests_load_once_then_lru_unloads(server: ServerProc
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
         answers = await asyncio.gather(
             *(
-                client.chat.completions.create(model=variant, messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+                client.chat.completions.create(model=variant, temperature=0, messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
                 for _ in range(4)
             )
         )
@@ -94,7 +95,7 @@ def test_concurrent_first_requests_load_once_then_lru_unloads(server: ServerProc
 
 def test_idle_model_is_unloaded(start_server: Any) -> None:
     server: ServerProcess = start_server(["smoke", "-b", "openvino", "--idle-unload", str(IDLE_S)], api_key=API_KEY)
-    client_for(server).completions.create(model="smoke", prompt="Hi", max_tokens=2)
+    client_for(server).completions.create(model="smoke", temperature=0, prompt="Hi", max_tokens=2)
     assert loaded(server) == ["smoke"]
     started = time.monotonic()
     server.wait_for("the idle unload", lambda: loaded(server) == [], timeout=IDLE_S + 30)
@@ -102,18 +103,18 @@ def test_idle_model_is_unloaded(start_server: Any) -> None:
     assert server.metric("phi3_model_unloads_total", reason="idle") >= 1
     assert server.metric("phi3_loaded_models") == 0
     # and it comes back on the next request
-    client_for(server).completions.create(model="smoke", prompt="Hi", max_tokens=2)
+    client_for(server).completions.create(model="smoke", temperature=0, prompt="Hi", max_tokens=2)
     assert loaded(server) == ["smoke"]
 
 
 def test_bad_suffix_and_unknown_backend_are_400(server: ServerProcess) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client_for(server).completions.create(model="smoke@no-such-backend", prompt="Hi", max_tokens=2)
+        client_for(server).completions.create(model="smoke@no-such-backend", temperature=0, prompt="Hi", max_tokens=2)
     assert "no-such-backend" in str(caught.value)
     with pytest.raises(openai.BadRequestError):
-        client_for(server).completions.create(model="smoke@", prompt="Hi", max_tokens=2)
+        client_for(server).completions.create(model="smoke@", temperature=0, prompt="Hi", max_tokens=2)
     with pytest.raises(openai.NotFoundError):
-        client_for(server).completions.create(model="other@openvino", prompt="Hi", max_tokens=2)
+        client_for(server).completions.create(model="other@openvino", temperature=0, prompt="Hi", max_tokens=2)
 
 
 def test_ctrl_c_mid_stream_shuts_down_cleanly(start_server: Any) -> None:
@@ -151,5 +152,7 @@ def test_continuous_batching_runs_requests_at_once(start_server: Any) -> None:
             third = httpx.post(url, json={"model": "smoke", "messages": MESSAGES, "max_tokens": 2}, timeout=60)
             assert third.status_code == 429  # two slots busy, --max-queue 0
     server.wait_for("both cancelled", lambda: server.metric("phi3_active_generations") == 0, timeout=30)
-    answer = client_for(server, "unused").chat.completions.create(model="smoke", messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
+    answer = client_for(server, "unused").chat.completions.create(
+        model="smoke", temperature=0, messages=MESSAGES, max_tokens=4
+    )  # type: ignore[arg-type]
     assert answer.usage is not None and answer.usage.completion_tokens == 4

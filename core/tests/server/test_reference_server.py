@@ -51,7 +51,7 @@ def test_health_and_models(server: ServerProcess, client: openai.OpenAI) -> None
 
 
 def test_chat_matches_in_process_generation_and_usage(client: openai.OpenAI, local: Any) -> None:
-    answer = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=12)  # type: ignore[arg-type]
     expected = local.chat(MESSAGES, max_new_tokens=12)
     assert answer.choices[0].message.content == expected.text
     assert answer.choices[0].message.role == "assistant"
@@ -66,6 +66,7 @@ def test_chat_matches_in_process_generation_and_usage(client: openai.OpenAI, loc
 def test_max_completion_tokens_wins_and_finish_length(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=50,
         max_completion_tokens=3,
@@ -76,9 +77,10 @@ def test_max_completion_tokens_wins_and_finish_length(client: openai.OpenAI) -> 
 
 
 def test_text_parts_and_developer_role_equal_plain_messages(client: openai.OpenAI) -> None:
-    plain = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
     parts = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=[
             {"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
             {"role": "user", "content": [{"type": "text", "text": "Tell me about AI PCs."}]},
@@ -94,6 +96,7 @@ def test_streaming_chat_with_usage(server: ServerProcess, client: openai.OpenAI,
     chunks = list(
         client.chat.completions.create(
             model=MODEL,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=10,
             stream=True,
@@ -132,13 +135,14 @@ def _check_timings(timings: Any, prompt_tokens: int, completion_tokens: int) -> 
 def test_server_side_timings_come_with_usage(client: openai.OpenAI) -> None:
     """llama.cpp's ``timings`` object: engine speed as the server measured it, apart from HTTP/SSE."""
     answer = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=8, extra_body={"ignore_eos": True}
+        model=MODEL, temperature=0, messages=MESSAGES, max_tokens=8, extra_body={"ignore_eos": True}
     )  # type: ignore[arg-type]
     assert answer.usage is not None and answer.model_extra is not None
     _check_timings(answer.model_extra["timings"], answer.usage.prompt_tokens, answer.usage.completion_tokens)
     chunks = list(
         client.chat.completions.create(
             model=MODEL,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=8,
             stream=True,
@@ -157,6 +161,7 @@ def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
         c.choices[0].delta.content
         for c in client.chat.completions.create(
             model=MODEL,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=40,
             stream=True,
@@ -182,6 +187,7 @@ def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
     streamed = list(
         client.chat.completions.create(
             model=MODEL,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=40,
             stream=True,
@@ -194,6 +200,7 @@ def test_stop_string_across_sse_chunks(client: openai.OpenAI) -> None:
     assert streamed[-1].choices[0].finish_reason == "stop"
     plain = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,
         max_tokens=40,
         stop=stop,
@@ -220,13 +227,18 @@ def test_seed_and_sampling_are_reproducible(client: openai.OpenAI) -> None:
 
 def test_completions_plain_and_streamed(client: openai.OpenAI, local: Any) -> None:
     expected = local.generate("Once upon a time", max_new_tokens=8)
-    answer = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8)
+    answer = client.completions.create(model=MODEL, temperature=0, prompt="Once upon a time", max_tokens=8)
     assert answer.choices[0].text == expected.text
     assert answer.usage is not None and answer.usage.completion_tokens == expected.new_tokens
     assert answer.usage.prompt_tokens == expected.prompt_tokens
     chunks = list(
         client.completions.create(
-            model=MODEL, prompt="Once upon a time", max_tokens=8, stream=True, stream_options={"include_usage": True}
+            model=MODEL,
+            temperature=0,
+            prompt="Once upon a time",
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected.text
@@ -236,9 +248,10 @@ def test_completions_plain_and_streamed(client: openai.OpenAI, local: Any) -> No
 def test_async_client_streaming_and_not(server: ServerProcess) -> None:
     async def run() -> tuple[str | None, str]:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
-        whole = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
+        whole = await client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
         stream = await client.chat.completions.create(
             model=MODEL,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             max_tokens=6,
             stream=True,
@@ -265,7 +278,7 @@ def test_async_client_streaming_and_not(server: ServerProcess) -> None:
 )
 def test_unsupported_parameters_are_400_naming_them(client: openai.OpenAI, extra: dict[str, Any], param: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2, extra_body=extra)  # type: ignore[arg-type]
+        client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=2, extra_body=extra)  # type: ignore[arg-type]
     assert caught.value.status_code == 400
     body = caught.value.body
     assert isinstance(body, dict) and body["param"] == param
@@ -274,7 +287,7 @@ def test_unsupported_parameters_are_400_naming_them(client: openai.OpenAI, extra
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="no-such-model", messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
+        client.chat.completions.create(model="no-such-model", temperature=0, messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
     assert caught.value.status_code == 404
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "model"
 
@@ -367,7 +380,7 @@ def test_queue_is_fifo_and_full_queue_is_429(server: ServerProcess) -> None:
 
     async def second_request() -> str | None:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
-        answer = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
+        answer = await client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
         await client.close()
         return answer.choices[0].message.content
 

@@ -46,7 +46,7 @@ def _json_schema(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(structured.SCHEMAS))
 def test_json_schema_answers_validate(client: openai.OpenAI, name: str) -> None:
     for seed in (None, 11, 12):
-        sampling: dict[str, Any] = {} if seed is None else {"temperature": 1.0, "seed": seed}
+        sampling: dict[str, Any] = {"temperature": 0} if seed is None else {"temperature": 1.0, "seed": seed}
         answer = client.chat.completions.create(
             model=MODEL,
             messages=MESSAGES,  # type: ignore[arg-type]
@@ -63,6 +63,7 @@ def test_json_schema_streams_valid_json_and_equals_the_in_process_answer(client:
     schema = structured.SCHEMAS["nested_with_array"]
     stream = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=160,
         response_format=_json_schema("nested_with_array"),  # type: ignore[arg-type]
@@ -128,6 +129,7 @@ def test_pydantic_parse_round_trip(client: openai.OpenAI) -> None:
 def test_regex_extension_and_completions_endpoint(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=40,
         extra_body={"response_format": {"type": "regex", "regex": structured.REGEX}},
@@ -135,6 +137,7 @@ def test_regex_extension_and_completions_endpoint(client: openai.OpenAI) -> None
     assert re.fullmatch(structured.REGEX, answer.choices[0].message.content or "")
     completion = client.completions.create(
         model=MODEL,
+        temperature=0,
         prompt="Order:",
         max_tokens=160,
         extra_body={"response_format": _json_schema("flat_required")},
@@ -143,9 +146,10 @@ def test_regex_extension_and_completions_endpoint(client: openai.OpenAI) -> None
 
 
 def test_text_format_is_plain_text(client: openai.OpenAI) -> None:
-    plain = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
     text = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=6,
         response_format={"type": "text"},
@@ -204,6 +208,7 @@ def test_a_backend_that_cannot_enforce_it_answers_400_naming_response_format(
             with pytest.raises(openai.BadRequestError) as caught:
                 client.chat.completions.create(
                     model=MODEL,
+                    temperature=0,
                     messages=MESSAGES,  # type: ignore[arg-type]
                     max_tokens=4,
                     response_format=response_format,  # type: ignore[arg-type]
@@ -216,5 +221,5 @@ def test_a_backend_that_cannot_enforce_it_answers_400_naming_response_format(
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.parse(model=MODEL, messages=MESSAGES, max_tokens=4, response_format=Ticket)  # type: ignore[arg-type]
     assert plugin.generate_calls == 0
-    plain = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model=MODEL, temperature=0, messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
     assert plain.choices[0].message.content is not None and plugin.generate_calls == 1

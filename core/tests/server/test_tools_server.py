@@ -85,6 +85,7 @@ def test_agent_round_trip(client: openai.OpenAI, models: dict[str, str], family:
     messages: list[Any] = list(MESSAGES)
     first = client.chat.completions.create(
         model=model,
+        temperature=0,
         messages=messages,
         tools=TOOLS,
         tool_choice="required",
@@ -101,6 +102,7 @@ def test_agent_round_trip(client: openai.OpenAI, models: dict[str, str], family:
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     answer = client.chat.completions.create(
         model=model,
+        temperature=0,
         messages=messages,
         tools=TOOLS,
         tool_choice="none",
@@ -112,6 +114,7 @@ def test_agent_round_trip(client: openai.OpenAI, models: dict[str, str], family:
     assert answer.usage.completion_tokens > 0
     again = client.chat.completions.create(
         model=model,
+        temperature=0,
         messages=messages,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "add"}},
@@ -127,6 +130,7 @@ def test_streamed_calls_are_reassembled_by_the_client(
     model = models[family]  # one short tool: up to MAX_PARALLEL_CALLS calls of it, quickly
     whole = client.chat.completions.create(
         model=model,
+        temperature=0,
         messages=MESSAGES,
         tools=[ADD],
         tool_choice="required",
@@ -136,6 +140,7 @@ def test_streamed_calls_are_reassembled_by_the_client(
     # the client's stream helper joins the deltas by index into the final message
     with client.chat.completions.stream(
         model=model,
+        temperature=0,
         messages=MESSAGES,
         tools=[ADD],
         tool_choice="required",
@@ -148,6 +153,7 @@ def test_streamed_calls_are_reassembled_by_the_client(
     chunks = list(
         client.chat.completions.create(
             model=model,
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             tools=[ADD],  # type: ignore[arg-type]
             tool_choice="required",
@@ -178,6 +184,7 @@ def test_named_function_and_one_call(client: openai.OpenAI, models: dict[str, st
         assert [name for name, _ in _valid(answer.choices[0].message.tool_calls)] == ["add"]
         single = client.chat.completions.create(
             model=models[family],
+            temperature=0,
             messages=MESSAGES,  # type: ignore[arg-type]
             tools=TOOLS,  # type: ignore[arg-type]
             tool_choice="required",
@@ -191,6 +198,7 @@ def test_auto_answers_in_words_or_calls(client: openai.OpenAI, models: dict[str,
     for family in ("phi4", "phi3"):
         answer = client.chat.completions.create(
             model=models[family],
+            temperature=0,
             messages=MESSAGES,
             tools=TOOLS,
             max_tokens=32,  # type: ignore[arg-type]
@@ -225,7 +233,9 @@ def test_bad_tool_requests_are_400_naming_the_parameter(
     client: openai.OpenAI, models: dict[str, str], extra: dict[str, Any], param: str, words: str
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=models["phi4"], messages=MESSAGES, max_tokens=2, extra_body=extra)  # type: ignore[arg-type]
+        client.chat.completions.create(
+            model=models["phi4"], temperature=0, messages=MESSAGES, max_tokens=2, extra_body=extra
+        )  # type: ignore[arg-type]
     body = caught.value.body
     assert isinstance(body, dict) and body["param"] == param and words in body["message"], body
 
@@ -254,7 +264,9 @@ def test_malformed_tool_turns_are_400(server: ServerProcess, models: dict[str, s
 
 def test_tool_definitions_stay_out_of_completions(client: openai.OpenAI, models: dict[str, str]) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model=models["phi4"], prompt="hi", max_tokens=2, extra_body={"tools": TOOLS})
+        client.completions.create(
+            model=models["phi4"], temperature=0, prompt="hi", max_tokens=2, extra_body={"tools": TOOLS}
+        )
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "tools"
 
 
@@ -273,6 +285,7 @@ def test_a_backend_without_json_schema_refuses_tools_naming_them(declaring_serve
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(
                 model="smoke",
+                temperature=0,
                 messages=MESSAGES,  # type: ignore[arg-type]
                 tools=[WEATHER],  # type: ignore[arg-type]
                 max_tokens=4,
@@ -284,6 +297,7 @@ def test_a_backend_without_json_schema_refuses_tools_naming_them(declaring_serve
     assert plugin.generate_calls == 0
     words = client.chat.completions.create(
         model="smoke",
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         tools=[WEATHER],  # type: ignore[arg-type]
         tool_choice="none",

@@ -6,8 +6,14 @@ registered with the CLI for every user, and the web stack is imported only when 
 starts. One job per module:
 
 - :mod:`~phi3.server.command`: the ``phi3 serve`` command line.
-- :mod:`~phi3.server.app`: the FastAPI application (routes, auth, CORS, body limit).
+- :mod:`~phi3.server.app`: the FastAPI application: routes, middleware, error handlers.
+- :mod:`~phi3.server.guard`: the API key and the body limit, before anything reads a body.
+- :mod:`~phi3.server.validation`: bodies checked against their schemas, errors as one-line 400s.
 - :mod:`~phi3.server.schemas`: every request and response body (pydantic).
+- :mod:`~phi3.server.mapping`: OpenAI requests as phi3 configs, messages and tools; results as fields.
+- :mod:`~phi3.server.serving`: the pool, queue and running generations behind the routes.
+- :mod:`~phi3.server.sse`: a streamed answer as server-sent events, and how it ends.
+- :mod:`~phi3.server.uvicorn_runner`: uvicorn, cancelling generations as shutdown begins.
 - :mod:`~phi3.server.errors`: OpenAI's error object and the HTTP status of each phi3 error.
 - :mod:`~phi3.server.model_spec`: what a request's ``model`` field means.
 - :mod:`~phi3.server.pool`: loading, sharing, LRU and idle unloading of models.

@@ -8,6 +8,7 @@ pip command.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import logging
 import os
@@ -51,6 +52,13 @@ def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     help="Require 'Authorization: Bearer KEY' on /v1 routes [env PHI3_API_KEY].",
 )
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", help="Allow browser calls from ORIGIN.")
+@click.option(
+    "--cors-header",
+    "cors_headers",
+    multiple=True,
+    metavar="NAME",
+    help="With --cors-origin: a request header browsers may send, repeatable [default: any].",
+)
 @click.option(
     "--max-loaded", default=1, show_default=True, type=click.IntRange(1), help="Most models loaded at once (LRU)."
 )
@@ -114,6 +122,7 @@ def serve(
     options: Sequence[str],
     api_key: str | None,
     cors_origins: Sequence[str],
+    cors_headers: Sequence[str],
     max_loaded: int,
     idle_unload: float | None,
     max_queue: int,
@@ -189,6 +198,7 @@ def _serve(**args: Any) -> None:
         defaults=defaults,
         api_key=args["api_key"],
         cors_origins=tuple(args["cors_origins"]),
+        cors_headers=tuple(args["cors_headers"]) or ("*",),
         max_loaded=args["max_loaded"],
         idle_unload=args["idle_unload"],
         max_queue=args["max_queue"],
@@ -207,13 +217,14 @@ def _serve(**args: Any) -> None:
             start_timeout=args["ray_start_timeout"],
         )
         return
-    uvicorn.run(
-        create_app(settings, preloaded=preloaded),
-        host=args["host"],
-        port=args["port"],
-        log_level=args["log_level"],
-        timeout_graceful_shutdown=5,
+    from phi3.server.uvicorn_runner import CancellingServer
+
+    app = create_app(settings, preloaded=preloaded)
+    config = uvicorn.Config(
+        app, host=args["host"], port=args["port"], log_level=args["log_level"], timeout_graceful_shutdown=5
     )
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled (as uvicorn.run)
+        CancellingServer(config, app.state.server).run()
 
 
 def _preload(models: Sequence[str], defaults: Defaults) -> dict[str, Model]:

@@ -30,12 +30,13 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from phi3.errors import ConfigError
-from phi3.server.app import ServerSettings, create_app
+from phi3.server.app import create_app
 from phi3.server.model_spec import Defaults
 from phi3.server.ray_ingress import RayServer, ReplicaHeader
 from phi3.server.ray_options import RayOptions, parse_autoscale
 from phi3.server.ray_registry import Registry
 from phi3.server.ray_replica import ModelReplica
+from phi3.server.serving import ServerSettings
 
 SLOT_ALLOWANCE = 64
 """Running generations a replica may hold beyond its queue (more than any backend's batch)."""

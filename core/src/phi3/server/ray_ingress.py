@@ -1,6 +1,6 @@
 """The ingress half of ``phi3 serve --ray``: the same FastAPI app, generating on model replicas.
 
-:class:`RayServer` is the app's :class:`~phi3.server.app.Server` with its generations sent to the
+:class:`RayServer` is the app's :class:`~phi3.server.serving.Server` with its generations sent to the
 served model's Ray Serve deployment instead of an in-process pool, so every route, the API key and
 body guard, the SSE framing, error shapes and ``Retry-After`` are the single-process server's own
 code. What differs is only where the model runs:
@@ -36,19 +36,10 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from phi3.model import Model, TextStream
 from phi3.server import schemas
-from phi3.server.app import (
-    DISCONNECT_POLL_S,
-    RETRY_AFTER_S,
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    Server,
-    ServerSettings,
-)
 from phi3.server.errors import APIError, unexpected
+from phi3.server.guard import ASGIApp, Message, Receive, Scope, Send
 from phi3.server.ray_events import ErrorData, Snapshot
+from phi3.server.serving import DISCONNECT_POLL_S, RETRY_AFTER_S, Server, ServerSettings
 from phi3.server.streaming import Generation
 
 log = logging.getLogger("phi3.server")

@@ -1,7 +1,7 @@
 """A model replica of ``phi3 serve --ray``: one served model, loaded on this replica's own node.
 
 Each replica is the single-process server's engine half, unchanged: a
-:class:`~phi3.server.app.Server` whose pool serves this one model (so ``--max-loaded``,
+:class:`~phi3.server.serving.Server` whose pool serves this one model (so ``--max-loaded``,
 ``--idle-unload``, suffix variants and the per-model slots and ``--max-queue`` behave exactly as
 under uvicorn), without the HTTP half, which runs in the ingress
 (:mod:`phi3.server.ray_ingress`). The model is loaded in the constructor, on the node Ray placed
@@ -32,9 +32,9 @@ from ray.serve.handle import DeploymentHandle
 
 from phi3.errors import Phi3Error
 from phi3.model import Model, TextStream
-from phi3.server.app import Server, ServerSettings, _card
 from phi3.server.errors import APIError, from_phi3, unexpected
 from phi3.server.ray_events import ErrorData, Event, Snapshot
+from phi3.server.serving import Server, ServerSettings, loaded_card
 
 log = logging.getLogger("phi3.server")
 
@@ -106,7 +106,7 @@ class ModelReplica:
             node=self.node,
             host=socket.gethostname(),
             pid=os.getpid(),
-            cards=[_card(entry).model_dump() for entry in self.server.pool.entries()],
+            cards=[loaded_card(entry).model_dump() for entry in self.server.pool.entries()],
             metrics=list(self.server.metrics.registry.collect()),
         )
 

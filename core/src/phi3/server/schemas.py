@@ -68,6 +68,9 @@ class Message(_Strict):
     content: StrictStr | list[ContentPart] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: StrictStr | None = None
+    name: StrictStr | None = None
+    """OpenAI's participant name (langchain sends it for named messages and agents): passed to the
+    chat template, which for the Phi-3 family does not show it to the model."""
     refusal: StrictStr | None = None  # sent back by clients that echo an earlier answer
 
     @model_validator(mode="after")
@@ -97,14 +100,18 @@ class _Sampling(_Strict):
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: Number | None = Field(default=None, ge=0, le=2)
     top_p: Number | None = Field(default=None, gt=0, le=1)
-    seed: StrictInt | None = Field(default=None, ge=0, lt=2**32)
+    seed: StrictInt | None = Field(default=None, ge=-1, lt=2**64)
+    """-1 (llama.cpp's spelling) means a fresh random seed, as leaving it out does."""
     stop: StrictStr | list[StrictStr] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
     # phi3 extensions (vLLM and llama.cpp accept these too)
     top_k: StrictInt | None = Field(default=None, ge=0)
+    min_p: Number | None = Field(default=None, ge=0, lt=1)
     repetition_penalty: Number | None = Field(default=None, gt=0)
+    repeat_penalty: Number | None = Field(default=None, gt=0)
+    """llama.cpp's and Ollama's name for ``repetition_penalty``."""
     ignore_eos: StrictBool | None = None
     # OpenAI fields accepted only at values phi3 honours; see unsupported()
     n: StrictInt | None = None
