@@ -172,6 +172,11 @@ def core_alone(session: nox.Session) -> None:
         session.error(f"phi3 serve without the serve extra did not name the pip command:\n{serve}")
 
 
+REAL_CLIENTS = ("langchain-openai", "langgraph", "litellm")
+"""Client libraries apps are written with; the server session drives phi3 serve with each
+(pinned in ci/constraints.txt)."""
+
+
 @nox.session
 @frees_disk
 def server(session: nox.Session) -> None:
@@ -190,6 +195,7 @@ def server(session: nox.Session) -> None:
         *(f"{PLUGINS[name]}[{extras.get(name, 'test')}]" for name in served),
         "openai",
         "httpx",
+        *REAL_CLIENTS,
     )
     _pytest(session, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"))
 
