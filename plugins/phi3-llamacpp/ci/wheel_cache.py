@@ -53,10 +53,40 @@ def _cpu_flags() -> str:
     return next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
 
 
+NO_AMX_FLAGS = {
+    "avx": "GGML_AVX",
+    "avx2": "GGML_AVX2",
+    "fma": "GGML_FMA",
+    "f16c": "GGML_F16C",
+    "avx512f": "GGML_AVX512",
+    "avx512vbmi": "GGML_AVX512_VBMI",
+    "avx512_vnni": "GGML_AVX512_VNNI",
+    "avx512_bf16": "GGML_AVX512_BF16",
+}
+"""CPU flag -> ggml option, for a build without -march=native (see :func:`cmake_args`)."""
+
+
+def cmake_args() -> str:
+    """``CMAKE_ARGS`` if set; else, on a CPU with AMX, the CPU's own instruction sets without AMX.
+
+    llama.cpp 0.3.36's AMX kernels (compiled in by -march=native when the CPU has AMX) segfault in
+    ``ggml_backend_amx_mul_mat`` on Q4_0 here (ggml-org/llama.cpp#20824, open; #16315: wrong
+    results for Q4_0/Q4_1), so such a machine builds with ``GGML_NATIVE=OFF`` and its AVX/AVX512
+    features named one by one."""
+    given = os.environ.get("CMAKE_ARGS")
+    if given is not None:
+        return given
+    flags = set(_cpu_flags().split())
+    if "amx_int8" not in flags:
+        return ""
+    options = ["-DGGML_NATIVE=OFF"] + [f"-D{option}=ON" for flag, option in NO_AMX_FLAGS.items() if flag in flags]
+    return " ".join(options)
+
+
 def cache_folder(version: str) -> Path:
     root = Path(os.environ.get("PHI3_CI_WHEEL_CACHE") or Path.home() / ".cache" / "phi3-ci" / "wheels")
     tag = f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}-{_cpu_flags()}"
-    key = hashlib.sha256(f"{os.environ.get('CMAKE_ARGS', '')}|{tag}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{cmake_args()}|{tag}".encode()).hexdigest()[:12]
     return root / f"{DISTRIBUTION}-{version}-{key}"
 
 
@@ -84,7 +114,9 @@ def main() -> int:
             scratch,
             f"{DISTRIBUTION}=={version}",
         ]
-        code = subprocess.call(command, stdout=sys.stderr)
+        env = {**os.environ, "CMAKE_ARGS": cmake_args()}
+        print(f"[phi3-llamacpp ci] CMAKE_ARGS={env['CMAKE_ARGS']!r}", file=sys.stderr)
+        code = subprocess.call(command, stdout=sys.stderr, env=env)
         wheels = list(Path(scratch).glob("llama_cpp_python-*.whl"))
         if code != 0 or not wheels:
             print(f"[phi3-llamacpp ci] pip wheel failed with exit code {code}", file=sys.stderr)

@@ -28,6 +28,7 @@ once per session, at the first constrained request; compiled constraints are kep
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -76,7 +77,11 @@ class Guide:
             if self._tokenizer is None:
                 from llguidance.llamacpp import lltokenizer_from_vocab
 
-                self._tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=list(self.eos_ids))
+                with warnings.catch_warnings():
+                    # it reads each token's attributes with llama_token_get_attr, which
+                    # llama-cpp-python 0.3.36 deprecates (one DeprecationWarning per token)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=list(self.eos_ids))
             tokenizer = self._tokenizer
         template = llguidance.LLMatcher(tokenizer, _grammar(llguidance, constraint), log_level=0)
         if template.is_error():
