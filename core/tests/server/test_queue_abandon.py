@@ -38,7 +38,7 @@ def test_a_queued_client_that_leaves_gives_up_its_place_while_waiting(
     held_server: tuple[str, Any, threading.Event],
 ) -> None:
     url, plugin, hold = held_server
-    body = {"model": "smoke", "messages": MESSAGES, "max_tokens": 8}
+    body = {"model": "smoke", "messages": MESSAGES, "max_tokens": 8, "temperature": 0}
     with httpx.Client(timeout=60) as client:
         first = client.send(
             client.build_request("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}), stream=True

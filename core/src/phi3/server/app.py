@@ -247,7 +247,14 @@ def create_app(
             )
         )
 
-    app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=server.metrics)
+    app.add_middleware(
+        Guard,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=server.metrics,
+        allowed_hosts=settings.allowed_hosts,
+        cors_origins=settings.cors_origins,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

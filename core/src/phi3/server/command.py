@@ -60,6 +60,19 @@ def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     help="With --cors-origin: a request header browsers may send, repeatable [default: any].",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name clients may address the server by, besides IP addresses and localhost, repeatable.",
+)
+@click.option(
+    "--allow-any-model",
+    is_flag=True,
+    help="Without MODEL: let clients load any model id, local paths and hub ids included (not only the "
+    "catalogue and PHI3_HOME's models). Do not combine with a non-loopback --host without --api-key.",
+)
+@click.option(
     "--max-loaded", default=1, show_default=True, type=click.IntRange(1), help="Most models loaded at once (LRU)."
 )
 @click.option(
@@ -123,6 +136,8 @@ def serve(
     api_key: str | None,
     cors_origins: Sequence[str],
     cors_headers: Sequence[str],
+    allowed_hosts: Sequence[str],
+    allow_any_model: bool,
     max_loaded: int,
     idle_unload: float | None,
     max_queue: int,
@@ -181,6 +196,12 @@ def _serve(**args: Any) -> None:
             "(pass --api-key or set PHI3_API_KEY)",
             err=True,
         )
+        if args["allow_any_model"] and not args["models"]:
+            click.echo(
+                "Warning: --allow-any-model without an API key on a non-loopback address lets anyone who reaches "
+                "this port load any folder of this machine or download any hub model",
+                err=True,
+            )
     from phi3.server.model_spec import Defaults
 
     defaults = Defaults(
@@ -199,6 +220,8 @@ def _serve(**args: Any) -> None:
         api_key=args["api_key"],
         cors_origins=tuple(args["cors_origins"]),
         cors_headers=tuple(args["cors_headers"]) or ("*",),
+        allowed_hosts=(*args["allowed_hosts"], args["host"]),
+        allow_any_model=args["allow_any_model"],
         max_loaded=args["max_loaded"],
         idle_unload=args["idle_unload"],
         max_queue=args["max_queue"],

@@ -1,16 +1,30 @@
-"""The guard in front of every route: the API key on ``/v1`` routes, then the body size limit.
+"""The guard in front of every route: who may talk to this server, before any work is done.
 
-An ASGI middleware rather than a FastAPI dependency, so it runs before anything reads the body: a
-request without the key gets 401 even when its body is malformed, and an oversized body is refused
-(413) without being buffered. It also counts every answer by route and status for ``/metrics``.
+A local server is reachable by every web page the user visits: a page can send "simple" cross-site
+requests without asking (a ``text/plain`` POST), and a DNS-rebinding page can even read the answers
+(Ollama's CVE-2024-28224). So, in this order, each a one-line OpenAI-style error:
+
+1. ``Host`` must be an IP address, ``localhost`` (or ``*.localhost``), the bound host, or one named with
+   ``--allowed-host`` (403 ``host_not_allowed``): a rebinding page's own domain never is.
+2. ``Origin``, when a browser sends one, must be a loopback origin or one named with ``--cors-origin``
+   (403 ``origin_not_allowed``).
+3. The API key on ``/v1`` routes (401), compared in constant time.
+4. A body must be ``application/json`` (415): a browser must then ask first (a CORS preflight), which
+   only ``--cors-origin`` origins pass.
+5. The body size limit (413), without buffering an oversized body.
+
+An ASGI middleware rather than a FastAPI dependency, so it runs before anything reads the body. It
+also counts every answer by route and status for ``/metrics``.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from phi3.server.errors import APIError
 from phi3.server.metrics import Metrics
@@ -38,18 +52,107 @@ async def _send_error(send: Send, error: APIError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+LOOPBACK_NAMES = ("localhost",)
+BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+
+
+def host_name(value: str) -> str:
+    """The host of a ``Host`` header or an origin's netloc, lower case, without port or brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(name: str) -> bool:
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    return is_ip(name) and ipaddress.ip_address(name).is_loopback
+
+
 class Guard:
-    """ASGI middleware: API key on ``/v1`` routes, then the body size limit, before any parsing.
+    """ASGI middleware: host, origin, API key, content type and body size, before any parsing (see the
+    module docstring)."""
 
-    It runs before FastAPI reads the body, so a request without the key gets 401 even when its body
-    is malformed, and an oversized body is refused (413) without being buffered.
-    """
-
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics: Metrics,
+        allowed_hosts: Iterable[str] = (),
+        cors_origins: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.limit = max_body_bytes
         self.metrics = metrics
+        self.hosts = {host_name(h) for h in allowed_hosts}
+        self.origins = {o.rstrip("/").lower() for o in cors_origins}
+
+    def _host_allowed(self, host: bytes | None) -> bool:
+        if host is None:  # HTTP/1.0 without Host: no browser sends that
+            return True
+        name = host_name(host.decode("latin-1"))
+        return is_ip(name) or is_loopback(name) or name in self.hosts or "*" in self.hosts
+
+    def _origin_allowed(self, origin: bytes | None) -> bool:
+        if origin is None:  # not a browser's cross-origin-capable request
+            return True
+        text = origin.decode("latin-1").rstrip("/").lower()
+        if text in self.origins or "*" in self.origins:
+            return True
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and is_loopback(host_name(parts.netloc))
+
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes], path: str) -> APIError | None:
+        """Why this request is refused before it reaches a route, or None."""
+        if not self._host_allowed(headers.get(b"host")):
+            host = headers.get(b"host", b"").decode("latin-1")
+            return APIError(
+                403,
+                f"host {host!r} is not allowed; requests must name this server by an IP address or localhost, "
+                "or start phi3 serve with --allowed-host NAME",
+                type="permission_error",
+                code="host_not_allowed",
+            )
+        if not self._origin_allowed(headers.get(b"origin")):
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            return APIError(
+                403,
+                f"origin {origin!r} is not allowed; start phi3 serve with --cors-origin {origin} to let pages "
+                "from it use this server",
+                type="permission_error",
+                code="origin_not_allowed",
+            )
+        if self.key is not None and path.startswith("/v1") and scope.get("method") != "OPTIONS":
+            given = headers.get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                return APIError(
+                    401,
+                    "missing or wrong API key; send the header 'Authorization: Bearer KEY' "
+                    "with the key the server was started with",
+                    code="invalid_api_key",
+                )
+        if str(scope.get("method", "")).encode() in BODY_METHODS:
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                shown = kind.decode("latin-1") or "none"
+                return APIError(
+                    415,
+                    f"the request body must be JSON, sent with 'Content-Type: application/json' (got {shown})",
+                    code="unsupported_media_type",
+                )
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,20 +174,10 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = dict(scope.get("headers") or [])
-        if self.key is not None and path.startswith("/v1") and scope.get("method") != "OPTIONS":
-            given = headers.get(b"authorization", b"")
-            scheme, _, token = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
-                await _send_error(
-                    send,
-                    APIError(
-                        401,
-                        "missing or wrong API key; send the header 'Authorization: Bearer KEY' "
-                        "with the key the server was started with",
-                        code="invalid_api_key",
-                    ),
-                )
-                return
+        refusal = self._refusal(scope, headers, path)
+        if refusal is not None:
+            await _send_error(send, refusal)
+            return
         too_large = APIError(
             413,
             f"the request body is over the {self.limit} byte limit; send a shorter prompt",

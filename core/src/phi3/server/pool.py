@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,18 @@ class Entry:
     loaded_at: float = field(default_factory=time.time)
 
 
+def may_load(model_id: str) -> bool:
+    """A catalogue alias, or a model id PHI3_HOME already holds an artifact of (a client may not
+    make the server read an arbitrary folder or download an arbitrary hub repo)."""
+    from phi3.cache import ArtifactCache
+    from phi3.catalogue import SMOKE_ALIAS, lookup
+
+    if model_id == SMOKE_ALIAS or lookup(model_id) is not None:
+        return True
+    cached = {artifact.manifest.get("source", {}).get("model_id") for artifact in ArtifactCache().artifacts()}
+    return model_id in cached
+
+
 def load_spec(spec: ModelSpec, loader: Loader | None = None) -> Model:
     """``phi3.load`` (or ``loader``) with the spec's model, backend, device, precision, engine, options."""
     if loader is None:
@@ -68,12 +81,14 @@ class ModelPool:
         served: Sequence[str],
         defaults: Defaults,
         metrics: Metrics,
+        allow_any_model: bool = False,
         max_loaded: int = 1,
         idle_unload: float | None = None,
         max_queue: int = 16,
         loader: Loader | None = None,
     ) -> None:
         self.served = list(dict.fromkeys(served))
+        self.allow_any_model = allow_any_model
         self.defaults = defaults
         self.metrics = metrics
         self.max_loaded = max_loaded
@@ -90,16 +105,36 @@ class ModelPool:
     # -- what is served --------------------------------------------------------------------------
 
     def resolve(self, field: str) -> ModelSpec:
-        """The spec for a request's ``model``; 404 when the server serves a fixed list without it."""
+        """The spec for a request's ``model``; 404 when this server does not serve it.
+
+        With MODEL arguments, only those. Without, the catalogue's aliases and models already in
+        PHI3_HOME (``--allow-any-model``: any id). The refusal is the same whether or not the id
+        names something on this machine, and quotes the field as sent: nothing about the server's
+        files reaches a client.
+        """
         spec = parse(field, self.defaults)
         if self.served and spec.model not in self.served:
             raise APIError(
                 404,
-                f"model {spec.model!r} is not served here; served: {', '.join(self.served)}",
+                f"model {field!r} is not served here; served: {', '.join(self.served)}",
+                param="model",
+                code="model_not_found",
+            )
+        if not self.served and not self.allow_any_model and not may_load(spec.model):
+            raise APIError(
+                404,
+                f"model {field!r} is not served here: without MODEL arguments phi3 serve serves the catalogue's "
+                "aliases (GET /v1/models) and models already in PHI3_HOME; start it as `phi3 serve MODEL`, or "
+                "with --allow-any-model",
                 param="model",
                 code="model_not_found",
             )
         return spec
+
+    def listable(self, model_id: str) -> bool:
+        """Whether ``/v1/models`` may show this id: a path on this machine only when the operator
+        named it as a MODEL argument."""
+        return model_id in self.served or not os.path.exists(os.path.expanduser(model_id))
 
     def entries(self) -> list[Entry]:
         return list(self._loaded.values())

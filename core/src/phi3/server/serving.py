@@ -56,6 +56,12 @@ class ServerSettings:
     cors_headers: tuple[str, ...] = ("*",)
     """Request headers a browser may send cross-origin (with ``cors_origins``): any, by default, since
     the openai JS SDK sends its own ``x-stainless-*`` set and the origin list is what restricts."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names requests may address this server by, besides IP addresses and localhost (the bound
+    host is added by ``phi3 serve``; ``*`` allows any)."""
+    allow_any_model: bool = False
+    """Without MODEL arguments, let clients name any model id (local paths, hub ids), not only the
+    catalogue's aliases and models already in PHI3_HOME."""
     max_loaded: int = 1
     idle_unload: float | None = None
     max_queue: int = 16
@@ -70,6 +76,7 @@ class Server:
         self.metrics = Metrics()
         self.pool = ModelPool(
             served=settings.models,
+            allow_any_model=settings.allow_any_model,
             defaults=settings.defaults,
             metrics=self.metrics,
             max_loaded=settings.max_loaded,
@@ -146,7 +153,7 @@ class Server:
 
     async def loaded_cards(self) -> list[schemas.ModelCard]:
         """What ``/health`` lists: the loaded models (the Ray runner lists them per replica)."""
-        return [loaded_card(e) for e in self.pool.entries()]
+        return [loaded_card(e) for e in self.pool.entries() if self.pool.listable(e.spec.model)]
 
     async def model_list(self) -> schemas.ModelList:
         """What ``/v1/models`` lists: every model the server can serve before any load (the served
@@ -154,6 +161,8 @@ class Server:
         servable = self.pool.served or [SMOKE_ALIAS, *CATALOGUE]
         cards: dict[str, schemas.ModelCard] = {name: schemas.ModelCard(id=name, created=0) for name in servable}
         for entry in self.pool.entries():
+            if not self.pool.listable(entry.spec.model):
+                continue
             card = loaded_card(entry)
             if entry.spec.model in cards and entry.spec == self.pool.resolve(entry.spec.model):
                 card.id = entry.spec.model
