@@ -209,8 +209,8 @@ def _print_stream(stream: TextStream) -> GenerationResult:
 def cli(debug: bool) -> None:
     """Run Microsoft's Phi-3 family on AI-PC accelerators (NPU, GPU, CPU).
 
-    MODEL is an alias (phi3-mini-4k, phi3.5-mini, phi4-mini, ...; `smoke` is a tiny built-in
-    test model), a Hugging Face id, a local checkpoint folder, or a folder made by `phi3 quantize -o`.
+    MODEL is an alias (phi3-mini-4k, phi3.5-mini, phi4-mini, ...; `smoke` is a toy built-in
+    model trained on a synthetic corpus), a Hugging Face id, a local checkpoint folder, or a folder made by `phi3 quantize -o`.
     """
 
 
@@ -445,6 +445,14 @@ def generate(
         click.echo(_stats_line(result), err=True)
 
 
+CHAT_HELP = """Commands (a line starting with / is never sent to the model):
+  /help    this list
+  /reset   forget the conversation (the --system message stays)
+  /exit    quit (also /quit, or Ctrl-D)
+Start a message with // to send one that begins with /."""
+"""What ``/help`` prints in ``phi3 chat``."""
+
+
 @cli.command()
 @click.argument("model")
 @backend_options
@@ -465,9 +473,10 @@ def chat(
     stats: bool,
     **generation: Any,
 ) -> None:
-    """Chat with MODEL; keeps the conversation. Type /reset to forget it, /exit (or Ctrl-D) to quit.
+    """Chat with MODEL; keeps the conversation. Type /help for the commands (/reset, /exit; Ctrl-D quits).
 
-    Works with a pipe too: each line of stdin is one user message.
+    Works with a pipe too: each line of stdin is one user message. A line starting with / is a
+    command, never sent to the model; start a message with // to send one that begins with /.
     """
     config = _generation_config(**generation)
     interactive = sys.stdin.isatty()
@@ -475,7 +484,7 @@ def chat(
     history = list(start)
     with _load(model, backend, device, precision, engine, options, revision, trust_remote_code) as loaded:
         if interactive:
-            click.echo("Chatting; /reset forgets the conversation, /exit or Ctrl-D quits.", err=True)
+            click.echo("Chatting; /help lists the commands, /exit or Ctrl-D quits.", err=True)
         while True:
             if interactive:
                 click.echo(">>> ", nl=False, err=True)
@@ -485,11 +494,20 @@ def chat(
             message = line.rstrip("\n")
             if not message.strip():
                 continue
-            if message.strip() in ("/exit", "/quit"):
-                break
-            if message.strip() == "/reset":
-                history = list(start)
-                click.echo("(conversation reset)", err=True)
+            command = message.strip()
+            if command.startswith("//"):
+                message = message.replace("//", "/", 1)
+            elif command.startswith("/"):
+                name = command.split()[0].lower()
+                if name in ("/exit", "/quit"):
+                    break
+                if name == "/reset":
+                    history = list(start)
+                    click.echo("(conversation reset)", err=True)
+                elif name in ("/help", "/?"):
+                    click.echo(CHAT_HELP, err=True)
+                else:
+                    click.echo(f"unknown command {name}; /help lists the commands", err=True)
                 continue
             history.append({"role": "user", "content": message})
             result = _print_stream(loaded.chat_stream(history, config))
