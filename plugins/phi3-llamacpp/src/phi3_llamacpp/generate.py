@@ -132,6 +132,8 @@ class _Mask:
 
     def apply(self) -> None:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        self.check()
+        # bit i of 32-bit word w is token 32 * w + i; little-endian words, so little-endian bit order
         allowed = np.unpackbits(self._bits.view(np.uint8), count=self._n_vocab, bitorder="little")
         logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
         logits[allowed == 0] = -np.inf
@@ -141,6 +143,15 @@ class _Mask:
             raise BackendError(
                 f"decoding left the structured-output grammar at token {token}: {self.matcher.get_error()}",
                 hint="this is a bug in phi3-llamacpp's token masking; please report it",
+            )
+
+    def check(self) -> None:
+        """:class:`BackendError` if llguidance stopped on an error (e.g. a parser limit), not on a
+        complete output."""
+        if self.matcher.is_error():
+            raise BackendError(
+                f"structured output stopped on an llguidance error: {self.matcher.get_error()}",
+                hint="simplify the schema or pattern",
             )
 
 
@@ -163,6 +174,7 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, matcher:
         while produced < budget:
             if mask is not None:
                 if mask.matcher.is_stopped():  # complete, and nothing may follow: only EOS is left
+                    mask.check()  # (or an error: llguidance stops on those too)
                     break
                 mask.apply()
             token = int(lc.llama_sampler_sample(chain, ctx, -1))
