@@ -120,6 +120,9 @@ def _decode(runtime: Runtime, ctx: Any, tokens: Sequence[int]) -> None:
             raise BackendError(f"llama_decode failed with code {code} at {start + len(part)} tokens")
 
 
+_MINUS_INF = np.float32(-np.inf)
+
+
 class _Mask:
     """Applies an llguidance matcher's token mask to llama.cpp's logits of the last position."""
 
@@ -134,9 +137,9 @@ class _Mask:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         self.check()
         # bit i of 32-bit word w is token 32 * w + i; little-endian words, so little-endian bit order
-        allowed = np.unpackbits(self._bits.view(np.uint8), count=self._n_vocab, bitorder="little")
+        blocked = np.unpackbits(~self._bits.view(np.uint8), count=self._n_vocab, bitorder="little").view(np.bool_)
         logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
-        logits[allowed == 0] = -np.inf
+        np.copyto(logits, _MINUS_INF, where=blocked)
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(token):
