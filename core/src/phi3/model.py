@@ -7,6 +7,7 @@ phi3 does the parts that must behave the same on every backend: config validatio
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -196,6 +197,23 @@ class TextStream:
         )
 
 
+_live_models: weakref.WeakSet[Model] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_streams_at_exit() -> None:
+    """Close every stream still open when the interpreter exits.
+
+    A stream left suspended (a ``for`` loop broken off, a ``ModelBusyError`` from a second stream)
+    keeps its backend's decoder waiting in native code; finalizing Python under it aborted the process
+    (openvino-genai 2026.4.1: "terminate called without an active exception", SIGABRT). Closing it
+    lets the backend cancel and join its worker first.
+    """
+    for model in list(_live_models):
+        for stream in list(model._streams):
+            stream._stop_for_close()
+
+
 class Model:
     """A Phi-3 model loaded on one backend/engine/device. Create it with :func:`phi3.load`."""
 
@@ -217,6 +235,7 @@ class Model:
                 "it must be a whole number >= 1"
             )
         self._slots = threading.BoundedSemaphore(concurrency)
+        _live_models.add(self)
 
     @property
     def max_concurrent_generations(self) -> int:

@@ -174,16 +174,20 @@ def test_a_stream_cut_by_shutdown_ends_with_an_error_and_no_done(start_server: A
     server = start_server([model_dir, "-b", "reference", "-p", "fp32", "--preload"])
     body = {"model": model_dir, "messages": MESSAGES, "max_tokens": 400, "stream": True, "ignore_eos": True}
     lines: list[str] = []
+    stopped: list[tuple[int, str]] = []
+    stopper = threading.Thread(target=lambda: stopped.append(server.stop()), daemon=True)
     with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as response:
-        for line in response.iter_lines():
-            if line:
-                lines.append(line)
-            if len(lines) == 3:  # decoding: now stop the server (Ctrl-C)
-                threading.Thread(target=server.stop, daemon=True).start()
+        for line in (line for line in response.iter_lines() if line):
+            lines.append(line)
+            if len(lines) == 3:  # decoding: now stop the server (Ctrl-C), once
+                stopper.start()
+    stopper.join(90)
     assert len(lines) >= 3
     assert "data: [DONE]" not in lines, "a cut answer must not look complete"
     last = json.loads(lines[-1].removeprefix("data: "))
     assert last["error"]["code"] == "generation_cancelled"
+    ((code, log),) = stopped
+    assert code == 0 and "Traceback" not in log and "Application shutdown complete" in log, log
 
 
 def test_a_tool_call_cut_by_max_tokens_leaks_no_json(model_dir: str, client: openai.OpenAI) -> None:

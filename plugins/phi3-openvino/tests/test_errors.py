@@ -188,3 +188,36 @@ def test_prompt_longer_than_the_context(tiny_phi3: Path, artifacts: dict[str, ph
         # a prompt that fits is capped to the context instead of running past it
         result = model.generate(PROMPT, max_new_tokens=600, ignore_eos=True)
         assert result.prompt_tokens + result.new_tokens == 512
+
+
+ABANDONED_STREAM = """
+import sys, phi3
+model = phi3.load(sys.argv[1], backend="openvino", engine=sys.argv[2], precision="int8")
+first = model.stream("Hello", max_new_tokens=20, ignore_eos=True)
+next(iter(first))
+for second in (lambda: next(iter(model.stream("World", max_new_tokens=5))), lambda: model.generate("x")):
+    try:
+        second()
+    except phi3.ModelBusyError:
+        print("busy")
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stream_left_open_at_exit_never_aborts_the_process(
+    tiny_phi3: Path, artifacts: dict[str, phi3.Artifact], engine: str
+) -> None:
+    """Two interleaved streams, and generate() inside a running stream: the busy error is raised and the
+    process exits normally (it aborted at exit with 'terminate called without an active exception')."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDONED_STREAM, str(tiny_phi3), engine],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["busy", "busy"]
+    assert "terminate called" not in done.stderr
