@@ -75,3 +75,28 @@ def test_coerce_accepts_mappings_and_rejects_other_types() -> None:
 def test_find_stop_returns_the_earliest_match() -> None:
     assert find_stop("abc STOP def END", ["END", "STOP"]) == 4
     assert find_stop("nothing here", ["END"]) == -1
+
+
+@pytest.mark.parametrize("field", ["top_p", "repetition_penalty"])
+def test_values_below_float32s_range_are_refused_and_the_smallest_normal_one_decodes(field: str) -> None:
+    """1e-300 is 0.0 in the runtimes' float32: refused by phi3, naming the field and the range."""
+    with pytest.raises(ConfigError, match=f"{field} must be a number in|{field} must be in"):
+        GenerationConfig(**{field: 1e-300})  # type: ignore[arg-type]
+    import phi3
+
+    model = phi3.load("smoke", backend="reference", precision="fp32")
+    sampling = {"do_sample": True, "temperature": 1.0, "seed": 1} if field == "top_p" else {}
+    result = model.generate("Hello", max_new_tokens=3, ignore_eos=True, **{field: 1.2e-38}, **sampling)
+    assert result.new_tokens == 3
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udcff"])
+def test_text_that_is_not_unicode_is_one_clear_error_before_any_backend(text: str) -> None:
+    """A lone surrogate (undecodable argv bytes, a JSON "\\ud800") names the spot, for prompts and messages."""
+    import phi3
+
+    model = phi3.load("smoke", backend="reference", precision="fp32")
+    with pytest.raises(ConfigError, match="not valid Unicode: a lone surrogate U\\+D[89A-F]"):
+        model.generate(text, max_new_tokens=2)
+    with pytest.raises(ConfigError, match="message 1's content is not valid Unicode"):
+        model.chat([{"role": "system", "content": "hi"}, {"role": "user", "content": text}], max_new_tokens=2)

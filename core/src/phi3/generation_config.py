@@ -24,6 +24,10 @@ MAX_TEMPERATURE = 100.0
 MIN_SAMPLING_TEMPERATURE = 1e-3
 """Below this, logits / temperature overflows float32 in the runtimes (1e4 * 1e-3 is fine, 1e-40 is not)."""
 MAX_REPETITION_PENALTY = 100.0
+FLOAT32_MIN = 1.1754943508222875e-38
+"""The smallest normal float32. Runtimes keep top_p and repetition_penalty in float32, where a smaller
+positive value is 0 or a denormal: 1e-300 reached them as 0 and failed in each vendor's own words
+(the bad-input corpus), while values from here up decode (test_generation_config.py)."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,8 @@ def _validate(config: GenerationConfig) -> None:
             f"temperature {config.temperature!r} is below {MIN_SAMPLING_TEMPERATURE:g}: runtimes divide float32 "
             "logits by it and overflow; use do_sample=False for greedy decoding"
         )
-    if not _is_number(config.top_p) or not 0 < config.top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {config.top_p!r}")
+    if not _is_number(config.top_p) or not FLOAT32_MIN <= config.top_p <= 1:
+        problems.append(f"top_p must be in [{FLOAT32_MIN:.4g}, 1] (float32's range), got {config.top_p!r}")
     if not _is_number(config.min_p) or not 0 <= config.min_p < 1:
         problems.append(f"min_p must be a number in [0, 1) (0 disables it), got {config.min_p!r}")
     if not _is_int(config.top_k) or not 0 <= config.top_k < INT32_LIMIT:
@@ -174,9 +178,13 @@ def _validate(config: GenerationConfig) -> None:
         problems.append(f"seed must be a whole number in [0, 2**32), got {config.seed!r}")
     if not all(isinstance(s, str) and s for s in config.stop):
         problems.append(f"stop must be non-empty strings, got {list(config.stop)!r}")
-    if not _is_number(config.repetition_penalty) or not 0 < config.repetition_penalty <= MAX_REPETITION_PENALTY:
+    if (
+        not _is_number(config.repetition_penalty)
+        or not FLOAT32_MIN <= config.repetition_penalty <= MAX_REPETITION_PENALTY
+    ):
         problems.append(
-            f"repetition_penalty must be a number in (0, {MAX_REPETITION_PENALTY:g}], got {config.repetition_penalty!r}"
+            f"repetition_penalty must be a number in [{FLOAT32_MIN:.4g}, {MAX_REPETITION_PENALTY:g}] (float32's "
+            f"range), got {config.repetition_penalty!r}"
         )
     if not isinstance(config.ignore_eos, bool):
         problems.append(f"ignore_eos must be true or false, got {config.ignore_eos!r}")

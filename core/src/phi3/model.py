@@ -68,6 +68,7 @@ class TextStream:
         self.stopped_by: str | None = None
         """The stop string that ended the text (``finish_reason="stop"``), else ``None``."""
         self._stopped_by_close = False
+        check_unicode(prompt, "the prompt")
         self._iterator: Generator[str, None, None] = self._run()
         model._streams.add(self)
 
@@ -486,6 +487,19 @@ class Model:
             raise ConfigError("this model is closed; load it again")
 
 
+def check_unicode(text: str, what: str) -> None:
+    """A ``ConfigError`` naming the spot when ``text`` is not valid Unicode (a lone surrogate, as
+    Python keeps undecodable bytes of argv or a JSON ``"\\ud800"``): every runtime's tokenizer
+    fails on it, each with its own words. Checked before any backend sees the text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{what} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}",
+            hint="send valid UTF-8 text",
+        ) from None
+
+
 def _closed_error() -> ConfigError:
     return ConfigError("the model was closed while this stream was running", hint="load the model again")
 
@@ -521,6 +535,7 @@ def _check_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             content = ""
         if not isinstance(content, str):
             raise ConfigError(f"message {i} must be a mapping with string 'role' and 'content', got {message!r}")
+        check_unicode(content, f"message {i}'s content")
         turn: dict[str, Any] = {"role": role, "content": content}
         if calls:
             turn["tool_calls"] = _check_tool_calls(i, calls)

@@ -234,3 +234,12 @@ def test_min_p_is_refused_naming_it_where_the_runtime_has_none() -> None:
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "min_p"
     assert "no min_p sampler" in response.json()["error"]["message"]
+
+
+def test_a_lone_surrogate_is_a_clear_400(server: ServerProcess, model_dir: str) -> None:
+    body = '{"model": "%s", "messages": [{"role": "user", "content": "a\\ud800b"}], "max_tokens": 2}' % model_dir
+    response = httpx.post(
+        f"{server.base_url}/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert response.status_code == 400, response.text
+    assert "not valid Unicode: a lone surrogate U+D800" in response.json()["error"]["message"]
