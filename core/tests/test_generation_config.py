@@ -96,7 +96,7 @@ def test_text_that_is_not_unicode_is_one_clear_error_before_any_backend(text: st
     import phi3
 
     model = phi3.load("smoke", backend="reference", precision="fp32")
-    with pytest.raises(ConfigError, match="not valid Unicode: a lone surrogate U\\+D[89A-F]"):
+    with pytest.raises(ConfigError, match=r"not valid Unicode: a lone surrogate U\+D[89A-F]"):
         model.generate(text, max_new_tokens=2)
-    with pytest.raises(ConfigError, match="message 1's content is not valid Unicode"):
+    with pytest.raises(ConfigError, match=r"message 1's content is not valid Unicode"):
         model.chat([{"role": "system", "content": "hi"}, {"role": "user", "content": text}], max_new_tokens=2)

@@ -237,7 +237,8 @@ def test_min_p_is_refused_naming_it_where_the_runtime_has_none() -> None:
 
 
 def test_a_lone_surrogate_is_a_clear_400(server: ServerProcess, model_dir: str) -> None:
-    body = '{"model": "%s", "messages": [{"role": "user", "content": "a\\ud800b"}], "max_tokens": 2}' % model_dir
+    body = json.dumps({"model": model_dir, "messages": [{"role": "user", "content": "a"}], "max_tokens": 2})
+    body = body.replace('"content": "a"', '"content": "a\\ud800b"')  # JSON's escape for a lone surrogate
     response = httpx.post(
         f"{server.base_url}/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=60
     )
