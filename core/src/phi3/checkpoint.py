@@ -67,7 +67,47 @@ def check_config(config: object, where: Path) -> dict[str, Any]:
         raise ModelNotFoundError(
             f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
         )
+    _check_architectures(config.get("architectures"), where)
+    _check_rope_scaling(config.get("rope_scaling"), where)
     return config
+
+
+ROPE_SCALING_TYPES = ("longrope", "su")
+"""What the Phi-3 family's configs use: none (4k models) or LongRoPE (128k, Phi-3.5, Phi-4-mini; "su" is
+its older name)."""
+
+
+def _check_architectures(value: object, where: Path) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ModelNotFoundError(
+            f'{where}: architectures must be a list of names such as ["Phi3ForCausalLM"], got {value!r}', hint=_FIX
+        )
+
+
+def _check_rope_scaling(value: object, where: Path) -> None:
+    """LongRoPE's fields as every converter reads them: a type, and two factor lists of numbers."""
+    if value is None:
+        return
+    kind = value.get("type", value.get("rope_type")) if isinstance(value, dict) else None
+    if kind not in ROPE_SCALING_TYPES:
+        raise ModelNotFoundError(
+            f"{where}: rope_scaling {value!r} is not one the Phi-3 family uses (null, or type "
+            f"{' / '.join(ROPE_SCALING_TYPES)})",
+            hint=_FIX,
+        )
+    assert isinstance(value, dict)
+    for name in ("short_factor", "long_factor"):
+        factors = value.get(name)
+        if not isinstance(factors, list) or not factors or not all(_is_number(f) for f in factors):
+            raise ModelNotFoundError(
+                f"{where}: rope_scaling.{name} must be a list of numbers, got {factors!r}", hint=_FIX
+            )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def expected_tensors(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -39,6 +39,11 @@ def _rewrite_weights(model: Path, change: Callable[[dict[str, object]], None]) -
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
+def _edit_config(model: Path, **changes: object) -> None:
+    path = model / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def _drop_layer(tensors: dict[str, object]) -> None:
     del tensors["model.layers.1.mlp.down_proj.weight"]
 
@@ -76,6 +81,18 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
             json.dumps({**json.loads((m / "config.json").read_text()), "hidden_size": "64"})
         ),
         "invalid sizes: hidden_size='64'",
+    ),
+    "config with nonsense rope_scaling": (
+        lambda m: _edit_config(m, rope_scaling={"type": "nonsense", "short_factor": "x"}),
+        "rope_scaling {'type': 'nonsense', 'short_factor': 'x'} is not one the Phi-3 family uses",
+    ),
+    "config with a LongRoPE factor list of text": (
+        lambda m: _edit_config(m, rope_scaling={"type": "longrope", "short_factor": "x", "long_factor": [1.0]}),
+        "rope_scaling.short_factor must be a list of numbers",
+    ),
+    "config with architectures as a string": (
+        lambda m: _edit_config(m, architectures="Phi3ForCausalLM"),
+        "architectures must be a list of names",
     ),
     "config from another model": (
         lambda m: (m / "config.json").write_text(
