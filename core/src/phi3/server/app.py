@@ -38,6 +38,7 @@ from phi3.server.mapping import (
     usage,
 )
 from phi3.server.pool import Loader
+from phi3.server.responses_routes import install_responses_routes
 from phi3.server.serving import Server, ServerSettings, collect, opening
 from phi3.server.validation import parse_body, validation_error
 from phi3.types import GenerationResult
@@ -247,6 +248,7 @@ def create_app(
             )
         )
 
+    install_responses_routes(app, server)
     app.add_middleware(
         Guard,
         api_key=settings.api_key,

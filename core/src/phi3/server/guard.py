@@ -35,7 +35,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics")
+ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/responses", "/health", "/metrics")
 """Routes counted under their own name in ``/metrics`` (the rest, including ``/v1/models/{id}``, count
 as ``other``, so a client cannot grow the label set)."""
 
@@ -155,6 +155,9 @@ class Guard:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._guarded_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -171,6 +174,23 @@ class Guard:
             await self._guarded(scope, receive, counting_send, path)
         finally:
             self.metrics.requests.labels(route, str(status_seen[0] if status_seen else 499)).inc()
+
+    async def _guarded_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake gets the same host, origin and API-key checks (a browser page can open
+        a WebSocket to any port without CORS): refused, it is answered with the error as an HTTP response
+        where the server supports that (ASGI's websocket.http.response), else closed with code 1008."""
+        refusal = self._refusal(scope, dict(scope.get("headers") or []), scope.get("path", ""))
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = json.dumps(refusal.body()).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": refusal.message[:120]})
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = dict(scope.get("headers") or [])
