@@ -16,7 +16,7 @@ from typing import Any
 
 from phi3.cache import ArtifactCache, ArtifactSpec, is_artifact, read_artifact
 from phi3.checkpoint import check_checkpoint
-from phi3.errors import ConfigError, PluginError
+from phi3.errors import ConfigError, ModelNotFoundError, PluginError
 from phi3.model import Model
 from phi3.plugins import PluginRegistry, get_registry
 from phi3.selection import Selection, select, split_options
@@ -29,6 +29,36 @@ log = logging.getLogger("phi3")
 
 def _quiet_progress(message: str, completed: int | None = None, total: int | None = None) -> None:
     log.debug("progress: %s %s/%s", message, completed, total)
+
+
+MAX_MODEL_ID_CHARS = 1024
+"""Longer than any path or hub id (the hub allows 96 characters): refused before the file system sees it."""
+
+
+def _local_path(model: str) -> Path:
+    """``model`` as a local path, ``~`` expanded; a ModelNotFoundError naming the problem when the file
+    system cannot even look it up (an unknown user's ``~``, a name too long for a path)."""
+    if len(model) > MAX_MODEL_ID_CHARS:
+        raise ModelNotFoundError(
+            f"the model id is {len(model)} characters long; a path or Hugging Face id is far shorter",
+            hint="pass a catalogue alias such as phi3-mini-4k, a hub id such as microsoft/Phi-3-mini-4k-instruct, "
+            "or a local folder",
+        )
+    try:
+        path = Path(model).expanduser()
+        path.is_dir()
+    except RuntimeError:  # Path.expanduser: "Could not determine home directory"
+        user = model.split("/", 1)[0]
+        raise ModelNotFoundError(
+            f"{model}: {user} names no user of this machine, so the path cannot be expanded",
+            hint="give the folder's full path",
+        ) from None
+    except OSError as exc:  # ENAMETOOLONG and the like
+        raise ModelNotFoundError(
+            f"{model[:80]}{'...' if len(model) > 80 else ''} cannot be a local folder: {exc.strerror}",
+            hint="pass a catalogue alias, a hub id or an existing folder",
+        ) from None
+    return path
 
 
 def _check_text(name: str, value: object) -> str:
@@ -81,7 +111,7 @@ def _prepare(
     cache: ArtifactCache,
 ) -> tuple[Selection, dict[str, Any], dict[str, Any], Artifact | None, str]:
     """Resolve everything cheap; return the selection, split options and a prebuilt artifact, if any."""
-    model_path = Path(os.fspath(model)).expanduser()
+    model_path = _local_path(os.fspath(model))
     prebuilt: Artifact | None = None
     if precision is not None:
         _check_text("precision", precision)

@@ -136,7 +136,11 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
     Sizes catch truncation cheaply; deeper corruption is for the backend's loader to report.
     """
     manifest_path = folder / MANIFEST_NAME
-    fix = f"delete it (phi3 cache rm {folder.name}) and run again to rebuild"
+    fix = (
+        f"delete it (phi3 cache rm {folder.name}) and run again to rebuild"
+        if _inside(phi3_home() / "artifacts", folder)
+        else f"rebuild it: phi3 quantize MODEL -o {folder} --overwrite"
+    )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -145,6 +149,9 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
         raise ArtifactError(f"artifact manifest {manifest_path} is unreadable: {exc}", hint=fix) from None
     if not isinstance(manifest, dict) or manifest.get("format") != "phi3-artifact":
         raise ArtifactError(f"{manifest_path} is not a phi3 artifact manifest", hint=fix)
+    context = manifest.get("context_length")
+    if context is not None and not (isinstance(context, int) and not isinstance(context, bool) and context > 0):
+        raise ArtifactError(f"{manifest_path} has context_length {context!r}, not a whole number of tokens", hint=fix)
     files = manifest.get("files", {})
     if not isinstance(files, dict) or not all(isinstance(rel, str) and _is_size(size) for rel, size in files.items()):
         raise ArtifactError(f"{manifest_path} has a malformed 'files' table", hint=fix)
@@ -184,7 +191,9 @@ def _inside(root: Path, path: Path) -> bool:
 
 
 def is_artifact(folder: Path) -> bool:
-    return (folder / MANIFEST_NAME).is_file()
+    """Whether ``folder`` claims to be an artifact (its manifest exists; a damaged one, even a folder
+    in its place, is then reported by :func:`read_artifact`, not mistaken for a checkpoint)."""
+    return (folder / MANIFEST_NAME).exists()
 
 
 def _umask_mode() -> int:
