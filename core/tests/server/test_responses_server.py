@@ -447,3 +447,31 @@ def test_websocket_mode_two_turns_on_one_connection(
         raw.send(json.dumps({"type": "response.cancel"}))
         reply = json.loads(raw.recv(timeout=30))
         assert reply["type"] == "error" and reply["error"]["param"] == "type"
+
+
+def test_a_forced_tool_on_the_default_engine(start_server: Any) -> None:
+    """``phi3 serve smoke`` with no ``-b``: the default engine (phi3-openvino's genai) enforces the call's schema."""
+    pytest.importorskip("openvino_genai", reason="the default engine is phi3-openvino's (nox -s server)")
+    server: ServerProcess = start_server(["smoke", "--preload"], api_key=API_KEY)
+    [card] = httpx.get(f"{server.url}/health", timeout=30).json()["loaded"]
+    assert (card["backend"], card["engine"]) == ("openvino", "genai")
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=300)
+    answer = client.responses.create(
+        model="smoke",
+        input="What is 2 + 3?",
+        tools=[ADD],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_output_tokens=BUDGET,
+        temperature=0,
+    )
+    assert answer.status == "completed"
+    call = _call(answer.output)
+    followed = client.responses.create(
+        model="smoke",
+        previous_response_id=answer.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "5"}],  # type: ignore[list-item]
+        max_output_tokens=16,
+        temperature=0,
+    )
+    assert followed.status in ("completed", "incomplete") and followed.output[0].type == "message"

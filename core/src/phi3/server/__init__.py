@@ -20,6 +20,9 @@ starts. One job per module:
 - :mod:`~phi3.server.slots`: per-model generation slots and the bounded FIFO queue.
 - :mod:`~phi3.server.streaming`: running a blocking :class:`phi3.TextStream` off the event loop.
 - :mod:`~phi3.server.metrics`: Prometheus metrics.
+- :mod:`~phi3.server.responses`: the Responses API's bodies, and its mapping onto phi3 chat.
+- :mod:`~phi3.server.responses_routes`: ``/v1/responses`` over HTTP, SSE and WebSocket, and ``/compact``.
+- :mod:`~phi3.server.responses_store`: stored responses for ``previous_response_id`` (bounded LRU).
 
 ``phi3 serve --ray`` (``pip install "phi3-core[ray]"``) runs the same app on Ray Serve; only these
 modules import Ray, and only the ``--ray`` path imports them:
