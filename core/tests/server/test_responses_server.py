@@ -475,3 +475,22 @@ def test_a_forced_tool_on_the_default_engine(start_server: Any) -> None:
         temperature=0,
     )
     assert followed.status in ("completed", "incomplete") and followed.output[0].type == "message"
+
+
+def test_the_store_is_bounded_and_evicts_the_least_recently_used() -> None:
+    from phi3.server.responses_store import ResponseStore, StoredResponse
+
+    def stored(name: str, text: str = "") -> StoredResponse:
+        return StoredResponse.of({"id": name}, [{"role": "user", "content": text}])
+
+    store = ResponseStore(max_entries=2, max_bytes=10_000)
+    store.put(stored("a"))
+    store.put(stored("b"))
+    assert store.get("a") is not None  # a is now the most recently used
+    store.put(stored("c"))
+    assert store.get("b") is None and store.get("a") is not None and store.get("c") is not None
+    by_size = ResponseStore(max_entries=100, max_bytes=stored("x", "y" * 100).size * 2)
+    for name in "pqr":
+        by_size.put(stored(name, "y" * 100))
+    assert len(by_size) == 2 and by_size.get("p") is None and by_size.bytes <= by_size.max_bytes
+    assert not by_size.put(stored("huge", "y" * 10_000)) and by_size.get("huge") is None
