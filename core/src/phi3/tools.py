@@ -77,7 +77,9 @@ ChoiceMode = Literal["auto", "none", "required", "function"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-_PROBE = "phi3-tool-format-probe"
+_PROBE = '["phi3-tool-format-probe"]'
+"""What the template probe puts in a system turn's ``tools``: JSON text, as real tools are (ONNX Runtime
+GenAI 0.18.0 parses that field and fails on anything else), in the one spelling every JSON writer keeps."""
 _native_models: weakref.WeakKeyDictionary[Model, bool] = weakref.WeakKeyDictionary()
 
 

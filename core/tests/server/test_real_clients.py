@@ -1,6 +1,7 @@
 """The client libraries apps are written with, against ``phi3 serve smoke`` with no backend flags.
 
-The default path here is phi3-openvino's genai engine (the card says so). Each library is used as its
+The default path here is phi3-openvino's genai engine (the card says so); phi3-dml, which declares
+tools too, runs every test again. Each library is used as its
 documentation shows, not through phi3-specific settings: langchain-openai (invoke, stream, named
 messages, ``bind_tools`` + ``ToolMessage`` round trip, ``with_structured_output`` by json_schema and by
 function calling), a named langgraph prebuilt ReAct agent over two turns, and litellm (sync, async,
@@ -45,14 +46,17 @@ class Mood(BaseModel):
     score: int = Field(ge=1, le=5)
 
 
-@pytest.fixture(scope="module")
-def server(start_server: Any) -> ServerProcess:
-    return start_server(["smoke", "--preload"])  # type: ignore[no-any-return]
+SERVED = {"default": [], "dml": ["-b", "dml"]}
+"""The default path (no backend flags) and every other plugin in this session that declares tools."""
+EXPECTED = {"default": ("openvino", "genai"), "dml": ("dml", "genai")}
 
 
-def test_the_default_path_is_openvino_genai(server: ServerProcess) -> None:
-    (card,) = httpx.get(f"{server.url}/health", timeout=30).json()["loaded"]
-    assert (card["backend"], card["engine"]) == ("openvino", "genai")
+@pytest.fixture(scope="module", params=list(SERVED))
+def server(request: pytest.FixtureRequest, start_server: Any) -> ServerProcess:
+    started: ServerProcess = start_server(["smoke", "--preload", *SERVED[request.param]])
+    (card,) = httpx.get(f"{started.url}/health", timeout=30).json()["loaded"]
+    assert (card["backend"], card["engine"]) == EXPECTED[request.param]
+    return started
 
 
 def chat(server: ServerProcess, **options: Any) -> Any:
