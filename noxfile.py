@@ -195,9 +195,35 @@ def server(session: nox.Session) -> None:
         *(f"{PLUGINS[name]}[{extras.get(name, 'test')}]" for name in served),
         "openai",
         "httpx",
+        "psutil",  # test_soak_short.py samples the server's RSS
         *REAL_CLIENTS,
     )
     _pytest(session, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"))
+    _llama_index_clients(session)
+
+
+LLAMA_INDEX = ("llama-index-llms-openai-like==0.8.1", "llama-index-llms-openai==0.8.3", "llama-index-core==0.14.25")
+"""Pinned here, not in ci/constraints.txt: they need openai<3 and run in a virtualenv of their own."""
+
+
+def _llama_index_clients(session: nox.Session) -> None:
+    """llama-index's OpenAILike against phi3 serve from this session's virtualenv (every
+    llama-index-llms-openai release needs openai<3, which the other clients cannot share)."""
+    venv = Path(session.virtualenv.location) / "llama-index-venv"
+    session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+    python = str(venv / ("Scripts" if sys.platform == "win32" else "bin") / "python")
+    session.run(python, "-m", "pip", "install", "--quiet", *LLAMA_INDEX, "pytest>=8", "httpx", external=True)
+    server_python = str(Path(session.virtualenv.location) / ("Scripts" if sys.platform == "win32" else "bin") / "python")
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-ra",
+        f"--confcutdir={CORE / 'tests' / 'clients'}",  # core/tests/conftest.py imports phi3, absent here
+        str(CORE / "tests" / "clients"),
+        env={"PHI3_SERVER_PYTHON": server_python},
+        external=True,
+    )
 
 
 @nox.session

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -470,10 +471,8 @@ async def run_shutdown(server: Server, model: str, clients: int) -> dict[str, An
             asyncio.ensure_future(shutdown_request(client, server.url, model, i % 4 != 3, 900_000 + i, first_token))
             for i in range(clients)
         ]
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(first_token.wait(), 60)
-        except TimeoutError:
-            pass
         await asyncio.sleep(0.5)
         in_flight = sum(not task.done() for task in tasks)
         sigterm = time.monotonic()
@@ -618,40 +617,55 @@ def run(
 
 
 def all_records(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*data["warmup"], *data["load"], data["after_load"]["fresh_request"], *data["shutdown"]["records"]]
+    return [*load_records(data), *data["shutdown"]["records"]]
+
+
+def load_records(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The warm-up, the load and the fresh request after it (everything before SIGTERM)."""
+    return [*data["warmup"], *data["load"], data["after_load"]["fresh_request"]]
+
+
+def _undocumented_5xx(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if (r["status"] or 0) >= 500 and not documented_5xx(r)]
 
 
 def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[dict[str, Any]]:
-    """Each pass/fail criterion, computed from the raw results alone."""
-    records = all_records(data)
+    """Each pass/fail criterion (``key``, ``name``, ``passed``, ``detail``), from the raw results alone."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, passed: bool, detail: str) -> None:
-        out.append({"name": name, "passed": bool(passed), "detail": detail})
+    def add(key: str, name: str, passed: bool, detail: str) -> None:
+        out.append({"key": key, "name": name, "passed": bool(passed), "detail": detail})
 
-    failures = [r for r in records if r.get("failure")]
+    def examples(records: list[dict[str, Any]]) -> str:
+        return "; e.g. " + "; ".join(f"{r['kind']}: {r['failure'] or r['status']}" for r in records[:4])
+
+    before = load_records(data)
+    failures = [r for r in before if r.get("failure")]
     add(
-        "every request got the outcome its kind must have",
+        "outcomes",
+        "load: every request got the outcome its kind must have",
         not failures,
-        f"{len(records) - len(failures)} of {len(records)}"
-        + (f"; first failures: {[(r['kind'], r['failure']) for r in failures[:5]]}" if failures else ""),
+        f"{len(before) - len(failures)} of {len(before)}" + (examples(failures) if failures else ""),
     )
-    bad_5xx = [r for r in records if (r["status"] or 0) >= 500 and not documented_5xx(r)]
-    documented = sum(1 for r in records if (r["status"] or 0) >= 500 and documented_5xx(r))
+    bad = _undocumented_5xx(before)
+    documented = sum(1 for r in before if (r["status"] or 0) >= 500 and documented_5xx(r))
     add(
-        "zero 5xx other than the documented ones",
-        not bad_5xx,
-        f"{len(bad_5xx)} undocumented; {documented} documented (500 backend_error on the failing backend's "
-        "non-streamed requests, 503 generation_cancelled at shutdown)"
-        + (f"; undocumented: {[(r['kind'], r['status'], r['code']) for r in bad_5xx[:5]]}" if bad_5xx else ""),
+        "no_5xx",
+        "load: zero 5xx other than the documented ones",
+        not bad,
+        f"{len(bad)} undocumented; {documented} documented (500 backend_error: the failing backend's "
+        "non-streamed requests)" + (examples(bad) if bad else ""),
     )
+    records = all_records(data)
     streams = [r for r in records if r["status"] == 200 and r["end"] is not None and r["end"] != "left"]
     neither = [r for r in streams if r["end"] not in ("done", "error")]
     add(
-        "every stream ended with [DONE] or an error event",
+        "stream_ends",
+        "every stream ended with [DONE] or an error event (load and shutdown)",
         not neither,
-        f"{len(streams)} streams read to their end (client-left streams excluded): "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["end"] for r in streams).items())),
+        f"{len(streams)} streams read to their end (streams the client left excluded): "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["end"] for r in streams).items()))
+        + (examples(neither) if neither else ""),
     )
     after = data["after_load"]
     gauges = after["gauges_after_fresh"]
@@ -663,6 +677,7 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
         and gauges["queue_depth"] == 0
     )
     add(
+        "no_leak",
         "no leaked generation slot",
         leak_ok,
         f"gauges 0/0 within {after['drained_s']} s of the load's end; fresh request: {fresh['status']}; then "
@@ -672,28 +687,38 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
     if rss["peak_during_load"] is not None and rss["baseline_after_warmup"] is not None:
         growth = max(rss["peak_during_load"], rss["after_load"] or 0) - rss["baseline_after_warmup"]
         add(
+            "rss",
             f"server RSS growth under {rss_limit_mb:g} MB",
             growth < rss_limit_mb,
-            f"{growth:+.1f} MB: baseline after warm-up {rss['baseline_after_warmup']:.1f} MB, peak during load "
-            f"{rss['peak_during_load']:.1f} MB, after load {rss['after_load']:.1f} MB",
+            f"{growth:+.1f} MB (peak or end minus baseline): baseline after warm-up "
+            f"{rss['baseline_after_warmup']:.1f} MB, peak during load {rss['peak_during_load']:.1f} MB, "
+            f"after load {rss['after_load']:.1f} MB",
         )
     else:
-        add(f"server RSS growth under {rss_limit_mb:g} MB", False, "no RSS samples")
+        add("rss", f"server RSS growth under {rss_limit_mb:g} MB", False, "no RSS samples")
     shutdown = data["shutdown"]
-    ended = shutdown["responses_ended_s"]
-    shutdown_ok = (
-        shutdown["exit_code"] == 0
-        and shutdown["unfinished_after_60_s"] == 0
-        and ended is not None
-        and ended <= GRACE_S
-        and shutdown["exit_s"] is not None
-        and shutdown["exit_s"] <= GRACE_S
+    cut = [r for r in shutdown["records"] if r.get("failure")]
+    add(
+        "shutdown_outcomes",
+        "shutdown: every in-flight request ended as documented (stream: [DONE] or error event "
+        "generation_cancelled; non-streamed: 200 or 503 generation_cancelled)",
+        not cut and shutdown["unfinished_after_60_s"] == 0,
+        f"{len(shutdown['records']) - len(cut)} of {len(shutdown['records'])}; "
+        f"{len(_undocumented_5xx(shutdown['records']))} undocumented 5xx" + (examples(cut) if cut else ""),
+    )
+    ended, exit_s = shutdown["responses_ended_s"], shutdown["exit_s"]
+    add(
+        "shutdown_time",
+        f"shutdown: responses ended and the process exited within uvicorn's {GRACE_S:g} s grace period",
+        ended is not None and ended <= GRACE_S and exit_s is not None and exit_s <= GRACE_S,
+        f"SIGTERM with {shutdown['in_flight_at_sigterm']} requests in flight: the last response ended {ended} s "
+        f"after it, the process exited {exit_s} s after it",
     )
     add(
-        f"graceful shutdown under load within uvicorn's {GRACE_S:g} s grace period",
-        shutdown_ok,
-        f"SIGTERM with {shutdown['in_flight_at_sigterm']} requests in flight: every response ended "
-        f"{ended} s after it, process exited {shutdown['exit_s']} s after it with status {shutdown['exit_code']}",
+        "exit_status",
+        "shutdown: exit status 0 (docs/server.md, Lifecycle)",
+        shutdown["exit_code"] == 0,
+        f"exit status {shutdown['exit_code']}",
     )
     return out
 
