@@ -213,7 +213,9 @@ def _llama_index_clients(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
     python = str(venv / ("Scripts" if sys.platform == "win32" else "bin") / "python")
     session.run(python, "-m", "pip", "install", "--quiet", *LLAMA_INDEX, "pytest>=8", "httpx", external=True)
-    server_python = str(Path(session.virtualenv.location) / ("Scripts" if sys.platform == "win32" else "bin") / "python")
+    server_python = str(
+        Path(session.virtualenv.location) / ("Scripts" if sys.platform == "win32" else "bin") / "python"
+    )
     session.run(
         python,
         "-m",
