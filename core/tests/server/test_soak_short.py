@@ -1,4 +1,4 @@
-"""A short run of the server soak (benchmarks/server_soak.py): 4 clients for 8 s against a real
+"""A short run of the server soak (benchmarks/server_soak.py): 4 clients for 6 s against a real
 ``phi3 serve`` subprocess on 127.0.0.1 (the ``flaky`` backend of benchmarks/soak_server.py on a tiny
 Phi-3), with disconnects, 413/400/415 bodies and a backend failing mid-stream mixed in, then SIGTERM
 under load. One run per module; each criterion of the full soak's report is one test, from the raw
@@ -25,9 +25,9 @@ pytest.importorskip("psutil", reason="the soak samples the server's RSS with psu
 
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "server_soak.py"
 CLIENTS = 4
-SECONDS = 8.0
+SECONDS = 6.0
 RSS_LIMIT_MB = 100.0
-"""Looser than the full soak's 50 MB: 8 s of load shows no trend, only the allocator's first growth
+"""Looser than the full soak's 50 MB: 6 s of load shows no trend, only the allocator's first growth
 under concurrent requests; the 60 s soak (benchmarks/SERVER_SOAK.md) holds the 50 MB bound."""
 SHUTDOWN_BUG = (
     "requests queued when shutdown begins are not cancelled: 500 / cut stream at the 5 s grace timeout, "
