@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
@@ -27,7 +26,7 @@ from phi3.server.errors import APIError, from_phi3, unexpected
 from phi3.server.metrics import Metrics
 from phi3.server.model_spec import Defaults
 from phi3.server.pool import Entry, Loader, ModelPool
-from phi3.server.slots import QueueFull
+from phi3.server.slots import QueueFull, Slots
 from phi3.server.streaming import Generation
 
 CUT_SHORT = APIError(
@@ -35,6 +34,12 @@ CUT_SHORT = APIError(
     "the answer was cut short: the server is shutting down or the generation was cancelled; retry the request",
     type="server_error",
     code="generation_cancelled",
+)
+SHUTTING_DOWN = APIError(
+    503,
+    "the server is shutting down; retry the request against a running server",
+    type="server_error",
+    code="server_shutting_down",
 )
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRY_AFTER_S = 1
@@ -85,6 +90,8 @@ class Server:
             loader=loader,
         )
         self.running: set[Generation] = set()
+        self.stopping = False
+        """Shutdown has begun: requests still queued or arriving get 503, none starts decoding."""
 
     async def start_generation(
         self,
@@ -102,6 +109,8 @@ class Server:
         the model lease are released when the worker thread has closed the stream, whatever
         happens to the HTTP request meanwhile.
         """
+        if self.stopping:
+            raise SHUTTING_DOWN
         entry = await self.pool.get(field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
@@ -109,9 +118,12 @@ class Server:
                 check(entry.model)
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
-                if not await _wait_unless_disconnected(entry.slots.acquire(), disconnected):
+                waited = await _wait_for_slot(entry.slots, disconnected, lambda: self.stopping)
+                if waited == "left":
                     self.metrics.abandoned.labels(name).inc()
                     raise APIError(499, "the client closed the connection while waiting in the queue", code="cancelled")
+                if waited == "stopping":
+                    raise SHUTTING_DOWN
             except QueueFull:
                 raise APIError(
                     429,
@@ -186,7 +198,9 @@ class Server:
         return self.metrics.render()
 
     def cancel_running(self) -> None:
-        """Cancel every generation in flight (the server is stopping): streams end with an error event."""
+        """Shutdown begins: cancel every generation in flight (streams end with an error event) and
+        turn away every request still queued or arriving (503), so none starts decoding."""
+        self.stopping = True
         for generation in list(self.running):
             generation.cancel()
 
@@ -198,26 +212,35 @@ class Server:
         await self.pool.shutdown()
 
 
-async def _wait_unless_disconnected(
-    acquire: Coroutine[Any, Any, None], disconnected: Callable[[], Awaitable[bool]] | None
-) -> bool:
-    """Run ``acquire``; False (and ``acquire`` cancelled, its queue place given up) if the client
-    disconnects first. Checked every DISCONNECT_POLL_S, only while the request is waiting."""
-    task = asyncio.ensure_future(acquire)
-    if disconnected is None:
-        await task
-        return True
+async def _wait_for_slot(
+    slots: Slots, disconnected: Callable[[], Awaitable[bool]] | None, stopping: Callable[[], bool]
+) -> str:
+    """Take a slot: ``"acquired"``; or ``"left"`` / ``"stopping"`` (the queue place given up, a slot
+    that came meanwhile handed on) if the client disconnects or the server begins to shut down
+    first. Checked every DISCONNECT_POLL_S, only while the request is waiting."""
+    task = asyncio.ensure_future(slots.acquire())
     while True:
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
         if done:
             task.result()  # QueueFull and other errors propagate
-            return True
-        if await disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            # the slot may have come just as the client left: then the caller's normal path releases it
-            return not task.cancelled() and task.exception() is None
+            if not stopping():
+                return "acquired"
+            slots.release()
+            return "stopping"
+        elif stopping():
+            give_up = "stopping"
+        elif disconnected is not None and await disconnected():
+            give_up = "left"
+        else:
+            continue
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if not task.cancelled() and task.exception() is None:
+            if give_up == "left":  # the slot came just as the client left: the caller's normal path releases it
+                return "acquired"
+            slots.release()
+        return give_up
 
 
 async def _first(pieces: AsyncIterator[str]) -> tuple[str | None, AsyncIterator[str]]:
