@@ -53,7 +53,10 @@ def test_streaming_yields_each_token_and_the_first_chunk_counts_the_prompt(load_
 
     model = load_dml("int4")
     chunks = list(generate(model.session, PROMPT, GenerationConfig(max_new_tokens=6, ignore_eos=True)))
-    assert [len(c.token_ids) for c in chunks] == [1] * 6
+    # one chunk per token, then at most one with no token: text the decoder held back (an unfinished
+    # character) until the end
+    assert [len(c.token_ids) for c in chunks[:6]] == [1] * 6
+    assert len(chunks) == 6 or (len(chunks) == 7 and not chunks[6].token_ids and chunks[6].text)
     assert chunks[0].prompt_tokens is not None and chunks[0].prompt_tokens > 1
     assert all(c.prompt_tokens is None for c in chunks[1:])
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from phi3.errors import ConfigError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
+from phi3.integrations.detokenize import IncrementalDecoder
 from phi3.types import Chunk, SessionHandle
 
 from phi3_dml import guidance
@@ -58,7 +59,7 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: 
     switch = runtime.longrope_switch if config.output_constraint is None else None
     try:
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
-        stream = runtime.tokenizer.create_stream()
+        decoder = IncrementalDecoder(runtime.decode)
         tokens = list(ids)
         produced = 0
         while produced < config.max_new_tokens and not generator.is_done():
@@ -79,9 +80,10 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: 
                 break
             produced += 1
             tokens.append(token)
-            yield Chunk(stream.decode(token), (token,), prompt_tokens=len(ids) if produced == 1 else None)
-        if produced == 0:
-            yield Chunk("", (), prompt_tokens=len(ids))
+            yield Chunk(decoder.push([token]), (token,), prompt_tokens=len(ids) if produced == 1 else None)
+        rest = decoder.flush()
+        if produced == 0 or rest:
+            yield Chunk(rest, (), prompt_tokens=len(ids) if produced == 0 else None)
     finally:
         del generator
 
