@@ -7,6 +7,10 @@
   every later test in the process would then write to the user's real cache.
 - ``tiny_phi3`` (session): the tiny Phi-3 checkpoint built offline by :func:`make_tiny_phi3`.
 - ``run_phi3``: runs the real ``phi3`` CLI in a subprocess (``python -m phi3 ...``).
+
+And a session check: when the tests run inside a git work tree, a file that appears there untracked
+during the run (a vendor cache dir written to the working directory, an artifact built beside the
+sources) fails the session, naming the files. A test writes under its tmp dir, nowhere else.
 """
 
 from __future__ import annotations
@@ -20,6 +24,46 @@ from pathlib import Path
 import pytest
 
 from phi3 import plugins
+
+_UNTRACKED_AT_START = pytest.StashKey[tuple[Path, frozenset[str]] | None]()
+
+
+def _untracked(root: Path | None = None) -> tuple[Path, frozenset[str]] | None:
+    """The git work tree around the current directory and its untracked files (None outside git)."""
+    try:
+        top = root or Path(
+            subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.strip()
+        )
+        listed = subprocess.run(
+            ["git", "-C", str(top), "ls-files", "--others", "--exclude-standard"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return top, frozenset(line for line in listed.splitlines() if line)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_UNTRACKED_AT_START] = _untracked()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.stash.get(_UNTRACKED_AT_START, None)
+    if before is None:
+        return
+    after = _untracked(before[0])
+    new = sorted(after[1] - before[1]) if after is not None else []
+    if new:
+        shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+        session.config.get_terminal_writer().line(
+            f"ERROR: the tests left untracked files in the work tree {before[0]}: {shown}", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)
