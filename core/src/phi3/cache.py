@@ -27,8 +27,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ import filelock
 
 from phi3._version import __version__
 from phi3.errors import ArtifactError, ConfigError, Phi3Error
-from phi3.fs_errors import translate_os_errors
+from phi3.fs_errors import MIB, check_free_space, disk_full_error, free_bytes, is_disk_full, translate_os_errors
 from phi3.types import Artifact, ModelSource
 
 MANIFEST_NAME = "phi3-manifest.json"
@@ -110,6 +112,15 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return sizes
 
 
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
+
+
 def write_manifest(folder: Path, spec: ArtifactSpec, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Write the manifest (last, fsynced): its presence is what marks the build complete."""
     manifest: dict[str, Any] = {
@@ -130,17 +141,23 @@ def write_manifest(folder: Path, spec: ArtifactSpec, extra: Mapping[str, Any]) -
     return manifest
 
 
+def rebuild_hint(folder: Path) -> str:
+    """The fix for a damaged artifact: ``phi3 cache rm KEY`` inside PHI3_HOME, else a rebuild with ``-o``.
+
+    Backends word their own artifact read errors with it too, so every such error names one command.
+    """
+    if _inside(phi3_home() / "artifacts", folder):
+        return f"delete it (phi3 cache rm {folder.name}) and run again to rebuild"
+    return f"rebuild it: phi3 quantize MODEL -o {folder} --overwrite"
+
+
 def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
     """Open an artifact folder, checking that every file the manifest lists is whole.
 
     Sizes catch truncation cheaply; deeper corruption is for the backend's loader to report.
     """
     manifest_path = folder / MANIFEST_NAME
-    fix = (
-        f"delete it (phi3 cache rm {folder.name}) and run again to rebuild"
-        if _inside(phi3_home() / "artifacts", folder)
-        else f"rebuild it: phi3 quantize MODEL -o {folder} --overwrite"
-    )
+    fix = rebuild_hint(folder)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -161,6 +178,11 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
             raise ArtifactError(f"{manifest_path} lists {rel!r}, which is outside the artifact", hint=fix)
         if not path.is_file():
             raise ArtifactError(f"artifact {folder} is missing {rel}", hint=fix)
+        try:
+            with open(path, "rb") as fh:  # readable by this user (size alone would not say)
+                fh.read(1)
+        except OSError as exc:
+            raise ArtifactError(f"artifact file {path} cannot be read: {exc.strerror or exc}", hint=fix) from None
         actual = path.stat().st_size
         if actual != size:
             raise ArtifactError(
@@ -228,6 +250,98 @@ def check_age_days(value: float) -> float:
             hint="for example --older-than 30",
         )
     return float(value)
+
+
+_TARGET_BYTES_PER_WEIGHT = {"int4": 0.75, "int8": 1.1, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
+"""Artifact bytes per weight by precision (int4 keeps embeddings and some layers in int8, plus scales)."""
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
+def estimate_build_bytes(spec: ArtifactSpec) -> int | None:
+    """Roughly how much disk a build of ``spec`` needs at its peak, from the checkpoint's weight files.
+
+    The artifact (weights at the target precision) plus, for int4/int8, a scratch copy at the
+    checkpoint's precision (backends export first, then compress), plus 10%. None when the
+    source has no weight files phi3 can size.
+    """
+    folder = spec.source.path
+    try:
+        weights = sum(p.stat().st_size for pattern in _WEIGHT_FILES for p in Path(folder).glob(pattern) if p.is_file())
+        others = sum(p.stat().st_size for p in Path(folder).glob("*.json") if p.is_file())
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not weights:
+        return None
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16") if isinstance(config, dict) else ""
+    source_bytes = 4.0 if dtype in ("float32", "fp32") else 2.0
+    target = _TARGET_BYTES_PER_WEIGHT.get(spec.precision, source_bytes)
+    need = weights * target / source_bytes + others
+    if spec.precision in ("int4", "int8"):
+        need += weights
+    return int(need * 1.1)
+
+
+_COMMIT = threading.Lock()
+"""Held while a finished build is committed (manifest + rename), so Ctrl-C never removes a folder mid-rename."""
+_exit_on_interrupt = False
+
+
+def exit_on_interrupt_during_builds(enabled: bool = True) -> None:
+    """Ctrl-C during a build ends the process with exit code 130, from a watcher thread (the CLI's choice).
+
+    Python turns SIGINT into KeyboardInterrupt in whatever Python code the main thread runs next,
+    and during an export that is often a callback inside C++ (torch tracing, OpenVINO's frontends,
+    openvino_tokenizers): there it surfaced as a traceback, ``terminate called ...`` and SIGABRT
+    (rc -6), or a segfault (rc -11). With this on, the C-level handler only writes to a wakeup
+    pipe; a thread reading it removes the build's temp folder (waiting out a commit in progress)
+    and calls ``os._exit(130)``, so no exception ever crosses vendor code. API users keep Python's
+    KeyboardInterrupt (the temp folder is removed as it unwinds).
+    """
+    global _exit_on_interrupt
+    _exit_on_interrupt = enabled
+
+
+@contextlib.contextmanager
+def _interrupt_ends_process(tmp: Path) -> Iterator[None]:
+    if (
+        not _exit_on_interrupt
+        or threading.current_thread() is not threading.main_thread()
+        or not hasattr(signal, "pthread_sigmask")
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # someone chose their own handling
+    ):
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        signal.sigwait({signal.SIGINT})
+        if done.is_set():
+            return
+        with _COMMIT:  # a commit in progress finishes (its artifact is whole); none starts after
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.write(2, b"\nInterrupted.\n")
+            os._exit(130)
+
+    # Blocked in this thread, SIGINT is blocked in every thread vendors start from now on (they
+    # inherit the mask) and in the watcher, which takes it with sigwait: it is never delivered
+    # inside vendor code. A thread started earlier may still catch it: Python's handler then
+    # forwards it to the watcher.
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    watcher = threading.Thread(target=watch, name="phi3-interrupt", daemon=True)
+    watcher.start()
+    ident = watcher.ident
+    assert ident is not None
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: signal.pthread_kill(ident, signal.SIGINT))
+    try:
+        yield
+    finally:
+        done.set()
+        signal.pthread_kill(ident, signal.SIGINT)
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 Builder = Callable[[Path], Mapping[str, Any]]
@@ -344,7 +458,14 @@ class ArtifactCache:
         self._check_output(dest, overwrite)
         self.ensure_usable()
         lock_key = "output-" + hashlib.sha256(str(dest).encode()).hexdigest()[:KEY_LENGTH]
-        with self.lock(lock_key):
+
+        def busy() -> None:  # two builds into one folder: one would only discard the other's work
+            raise Phi3Error(
+                f"another phi3 process is building into {dest} right now",
+                hint="wait for it to finish (then pass --overwrite to replace its artifact), or name another folder",
+            )
+
+        with self.lock(lock_key, on_wait=busy):
             self._check_output(dest, overwrite)  # another process may have written it while we waited
             with translate_os_errors(f"output folder {dest.parent}", hint="choose a folder you can write"):
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -376,21 +497,30 @@ class ArtifactCache:
     def _build_atomically(
         self, spec: ArtifactSpec, build: Builder, final: Path, parent: Path, prefix: str, *, replace: bool = False
     ) -> None:
+        needs = estimate_build_bytes(spec)
+        check_free_space(parent, needs)
         with translate_os_errors(f"temporary build folder in {parent}", hint="free space or fix permissions there"):
             tmp = _make_temp_dir(prefix, parent)
         try:
-            extra = build(tmp)
-            with translate_os_errors(f"artifact folder {final}", hint="free space or fix permissions there"):
-                write_manifest(tmp, spec, extra or {})
-                _fsync_dir(tmp)
-                if replace and final.exists():
-                    old = _make_temp_dir(f".{final.name}.phi3-old.", parent)
-                    os.replace(final, old / final.name)
-                    os.replace(tmp, final)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.rename(tmp, final)
-                _fsync_dir(final.parent)
+            with _interrupt_ends_process(tmp):
+                try:
+                    extra = build(tmp)
+                    with _COMMIT, translate_os_errors(f"artifact folder {final}", hint="free space or fix permissions"):
+                        write_manifest(tmp, spec, extra or {})
+                        _fsync_dir(tmp)
+                        if replace and final.exists():
+                            old = _make_temp_dir(f".{final.name}.phi3-old.", parent)
+                            os.replace(final, old / final.name)
+                            os.replace(tmp, final)
+                            shutil.rmtree(old, ignore_errors=True)
+                        else:
+                            os.rename(tmp, final)
+                        _fsync_dir(final.parent)
+                except Exception as exc:
+                    if is_disk_full(exc, tmp):  # before the partial build is removed: its size is the evidence
+                        written = _tree_size(tmp)  # the estimate may be low: the build needed more than this
+                        raise disk_full_error(parent, max(needs or 0, written + MIB), free_bytes(tmp)) from exc
+                    raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -539,8 +669,11 @@ __all__ = [
     "ArtifactSpec",
     "check_age_days",
     "check_key_prefix",
+    "estimate_build_bytes",
+    "exit_on_interrupt_during_builds",
     "is_artifact",
     "phi3_home",
     "read_artifact",
+    "rebuild_hint",
     "write_manifest",
 ]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from phi3.cache import exit_on_interrupt_during_builds
 from phi3.errors import Phi3Error
 from phi3.fs_errors import describe_os_error
 
@@ -36,6 +37,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(click.get_current_context().find_root().params.get("debug"))
+        exit_on_interrupt_during_builds()  # Ctrl-C in a quantize: exit 130 from a thread, never inside vendor C++
         try:
             return func(*args, **kwargs)
         except Phi3Error as exc:

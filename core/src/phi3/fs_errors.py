@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 from phi3.errors import Phi3Error
 
@@ -84,4 +87,116 @@ def translate_os_errors(what: str, hint: str | None = None) -> Iterator[None]:
         raise describe_os_error(exc, what, reason_hint) from exc
 
 
-__all__ = ["FileSystemError", "describe_os_error", "os_errno_of", "translate_os_errors"]
+MIB = 1024 * 1024
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_CPP_STREAM_FAILURES = ("basic_ios::clear", "iostream error", "ios_base::failure")
+"""How a C++ ``std::ofstream`` with exceptions on reports a failed write (libstdc++'s
+``std::ios_base::failure`` text, no errno): OpenVINO 2026.4's ``ov::save_model`` writing an IR to a
+full disk fails with ``basic_ios::clear: iostream error``."""
+_NEARLY_FULL = MIB
+"""Below this much free space, any failure of a build writing there is taken to be the full disk."""
+_STREAM_FULL = 64 * MIB
+"""Below this much free space, a C++ stream failure of a build writing there is taken to be the full disk."""
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on ``path``'s file system (its nearest existing folder)."""
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        stat = os.statvfs(probe)
+    except (OSError, AttributeError):  # no statvfs on Windows: shutil.disk_usage there
+        try:
+            return shutil.disk_usage(probe).free
+        except OSError:
+            return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (the "device" a message names)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    while not os.path.ismount(probe) and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def _mb(size: int) -> str:
+    """Megabytes for a message: one decimal below 10 MB (tiny test models), whole ones above."""
+    mb = size / MIB
+    return f"{math.ceil(mb * 10) / 10:.1f}" if mb < 10 else f"{math.ceil(mb):,}"
+
+
+class DiskFullError(FileSystemError):
+    """A build ran (or would run) out of space: names the file system, the folder and the space needed."""
+
+
+def disk_full_error(path: Path, needs: int | None, free: int | None = None) -> DiskFullError:
+    """``no space left on DEVICE (path), needs ~N MB``, with how much is free and the fix.
+
+    ``free`` is what was free when the write failed (default: now).
+    """
+    free = free_bytes(path) if free is None else free
+    need = f", needs ~{_mb(needs)} MB" if needs else ""
+    have = f" ({_mb(free)} MB free)" if free is not None else ""
+    return DiskFullError(
+        f"no space left on {mount_point(path)} ({path}){need}{have}",
+        hint="free space on that disk, or build on another one: set PHI3_HOME there, or pass -o DIR on it",
+    )
+
+
+def check_free_space(path: Path, needs: int | None) -> None:
+    """Refuse up front a build that cannot fit (``needs`` is an estimate; None skips the check)."""
+    if not needs:
+        return
+    free = free_bytes(path)
+    if free is not None and free < needs:
+        raise disk_full_error(path, needs)
+
+
+def _chain_text(exc: BaseException) -> str:
+    seen: set[int] = set()
+    parts = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current))
+        current = current.__cause__ or current.__context__
+    return " ".join(parts)
+
+
+def is_disk_full(exc: BaseException, path: Path) -> bool:
+    """Whether ``exc``, raised while writing under ``path``, was (most likely) the disk filling up.
+
+    An errno in the chain or the text decides; vendors that lose the errno (C++ iostreams, Rust
+    wrappers, libraries that catch and re-raise with their own words) are caught by the space the
+    file system has left at the moment of failure (call this before the partial output is removed).
+    """
+    code = os_errno_of(exc)
+    if code in _FULL_ERRNOS:
+        return True
+    if code is not None and code != errno.EIO:
+        return False  # a permission, a missing path...: their own message says so
+    free = free_bytes(path)
+    if free is None:
+        return False
+    if free < _NEARLY_FULL:
+        return True
+    return free < _STREAM_FULL and any(marker in _chain_text(exc) for marker in _CPP_STREAM_FAILURES)
+
+
+__all__ = [
+    "DiskFullError",
+    "FileSystemError",
+    "check_free_space",
+    "describe_os_error",
+    "disk_full_error",
+    "free_bytes",
+    "is_disk_full",
+    "mount_point",
+    "os_errno_of",
+    "translate_os_errors",
+]
