@@ -131,13 +131,13 @@ class _Mask:
         self._ctx = ctx
         self._n_vocab = n_vocab
         self.matcher = matcher
-        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.uint32)
+        self._bits: Any = np.zeros((n_vocab + 31) // 32, dtype=np.uint32)
 
     def apply(self) -> None:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         self.check()
         # bit i of 32-bit word w is token 32 * w + i; little-endian words, so little-endian bit order
-        blocked = np.unpackbits(~self._bits.view(np.uint8), count=self._n_vocab, bitorder="little").view(np.bool_)
+        blocked: Any = np.unpackbits(~self._bits.view(np.uint8), count=self._n_vocab, bitorder="little").view(np.bool_)
         logits = np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
         np.copyto(logits, _MINUS_INF, where=blocked)
 
