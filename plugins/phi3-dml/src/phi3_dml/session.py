@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from phi3 import probing
+from phi3.cache import rebuild_hint
 from phi3.errors import ArtifactError, BackendError, BackendUnavailableError, ConfigError, DeviceNotFoundError
 from phi3.types import ChatMessage, LoadRequest, SessionHandle
 
@@ -81,7 +82,7 @@ def _detokenizer(folder: Path) -> Any:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
-        raise ArtifactError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}") from None
+        raise ArtifactError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}", hint=_fix(folder)) from None
 
 
 def import_runtime() -> ModuleType:
@@ -95,19 +96,38 @@ def import_runtime() -> ModuleType:
         ) from None
 
 
-def _fix(key: str) -> str:
-    return f"delete it (phi3 cache rm {key[:12]}) and run again to rebuild it"
+def _fix(folder: Path) -> str:
+    """Core's fix for a damaged artifact: ``phi3 cache rm KEY`` in PHI3_HOME, else ``quantize -o DIR --overwrite``."""
+    return rebuild_hint(folder)
+
+
+_JSON_FILES = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _broken_file(folder: Path, text: str) -> Path | None:
+    """Which artifact file onnxruntime-genai choked on: one of its JSON files that does not parse, else one its
+    message names (``Load model from .../model.onnx failed``), else None."""
+    for name in _JSON_FILES:
+        path = folder / name
+        try:
+            json.loads(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            return path
+    named = [p for p in sorted(folder.iterdir(), key=lambda p: -len(p.name)) if p.is_file() and p.name in text]
+    return named[0] if named else None
 
 
 def _read_json(path: Path, key: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"the artifact has no {path.name} ({path})", hint=_fix(key)) from None
+        raise ArtifactError(f"the artifact has no {path.name} ({path})", hint=_fix(path.parent)) from None
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is corrupt: {exc}", hint=_fix(key)) from None
+        raise ArtifactError(f"{path} is corrupt: {exc}", hint=_fix(path.parent)) from None
     if not isinstance(data, dict):
-        raise ArtifactError(f"{path} is corrupt: not a JSON object", hint=_fix(key))
+        raise ArtifactError(f"{path} is corrupt: not a JSON object", hint=_fix(path.parent))
     return data
 
 
@@ -115,11 +135,11 @@ def _check_files(folder: Path, genai: Mapping[str, Any], manifest: Mapping[str, 
     decoder = genai.get("model", {}).get("decoder", {}) if isinstance(genai.get("model"), dict) else {}
     filename = decoder.get("filename") if isinstance(decoder, dict) else None
     if not isinstance(filename, str):
-        raise ArtifactError(f"{folder / 'genai_config.json'} names no decoder model", hint=_fix(key))
+        raise ArtifactError(f"{folder / 'genai_config.json'} names no decoder model", hint=_fix(folder))
     wanted = [filename, *(manifest.get("model_files") or [])]
     for name in dict.fromkeys(wanted):
         if not (folder / name).is_file():
-            raise ArtifactError(f"the artifact {folder} is missing {name}", hint=_fix(key))
+            raise ArtifactError(f"the artifact {folder} is missing {name}", hint=_fix(folder))
 
 
 def _translate(exc: Exception, folder: Path, device: providers.Device, key: str) -> Exception:
@@ -137,8 +157,9 @@ def _translate(exc: Exception, folder: Path, device: providers.Device, key: str)
             hint=providers.why_missing(device.provider)
             + " (for dml:N / cuda:N, N must be an existing adapter: see phi3 devices)",
         )
-    unreadable = (
+    unreadable = (  # onnxruntime-genai 0.18.0's words for a file it cannot parse or open
         "JSON Error",
+        "json.exception",  # nlohmann::json, e.g. "[json.exception.parse_error.101] parse error at line 1"
         "Unknown value",
         "Unsupported tokenizer",
         "genai_config",
@@ -152,7 +173,9 @@ def _translate(exc: Exception, folder: Path, device: providers.Device, key: str)
         "model.onnx",
     )
     if any(marker in text for marker in unreadable):
-        return ArtifactError(f"onnxruntime-genai cannot read the artifact {folder}: {text}", hint=_fix(key))
+        broken = _broken_file(folder, text)
+        where = f"artifact file {broken}" if broken is not None else f"the artifact {folder}"
+        return ArtifactError(f"onnxruntime-genai cannot read {where}: {text}", hint=_fix(folder))
     return BackendError(
         f"onnxruntime-genai could not open the model on {device.name}: {text}",
         hint="run with --debug for the full traceback",
