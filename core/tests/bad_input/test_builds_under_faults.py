@@ -146,3 +146,35 @@ def test_a_disk_that_fills_during_a_build_is_named_with_the_space_needed(
         assert not [p for p in disk.rglob(MANIFEST_NAME)]
         temp = [p for p in disk.rglob("*") if p.is_dir() and (".phi3-tmp." in p.name or p.parent.name == "tmp")]
         assert not temp, temp
+
+
+def test_what_counts_as_a_full_disk(tmp_path: Path) -> None:
+    import errno
+
+    from phi3.fs_errors import is_disk_full
+
+    plenty = tmp_path  # the test machine's /tmp is not nearly full
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    wrapped = RuntimeError("export failed")
+    wrapped.__cause__ = enospc
+    assert is_disk_full(enospc, plenty) and is_disk_full(wrapped, plenty)
+    assert is_disk_full(RuntimeError("SafetensorError: I/O error: No space left on device (os error 28)"), plenty)
+    # a C++ stream failure only counts when the disk is (nearly) full, and a permission never does
+    assert not is_disk_full(RuntimeError("basic_ios::clear: iostream error"), plenty)
+    assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"), plenty)
+
+
+def test_the_space_estimate_follows_the_precision(tiny_phi3: Path) -> None:
+    from phi3.cache import ArtifactSpec, estimate_build_bytes
+    from phi3.types import ModelSource
+
+    def need(precision: str) -> int:
+        spec = ArtifactSpec("b", ModelSource(tiny_phi3, "tiny", "rev"), precision, "f", {}, {})
+        size = estimate_build_bytes(spec)
+        assert size is not None
+        return size
+
+    weights = (tiny_phi3 / "model.safetensors").stat().st_size  # fp32
+    assert weights < need("fp32") < 1.3 * weights
+    assert need("fp16") < need("fp32")
+    assert weights < need("int4") < need("int8")  # a scratch copy at the checkpoint's precision, then compressed
