@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
@@ -182,7 +183,11 @@ def read_artifact(folder: Path, *, from_cache: bool) -> Artifact:
             with open(path, "rb") as fh:  # readable by this user (size alone would not say)
                 fh.read(1)
         except OSError as exc:
-            raise ArtifactError(f"artifact file {path} cannot be read: {exc.strerror or exc}", hint=fix) from None
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            raise ArtifactError(
+                f"artifact file {path} cannot be read: {exc.strerror or exc}",
+                hint=f"fix its permissions, or {fix}" if denied else fix,
+            ) from None
         actual = path.stat().st_size
         if actual != size:
             raise ArtifactError(

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,15 +78,39 @@ def test_a_damaged_output_folder_names_the_file_and_the_rebuild(
     assert "phi3 cache rm" not in error
 
 
-def test_an_unreadable_file_is_named(built: Path, tmp_path: Path, run_phi3: RunPhi3) -> None:
-    folder = tmp_path / "copy"
-    shutil.copytree(built, folder)
-    (folder / "model.onnx.data").chmod(0)
-    if os.access(folder / "model.onnx.data", os.R_OK):
-        pytest.skip("running as root: permissions do not stop reads")
-    error = _one_error(run_phi3("generate", str(folder), "Hi", "-n", "2"))
-    assert f"artifact file {folder / 'model.onnx.data'} cannot be read" in error, error
-    assert "--overwrite" in error
+def test_an_unreadable_file_is_named(built: Path) -> None:
+    """As root (whom permissions do not stop) the CLI runs as nobody, in a folder that user can reach."""
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if setpriv else []
+        if not as_user or subprocess.run([*as_user, sys.executable, "-c", "import phi3"], check=False).returncode:
+            pytest.skip("running as root, and cannot run the CLI as another user here")
+    base = Path(tempfile.mkdtemp(prefix="phi3-unreadable-"))
+    try:
+        base.chmod(0o755)
+        folder, home = base / "copy", base / "home"
+        shutil.copytree(built, folder)
+        home.mkdir(mode=0o777)
+        home.chmod(0o777)
+        for name in ("model.onnx.data", "genai_config.json"):
+            for path in folder.iterdir():
+                path.chmod(0o644)
+            (folder / name).chmod(0)
+            done = subprocess.run(
+                [*as_user, sys.executable, "-m", "phi3", "generate", str(folder), "Hi", "-n", "2"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PHI3_HOME": str(home), "HOME": str(home), "HF_HUB_OFFLINE": "1"},
+                cwd=home,
+                timeout=600,
+                check=False,
+            )
+            error = _one_error(done)
+            assert f"artifact file {folder / name} cannot be read: Permission denied" in error, error
+            assert f"fix its permissions, or rebuild it: phi3 quantize MODEL -o {folder} --overwrite" in error
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_damaged_cached_artifact_says_phi3_cache_rm(tiny_phi3: Path, run_phi3: RunPhi3, phi3_home: Path) -> None:
