@@ -48,7 +48,8 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-@pytest.mark.parametrize(("stage", "delay"), [("exporting", 4.0), ("compressing", 0.5)])
+# "converting": SIGINT during openvino_tokenizers' conversion segfaulted (rc -11) every time before the fix
+@pytest.mark.parametrize(("stage", "delay"), [("exporting", 4.0), ("compressing", 0.5), ("converting", 0.05)])
 def test_ctrl_c_during_an_export_exits_130_without_a_traceback(
     tiny_phi3: Path, tmp_path: Path, stage: str, delay: float
 ) -> None:
@@ -64,7 +65,7 @@ def test_ctrl_c_during_an_export_exits_130_without_a_traceback(
             break
     else:
         pytest.fail(f"the export never reached {stage!r}: {''.join(seen)}")
-    time.sleep(delay)  # inside torch tracing / NNCF compression
+    time.sleep(delay)  # inside torch tracing / NNCF compression / the tokenizer conversion
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     stderr = "".join(seen) + err
