@@ -195,7 +195,10 @@ def _import_library() -> Any:
     return llguidance
 
 
-def _grammar(llguidance: Any, constraint: OutputConstraint) -> str:
+def llguidance_grammar(llguidance: Any, constraint: OutputConstraint) -> str:
+    """The llguidance grammar for ``constraint`` (compact JSON, :data:`JSON_OPTIONS`), for any runtime
+    that drives llguidance itself (phi3-llamacpp masks llama.cpp's logits with it). ``llguidance`` is the
+    imported module; UnsupportedError for a schema it cannot enforce."""
     if constraint.kind in ("json_schema", "json_object"):
         try:
             return str(llguidance.LLMatcher.grammar_from_json_schema(constraint.spec, defaults=JSON_OPTIONS))
@@ -242,7 +245,7 @@ class _Cache:
             table = entry.tables.get(eos)
             if table is None:
                 table = entry.tables[eos] = _table(llguidance, tokenizer, eos)
-        template = llguidance.LLMatcher(table, _grammar(llguidance, constraint), log_level=0)
+        template = llguidance.LLMatcher(table, llguidance_grammar(llguidance, constraint), log_level=0)
         if template.is_error():
             version = distribution_version(LIBRARY) or "?"
             raise UnsupportedError(
@@ -288,5 +291,6 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "enforced_kinds",
+    "llguidance_grammar",
     "logits_processor",
 ]

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from phi3.errors import UnsupportedError
+from phi3.integrations.transformers_structured import JSON_OPTIONS, llguidance_grammar
 from phi3.probing import distribution_version, module_available
 from phi3.types import CONSTRAINT_KINDS, ConstraintKind, OutputConstraint
 
@@ -42,9 +43,6 @@ INSTALL_HINT = "pip install llguidance (a dependency of phi3-llamacpp)"
 
 KINDS: tuple[ConstraintKind, ...] = tuple(CONSTRAINT_KINDS)
 """What phi3-llamacpp enforces when llguidance is installed (see :func:`enforced_kinds`)."""
-
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False}
-"""llguidance JSON compile options: compact JSON (``,`` and ``:`` with no spaces, no newlines)."""
 
 CACHE_SIZE = 64
 """Compiled constraints kept per session."""
@@ -83,7 +81,7 @@ class Guide:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     self._tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=list(self.eos_ids))
             tokenizer = self._tokenizer
-        template = llguidance.LLMatcher(tokenizer, _grammar(llguidance, constraint), log_level=0)
+        template = llguidance.LLMatcher(tokenizer, llguidance_grammar(llguidance, constraint), log_level=0)
         if template.is_error():
             version = distribution_version(LIBRARY) or "?"
             raise UnsupportedError(
@@ -112,22 +110,6 @@ def _import_library() -> Any:
             hint=INSTALL_HINT,
         ) from None
     return llguidance
-
-
-def _grammar(llguidance: Any, constraint: OutputConstraint) -> str:
-    if constraint.kind in ("json_schema", "json_object"):
-        try:
-            return str(llguidance.LLMatcher.grammar_from_json_schema(constraint.spec, defaults=JSON_OPTIONS))
-        except ValueError as exc:
-            raise UnsupportedError(
-                f"{LIBRARY} cannot read this {constraint.kind}: {exc}", hint="check the schema"
-            ) from None
-    if constraint.kind == "regex":
-        return str(llguidance.LLMatcher.grammar_from_regex(constraint.spec))
-    raise UnsupportedError(
-        f"{constraint.kind} output is not supported by phi3-llamacpp (it supports {', '.join(KINDS)})",
-        hint="update phi3-llamacpp",
-    )
 
 
 __all__ = ["CACHE_SIZE", "JSON_OPTIONS", "KINDS", "LIBRARY", "Guide", "enforced_kinds"]
