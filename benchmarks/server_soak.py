@@ -707,8 +707,9 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
     cut = [r for r in shutdown["records"] if r.get("failure")]
     add(
         "shutdown_outcomes",
-        "shutdown: every in-flight request ended as documented (stream: [DONE] or error event "
-        "generation_cancelled; non-streamed: 200 or 503 generation_cancelled)",
+        "shutdown: every in-flight request ended as documented (decoding: [DONE] or error event "
+        "generation_cancelled, non-streamed 200 or 503 generation_cancelled; still queued: 503 "
+        "server_shutting_down)",
         not cut and shutdown["unfinished_after_60_s"] == 0,
         f"{len(shutdown['records']) - len(cut)} of {len(shutdown['records'])}; "
         f"{len(_undocumented_5xx(shutdown['records']))} undocumented 5xx" + (examples(cut) if cut else ""),
