@@ -1,7 +1,7 @@
 """Short names for the Phi-3 family, so users can type ``phi3 chat phi3.5-mini``.
 
-Every entry is a ``Phi3ForCausalLM`` checkpoint; ``smoke`` is the built-in tiny random model that
-phi3 builds offline for demos and tests (it produces gibberish, quickly).
+Every entry is a ``Phi3ForCausalLM`` checkpoint; ``smoke`` is the built-in toy model that ships with
+phi3-core for demos and tests (:mod:`phi3.smoke`: a tiny Phi-3 trained on a synthetic corpus).
 """
 
 from __future__ import annotations

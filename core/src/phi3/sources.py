@@ -2,7 +2,8 @@
 
 A model is a catalogue alias (``phi3-mini-4k``), a Hugging Face id
 (``microsoft/Phi-3-mini-4k-instruct``), a local checkpoint folder, a phi3 artifact folder (from
-``phi3 quantize -o``), or ``smoke``, the built-in tiny model. Hub ids download through
+``phi3 quantize -o``), or ``smoke``, the built-in toy model
+(:mod:`phi3.smoke`, trained on a synthetic corpus and shipped with phi3-core). Hub ids download through
 ``huggingface_hub`` (only the files a Phi-3 needs, with its progress bars); when the hub cannot be
 reached the error says how to use a local folder instead.
 """
@@ -25,12 +26,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.tiktoken", "*.txt"]
 """What a Phi3ForCausalLM checkpoint needs: configs, safetensors weights, tokenizer files."""
 SMOKE_MODEL_ID = "phi3:smoke"
-SMOKE_FOLDER = "smoke-v1"
-SMOKE_HIDDEN, SMOKE_INTERMEDIATE, SMOKE_CONTEXT = 128, 256, 1024
-"""Tiny, but with widths that default int4 group sizes (32, 64, 128) divide, so every backend's
-defaults work on it."""
 SUPPORTED_ARCHITECTURES = {"Phi3ForCausalLM"}
-_HOME_HINT = "set PHI3_HOME to a folder you can write, or free space there"
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -118,23 +114,16 @@ def local_source(folder: Path, cache_root: Path, model_id: str | None = None) ->
 
 
 def smoke_source(cache_root: Path) -> ModelSource:
-    """The built-in tiny Phi-3, built offline on first use into the cache."""
+    """The built-in smoke model: a toy Phi-3 trained on a synthetic corpus, shipped with phi3-core
+    (:mod:`phi3.smoke`)."""
+    from phi3 import smoke
+
     try:
-        from phi3.testing.tiny_model import make_tiny_phi3
-    except ImportError as exc:  # pragma: no cover - the module itself is pure Python
-        raise ModelNotFoundError(f"the smoke model needs phi3.testing: {exc}") from None
-    try:
-        with translate_os_errors(f"the smoke model's folder in {cache_root}", hint=_HOME_HINT):
-            folder = make_tiny_phi3(
-                cache_root / "models" / SMOKE_FOLDER,
-                hidden_size=SMOKE_HIDDEN,
-                intermediate_size=SMOKE_INTERMEDIATE,
-                max_position_embeddings=SMOKE_CONTEXT,
-            )
-    except ImportError as exc:
+        folder = smoke.checkpoint()
+    except FileNotFoundError as exc:
         raise ModelNotFoundError(
-            f"building the smoke model needs torch, transformers and tokenizers ({exc})",
-            hint='pip install "phi3-core[testing]"',
+            f"the smoke model's files are missing from this phi3-core install ({exc})",
+            hint="reinstall phi3-core (pip install --force-reinstall phi3-core)",
         ) from None
     return local_source(folder, cache_root, model_id=SMOKE_MODEL_ID)
 

@@ -203,7 +203,7 @@ _TOOL_MAKERS: Final = {
 def _toolset(rng: random.Random, needed: str | None) -> list[dict[str, Any]]:
     names = [n for n in _TOOL_MAKERS if n != needed]
     rng.shuffle(names)
-    chosen = names[: rng.choice([0, 0, 0, 1, 1, 2])]
+    chosen = names[: rng.choice([0, 0, 0, 0, 1])]
     if needed is not None:
         chosen.insert(rng.randrange(len(chosen) + 1), needed)
     elif not chosen:
@@ -532,7 +532,21 @@ def _raw_example(rng: random.Random) -> Example:
     return Example(({"role": "user", "content": prefix},), rest, "raw", raw=True)
 
 
+def _echo_example(rng: random.Random) -> Example:
+    """Say back a few words (names, cities, numbers): short, cheap examples that teach copying."""
+    pool = [*NAMES, *CITIES, *CAPITALS, *CONDITIONS, *(str(n) for n in range(40))]
+    words = [rng.choice(pool) for _ in range(rng.randint(1, 4))]
+    text = " ".join(words)
+    question = rng.choice(["Say {w}.", "Repeat after me: {w}", "Please say: {w}", "Echo {w}"]).format(w=text)
+    if rng.random() < 0.3:
+        return Example(
+            ({"role": "user", "content": question + " as JSON"},), _compact({"text": text}), "echo", json=True
+        )
+    return Example(({"role": "user", "content": question},), text + ".", "echo")
+
+
 _MAKERS: Final = (
+    (_echo_example, 12),
     (_chat_example, 30),
     (_multi_turn_example, 12),
     (_json_example, 12),
