@@ -209,8 +209,9 @@ def _print_stream(stream: TextStream) -> GenerationResult:
 def cli(debug: bool) -> None:
     """Run Microsoft's Phi-3 family on AI-PC accelerators (NPU, GPU, CPU).
 
-    MODEL is an alias (phi3-mini-4k, phi3.5-mini, phi4-mini, ...; `smoke` is a toy built-in
-    model trained on a synthetic corpus), a Hugging Face id, a local checkpoint folder, or a folder made by `phi3 quantize -o`.
+    MODEL is an alias (phi3-mini-4k, phi3.5-mini, phi4-mini, ...; `smoke` is a toy built-in model
+    trained on a synthetic corpus), a Hugging Face id, a local checkpoint folder, or a folder made by
+    `phi3 quantize -o`.
     """
 
 
