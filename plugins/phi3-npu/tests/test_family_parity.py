@@ -18,6 +18,7 @@ computes in fp16 (it has no f32 mode), and five rows flip a near-tie late in the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
@@ -49,6 +50,9 @@ class TestNPUGenAIFamilyParity(FamilyParitySuite):
         return ir_logprobs(model.artifact.path, input_ids)
 
 
+CPU_HAS_AMX = Path("/proc/cpuinfo").is_file() and "amx_tile" in Path("/proc/cpuinfo").read_text()
+
+
 @pytest.mark.usefixtures("library_installed")
 class TestNPULibraryFamilyParity(FamilyParitySuite):
     backend = "npu"
@@ -65,4 +69,13 @@ class TestNPULibraryFamilyParity(FamilyParitySuite):
         ("phi3-medium-128k", "longrope_decode"): "fp16 compute flips a 0.004-nat near-tie at new token 18",
         ("phi3.5-mini", "longrope_prompt"): "fp16 compute flips a 0.026-nat near-tie at new token 31",
         ("phi3.5-mini", "longrope_decode"): "fp16 compute flips a 0.034-nat near-tie at new token 15",
+        **(
+            {
+                ("phi3-medium-128k", "longrope_prompt"): "on a CPU with AMX (the library is built with "
+                "-march=native) fp16 compute flips this row at new token 20; exact on the AVX-512 machines the "
+                "other rows were measured on (its margin there was not measured)"
+            }
+            if CPU_HAS_AMX
+            else {}
+        ),
     }
