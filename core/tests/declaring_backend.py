@@ -1,7 +1,7 @@
 """A test backend: the reference backend under the name ``declaring``, declaring only the
 structured-output kinds it is given (at the backend, engine or session level) and counting the
 generations that reach it, so tests can prove a refusal happened before ``phi3_generate``. With a
-``hold`` event, every generation stops after its first chunk until the test sets it, so a test can
+``hold`` event, every generation stops after its first chunk with text until the test sets it, so a test can
 keep a request decoding for as long as it needs, on any machine speed. With ``fail_after=N``, every
 generation raises a ``BackendError`` after its N-th chunk (a backend failing mid-stream)."""
 
@@ -78,8 +78,12 @@ class Declaring:
                 raise phi3.errors.BackendError("the test backend failed mid-stream")
 
     def _held(self, chunks: Iterator[Chunk], hold: threading.Event) -> Iterator[Chunk]:
-        for index, chunk in enumerate(chunks):
+        # hold after the first chunk that carries text: one without (the first half of a character)
+        # gives the client nothing yet, and the server answers a stream only once it has a first piece
+        waited = False
+        for chunk in chunks:
             yield chunk
-            if index == 0:
+            if chunk.text and not waited:
+                waited = True
                 self.held.set()
                 assert hold.wait(60), "the test never released the held generation"
