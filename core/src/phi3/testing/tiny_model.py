@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from glob import escape as glob_escape
 from typing import Any, Final
 
+from phi3.smoke.train import CHAT_TEMPLATE, SPECIAL_TOKENS
+
 __all__ = [
     "PHI3_CHAT_TEMPLATE",
     "TINY_PHI3_SPECIAL_TOKENS",
@@ -31,39 +33,11 @@ __all__ = [
     "tokenizer_vocab_size",
 ]
 
-#: Phi-3's added tokens, in the order (and so with the relative ids) of the real checkpoint, where
-#: they take ids 32000..32010 right after the 32000 SentencePiece pieces.
-TINY_PHI3_SPECIAL_TOKENS: Final[tuple[str, ...]] = (
-    "<|endoftext|>",
-    "<|assistant|>",
-    "<|placeholder1|>",
-    "<|placeholder2|>",
-    "<|placeholder3|>",
-    "<|placeholder4|>",
-    "<|system|>",
-    "<|end|>",
-    "<|placeholder5|>",
-    "<|placeholder6|>",
-    "<|user|>",
-)
-
-#: The chat template of microsoft/Phi-3-mini-4k-instruct, verbatim.
-PHI3_CHAT_TEMPLATE: Final[str] = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}"
-    "{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% elif message['role'] == 'user' %}"
-    "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% elif message['role'] == 'assistant' %}"
-    "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}"
-    "{{ '<|assistant|>\n' }}"
-    "{% else %}"
-    "{{ eos_token }}"
-    "{% endif %}"
-)
+#: Phi-3's added tokens (ids 32000..32010 in the real checkpoint) and microsoft/Phi-3-mini-4k-instruct's
+#: chat template, verbatim: the product's smoke model is built with the same ones (phi3.smoke.train),
+#: which the test kit reuses rather than keeping a copy.
+TINY_PHI3_SPECIAL_TOKENS: Final[tuple[str, ...]] = SPECIAL_TOKENS
+PHI3_CHAT_TEMPLATE: Final[str] = CHAT_TEMPLATE
 
 # Size of the trained vocabulary (<unk>, <s>, </s>, 256 byte tokens, then learned pieces). It is
 # fixed so every tiny model shares one tokenizer whatever its vocab_size; the model's embedding
