@@ -8,6 +8,7 @@ progress, timings) goes to stderr, so ``phi3 generate ... > answer.txt`` keeps o
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -622,7 +623,18 @@ cli.add_command(bench)
 cli.add_command(serve)
 
 
+def _reopen_closed_std_streams() -> None:
+    """A standard stream the caller closed (``<&-``, ``>&-``, ``2>&-``) is ``None`` in Python, and the first
+    read or write raised AttributeError. Each becomes the null device instead: a closed stdin is empty
+    input (``phi3 chat`` ends at once), a closed stdout or stderr discards what would be shown; the exit
+    status stays the documented one (0, or 1 with the error line nobody can read)."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
+
+
 def main() -> None:
+    _reopen_closed_std_streams()
     silence_vendor_progress_bars()
     try:
         cli(prog_name="phi3")
