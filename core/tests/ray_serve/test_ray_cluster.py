@@ -109,6 +109,7 @@ def test_streamed_answers_match_in_process_generation(client: openai.OpenAI, loc
     expected = local.chat(MESSAGES, max_new_tokens=12)
     stream = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=12,
         stream=True,
@@ -127,7 +128,9 @@ def test_requests_spread_over_both_replicas(server: ServerProcess, client: opena
     expected = local.chat(MESSAGES, max_new_tokens=6).text
     answered: collections.Counter[str] = collections.Counter()
     for _ in range(12):  # the router picks among idle replicas at random: all 12 on one is 2 ** -11
-        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=6)  # type: ignore[arg-type]
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, temperature=0, messages=MESSAGES, max_tokens=6
+        )  # type: ignore[arg-type]
         assert raw.parse().choices[0].message.content == expected
         answered[raw.headers[REPLICA_HEADER]] += 1
     assert set(answered) == {replica["replica"] for replica in replicas(server)}, answered
@@ -159,7 +162,7 @@ def test_auth_and_errors_in_openai_shape(server: ServerProcess) -> None:
     bad = server.post("/v1/chat/completions", json={**body, "n": 2})
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "n"
-    malformed = server.post("/v1/chat/completions", content=b"{not json")
+    malformed = server.post("/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "invalid_json"
 
@@ -174,6 +177,7 @@ def test_response_format_is_enforced_on_the_replica(client: openai.OpenAI) -> No
     schema = structured.SCHEMAS["flat_required"]
     answer = client.chat.completions.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=160,
         response_format={"type": "json_schema", "json_schema": {"name": "flat", "schema": schema, "strict": True}},
@@ -225,6 +229,7 @@ def test_killed_replica_fails_its_stream_cleanly_and_the_other_serves(
     pids = {replica["replica"]: replica["pid"] for replica in replicas(server)}
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL,
+        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=4000,
         stream=True,
@@ -242,7 +247,9 @@ def test_killed_replica_fails_its_stream_cleanly_and_the_other_serves(
     assert "replica_lost" in str(failed.value.body) or failed.value.code == "replica_lost"
     served: collections.Counter[str] = collections.Counter()
     for _ in range(4):
-        answer = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
+        answer = client.chat.completions.with_raw_response.create(
+            model=MODEL, temperature=0, messages=MESSAGES, max_tokens=4
+        )  # type: ignore[arg-type]
         served[answer.headers[REPLICA_HEADER]] += 1
     assert victim not in served
     assert survivor in served

@@ -16,7 +16,7 @@ def test_own_local_cluster_serves_and_leaves_no_process_behind(tmp_path_factory:
     started = {pid: name for pid, name in descendants().items() if pid not in before}
     assert any("raylet" in name for name in started.values()), started
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
-    stream = client.completions.create(model=MODEL, prompt="hello", max_tokens=3, stream=True)
+    stream = client.completions.create(model=MODEL, temperature=0, prompt="hello", max_tokens=3, stream=True)
     assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
     stop_cleanly(server)
     left = wait_gone(started)

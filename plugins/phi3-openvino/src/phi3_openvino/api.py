@@ -53,11 +53,11 @@ if TYPE_CHECKING:
     from phi3_openvino.genai_engine import GenAIEngine
     from phi3_openvino.ir_logprobs import ir_logprobs
     from phi3_openvino.options import resolve_ov_config
-    from phi3_openvino.streaming import IncrementalDecoder
+    from phi3.integrations.detokenize import IncrementalDecoder
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
-    "IncrementalDecoder": ("phi3_openvino.streaming", "IncrementalDecoder"),
+    "IncrementalDecoder": ("phi3.integrations.detokenize", "IncrementalDecoder"),  # moved to core; kept here
     "available_devices": ("phi3_openvino.devices", "available"),
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
