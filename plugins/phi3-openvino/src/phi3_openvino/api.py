@@ -45,6 +45,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phi3.integrations.detokenize import IncrementalDecoder
     from phi3_openvino.artifact import context_length, longrope_switch
     from phi3_openvino.config_mapping import sampling_seed, to_transformers
     from phi3_openvino.devices import available as available_devices
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from phi3_openvino.genai_engine import GenAIEngine
     from phi3_openvino.ir_logprobs import ir_logprobs
     from phi3_openvino.options import resolve_ov_config
-    from phi3.integrations.detokenize import IncrementalDecoder
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
