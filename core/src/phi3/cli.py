@@ -481,7 +481,7 @@ def chat(
     command, never sent to the model; start a message with // to send one that begins with /.
     """
     config = _generation_config(**generation)
-    interactive = sys.stdin.isatty()
+    interactive = sys.stdin is not None and sys.stdin.isatty()
     start: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
     history = list(start)
     with _load(model, backend, device, precision, engine, options, revision, trust_remote_code) as loaded:
@@ -490,7 +490,7 @@ def chat(
         while True:
             if interactive:
                 click.echo(">>> ", nl=False, err=True)
-            line = sys.stdin.readline()
+            line = sys.stdin.readline() if sys.stdin is not None else ""  # closed stdin: nothing to say
             if not line:
                 break
             message = line.rstrip("\n")
@@ -624,11 +624,11 @@ cli.add_command(serve)
 
 
 def _reopen_closed_std_streams() -> None:
-    """A standard stream the caller closed (``<&-``, ``>&-``, ``2>&-``) is ``None`` in Python, and the first
-    read or write raised AttributeError. Each becomes the null device instead: a closed stdin is empty
-    input (``phi3 chat`` ends at once), a closed stdout or stderr discards what would be shown; the exit
-    status stays the documented one (0, or 1 with the error line nobody can read)."""
-    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+    """A stdout or stderr the caller closed (``>&-``, ``2>&-``) is ``None`` in Python, and the first write
+    raised AttributeError. Each becomes the null device instead: what would be shown is discarded, the
+    exit status stays the documented one (0, or 1 with the error line nobody can read). A closed stdin
+    stays ``None``: ``phi3 generate -`` says so, ``phi3 chat`` ends at once."""
+    for name, mode in (("stdout", "w"), ("stderr", "w")):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
 

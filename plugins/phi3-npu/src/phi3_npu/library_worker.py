@@ -145,7 +145,8 @@ class Worker:
         from transformers.generation.streamers import BaseStreamer
 
         from phi3.generation_config import GenerationConfig
-        from phi3_openvino.api import IncrementalDecoder, sampling_seed, to_transformers
+        from phi3.integrations.detokenize import IncrementalDecoder
+        from phi3_openvino.api import sampling_seed, to_transformers
 
         gen_id = int(request["id"])
         config = GenerationConfig.from_options(**request["config"])

@@ -33,7 +33,7 @@ Devices
     :func:`available_devices` ``() -> list[str]``: OpenVINO's device names; :func:`ov_core`: the
     process's ``openvino.Core``.
 Decoding outside GenAI (the NPU library engine runs transformers)
-    :class:`IncrementalDecoder`: token ids -> text pieces, holding back incomplete UTF-8;
+    (token ids -> text pieces: ``phi3.integrations.detokenize.IncrementalDecoder`` in phi3-core)
     :func:`to_transformers` ``(config, max_new_tokens) -> generate kwargs`` and
     :func:`sampling_seed` ``(config) -> int``: phi3's ``GenerationConfig`` mapped the way this
     backend maps it, so both backends sample alike.
@@ -45,7 +45,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from phi3.integrations.detokenize import IncrementalDecoder
     from phi3_openvino.artifact import context_length, longrope_switch
     from phi3_openvino.config_mapping import sampling_seed, to_transformers
     from phi3_openvino.devices import available as available_devices
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
-    "IncrementalDecoder": ("phi3.integrations.detokenize", "IncrementalDecoder"),  # moved to core; kept here
     "available_devices": ("phi3_openvino.devices", "available"),
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
@@ -71,7 +69,6 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "GenAIEngine",
-    "IncrementalDecoder",
     "available_devices",
     "context_length",
     "export_ir",
