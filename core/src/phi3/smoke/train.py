@@ -121,11 +121,32 @@ def _tokenizer_text(examples: Iterable[corpus.Example]) -> list[str]:
     return lines
 
 
+def phi3_tokenizer(tok: Any, model_max_length: int) -> Any:
+    """``tok`` (a ``tokenizers.Tokenizer`` in Phi-3's pipeline) as the ``LlamaTokenizerFast`` a Phi-3
+    checkpoint ships: its special tokens, BOS added, left padding and chat template (the test kit's
+    tiny models are wrapped the same way)."""
+    from transformers import LlamaTokenizerFast
+
+    return LlamaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|endoftext|>",
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        add_bos_token=True,
+        add_eos_token=False,
+        clean_up_tokenization_spaces=False,
+        legacy=False,
+        padding_side="left",
+        model_max_length=model_max_length,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
 def build_tokenizer(lines: Sequence[str], base_vocab: int, model_max_length: int) -> Any:
     """A Phi-3-style ``LlamaTokenizerFast`` with a BPE trained on ``lines``."""
     hide_broken_torchvision()  # before transformers is first imported: it caches what it found
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import LlamaTokenizerFast
 
     counts: dict[str, int] = {}
     for line in lines:
@@ -181,20 +202,7 @@ def build_tokenizer(lines: Sequence[str], base_vocab: int, model_max_length: int
     tok.post_processor = processors.TemplateProcessing(
         single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", 1)]
     )
-    hf_tok: Any = LlamaTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="<|endoftext|>",
-        unk_token="<unk>",
-        pad_token="<|endoftext|>",
-        add_bos_token=True,
-        add_eos_token=False,
-        clean_up_tokenization_spaces=False,
-        legacy=False,
-        padding_side="left",
-        model_max_length=model_max_length,
-        chat_template=CHAT_TEMPLATE,
-    )
+    hf_tok: Any = phi3_tokenizer(tok, model_max_length)
     hf_tok.phi3_spec = spec
     return hf_tok
 

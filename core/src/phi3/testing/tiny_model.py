@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from glob import escape as glob_escape
 from typing import Any, Final
 
-from phi3.smoke.train import CHAT_TEMPLATE, SPECIAL_TOKENS
+from phi3.smoke.train import CHAT_TEMPLATE, SPECIAL_TOKENS, phi3_tokenizer
 
 __all__ = [
     "PHI3_CHAT_TEMPLATE",
@@ -597,7 +597,6 @@ def _save_tokenizer(
     decoding restores the exact text (including leading spaces and any UTF-8).
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
-    from transformers import LlamaTokenizerFast
 
     tok = Tokenizer(
         models.BPE(vocab=dict(vocab), merges=list(merges), unk_token="<unk>", fuse_unk=True, byte_fallback=True)
@@ -620,20 +619,7 @@ def _save_tokenizer(
         single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", ids["<s>"])]
     )
 
-    hf_tok: Any = LlamaTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="<|endoftext|>",
-        unk_token="<unk>",
-        pad_token="<|endoftext|>",
-        add_bos_token=True,
-        add_eos_token=False,
-        clean_up_tokenization_spaces=False,
-        legacy=False,
-        padding_side="left",
-        model_max_length=model_max_length,
-        chat_template=PHI3_CHAT_TEMPLATE,
-    )
+    hf_tok: Any = phi3_tokenizer(tok, model_max_length)
     # save_jinja_files=False keeps the template in tokenizer_config.json, where ONNX Runtime GenAI
     # and older transformers look; chat_template.jinja (transformers 5's place) is written below.
     hf_tok.save_pretrained(str(out), save_jinja_files=False)
