@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _sandbox import Sandbox, one_line_error
 
 from phi3.cache import MANIFEST_NAME
+from phi3.testing.disks import small_disk
 
 pytestmark = pytest.mark.usefixtures("reference_installed")
 
@@ -32,26 +32,6 @@ def reference_installed() -> None:
 
     if "reference" not in {ep.name for ep in entry_points(group="phi3")}:
         pytest.skip("needs tests/distributions/phi3-reference-backend installed (the nox session does it)")
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` for the duration (skips the test where mounting is refused)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        for _ in range(50):  # a phi3 process still exiting may hold it for a moment
-            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(folder: Path) -> None:

@@ -8,44 +8,23 @@ line naming the disk, the folder and the space needed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phi3.cache import MANIFEST_NAME
+from phi3.testing.disks import small_disk
 
 QUANTIZE = [sys.executable, "-m", "phi3", "quantize", "-b", "openvino", "-p", "int4"]
 
 
 def _env(home: Path) -> dict[str, str]:
     return {**os.environ, "PHI3_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` for the duration (skips where mounting is refused)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        for _ in range(50):
-            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # "converting": SIGINT during openvino_tokenizers' conversion segfaulted (rc -11) every time before the fix
