@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """What constrained decoding costs: decode tokens/s free vs constrained, per backend and engine.
 
-    python benchmarks/structured_bench.py               # ~5-10 min on 2 cores; writes STRUCTURED_RESULTS.md
+    python benchmarks/structured_bench.py               # ~5-10 min on 2 cores; writes STRUCTURED_RESULTS.{json,md}
     python benchmarks/structured_bench.py --shape small # check the script in a minute (numbers mean nothing)
+    python benchmarks/structured_bench.py --render      # re-create STRUCTURED_RESULTS.md from the committed JSON
 
 The model is benchmarks/run.py's mid-size Phi-3 (Phi-3-mini's per-layer shapes, 4 layers, vocab
 32064), built by the same builder, int4 on every backend. Each row decodes the same prompt twice per
@@ -10,8 +11,12 @@ round, free (``ignore_eos``) and constrained, for ``--new-tokens`` tokens; round
 across rows and repeated, and the table reports the median and the spread (min-max) of the decode
 rate (tokens after the first / time after the first). The constraint is a JSON Schema (an array of
 at least 40 small objects: keys, integers, short strings, booleans) that cannot close within the
-budget, so every step is masked; engines that do not enforce JSON Schema (phi3-openvino's genai
-engine) run the equivalent-length regular expression instead, and the table says so.
+budget, so every step is masked; an engine that enforces no JSON Schema runs the equivalent-length
+regular expression instead, and the table says so.
+
+A run refuses to start when the 1-minute load average is above 0.5 (``--noisy`` runs anyway and the
+report says so). The raw results (commit, versions imported, CPU, load before and after, command) are
+written next to the report, which is rendered from them alone.
 
 Everything runs in this process through phi3's public API (``phi3.load`` / ``Model.stream``), so
 the numbers include what phi3 adds. Not part of the test suite.
@@ -20,11 +25,13 @@ the numbers include what phi3 adds. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,7 +65,10 @@ ROWS = (
     ("openvino", "genai"),
     ("openvino", "optimum"),
     ("dml", None),
+    ("llamacpp", None),
 )
+QUIET_LOAD = 0.5
+"""The highest 1-minute load average at which a run counts as measured on a quiet machine."""
 
 
 def decode_rate(model: phi3.Model, **options: Any) -> dict[str, float]:
@@ -79,7 +89,7 @@ def load_row(source: Path, backend: str, engine: str | None) -> phi3.Model:
     options: dict[str, Any] = {"backend": backend, "precision": "int4"}
     if engine is not None:
         options["engine"] = engine
-    if backend == "dml":
+    if backend in ("dml", "llamacpp"):
         options["device"] = "cpu"
     return phi3.load(source, **options)
 
@@ -92,19 +102,52 @@ def constraint_for(model: phi3.Model) -> tuple[str, dict[str, Any]]:
     raise SystemExit(f"{model.backend}/{model.engine} enforces no structured output")
 
 
+def git_commit() -> str | None:
+    """The commit measured, with ``-dirty`` when the tree had changes (None outside a git checkout)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def render(results: dict[str, Any]) -> str:
+    quiet = not results.get("noisy", True)
+    machine_state = (
+        "a quiet machine"
+        if quiet
+        else "**a machine shared with other jobs while it ran** (compare rows within this run)"
+    )
     lines = [
         "# Structured output: what constraining costs",
         "",
-        f"Measured {results['date']} by `benchmarks/structured_bench.py` on {results['machine']} "
-        f"({results['cpus']} CPUs, **shared with other jobs while it ran**: 1/5/15-minute load average "
-        f"{results['load_average']['start']} at the start and {results['load_average']['end']} at the end; "
-        "compare rows within this run, and read the spread, not one number). "
-        "Model: benchmarks/run.py's mid-size random-weight Phi-3 "
+        "Rendered by `python benchmarks/structured_bench.py --render` from `STRUCTURED_RESULTS.json`; do not edit.",
+        "",
+        f"Measured {results['date']} at commit `{results.get('commit') or 'unknown'}` with "
+        f"`{results.get('command') or 'benchmarks/structured_bench.py'}` on {results['machine']} "
+        f"({results.get('cpu_model') or 'CPU model unknown'}, {results['cpus']} CPUs), {machine_state}: "
+        f"1/5/15-minute load average {results['load_average']['start']} at the start and "
+        f"{results['load_average']['end']} at the end. Read the spread, not one number. "
+        f"Model: benchmarks/run.py's {results.get('shape_name', 'mid')}-size random-weight Phi-3 "
         f"({results['shape']}), int4 on every backend. {results['rounds']} interleaved rounds; each round "
         f"decodes {results['new_tokens']} tokens free (`ignore_eos`) and {results['new_tokens']} constrained, "
         "per row. Decode rate = tokens after the first / time after the first; median (min-max).",
@@ -127,10 +170,17 @@ def render(results: dict[str, Any]) -> str:
         "medians of the two rate columns can disagree with it when the load moved.",
         "",
         "Constraint: a JSON Schema for an array of at least 40 `{id: integer 0-9999, name: string <= 8, ok: boolean}`"
-        " objects (compact JSON), which cannot close within the budget, so every step is masked. phi3-openvino's"
-        " genai engine does not enforce JSON Schema (see its README: openvino-genai 2026.4.1's JSON grammar has free"
-        f" whitespace), so it runs the regular expression `{REGEX}` instead, which also masks every step.",
+        " objects (compact JSON), which cannot close within the budget, so every step is masked.",
         "",
+    ]
+    regex_rows = [f"{row['backend']}/{row['engine']}" for row in results["rows"] if row["kind"] == "regex"]
+    if regex_rows:
+        lines += [
+            f"{', '.join(regex_rows)} enforce no JSON Schema, so they run the regular expression `{REGEX}` instead,"
+            " which also masks every step.",
+            "",
+        ]
+    lines += [
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items())),
         "",
     ]
@@ -143,6 +193,7 @@ LIBRARIES = {
     ("openvino", "genai"): "openvino-genai StructuredOutputConfig (XGrammar)",
     ("openvino", "optimum"): "llguidance logits processor (phi3.integrations.transformers_structured)",
     ("dml", "genai"): "onnxruntime-genai set_guidance (llguidance)",
+    ("llamacpp", "llama"): "llguidance token masks (phi3_llamacpp.grammar)",
 }
 
 
@@ -153,13 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("mid", "small"), default="mid")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--output", type=Path, default=HERE / "STRUCTURED_RESULTS.md")
-    parser.add_argument("--render", action="store_true", help="rewrite --output from the last run's structured.json")
+    parser.add_argument("--render", action="store_true", help="rewrite --output from the raw JSON beside it")
+    parser.add_argument("--noisy", action="store_true", help=f"run even above load average {QUIET_LOAD}")
     args = parser.parse_args(argv)
+    raw_path = args.output.with_suffix(".json")
     if args.render:
-        args.output.write_text(render(json.loads((args.workdir / "structured.json").read_text())))
+        args.output.write_text(render(json.loads(raw_path.read_text())))
         return 0
 
     load_at_start = bench_run.load_average()
+    noisy = load_at_start is None or load_at_start[0] > QUIET_LOAD
+    if noisy and not args.noisy:
+        print(
+            f"Error: the 1-minute load average is {load_at_start and load_at_start[0]}, above {QUIET_LOAD}: "
+            "wait for a quiet machine, or pass --noisy to run anyway (the report will say so)",
+            file=sys.stderr,
+        )
+        return 2
     shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
     os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home-structured"))
     source = bench_run.build_model(args.workdir, shape, f"structured-{args.shape}")
@@ -193,8 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         model.close()
     results = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "command": " ".join(
+            ["python", "benchmarks/structured_bench.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
+        "noisy": noisy or (bench_run.load_average() or [0.0])[0] > QUIET_LOAD,
+        "shape_name": args.shape,
         "shape": ", ".join(f"{k} {v}" for k, v in shape.items()),
         "rounds": args.rounds,
         "load_average": {"start": load_at_start, "end": bench_run.load_average()},
@@ -203,10 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "versions": bench_run.versions(),
     }
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "structured.json").write_text(json.dumps(results, indent=2))
+    raw_path.write_text(json.dumps(results, indent=2) + "\n")
     args.output.write_text(render(results))
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {raw_path} and {args.output}", file=sys.stderr)
     return 0
 
 
