@@ -26,6 +26,8 @@ Running
     :func:`longrope_switch` ``(folder) -> int | None``: where a LongRoPE checkpoint switches from
     its short to its long factors (``original_max_position_embeddings``), else None.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
+    :data:`DEFAULT_OV_CONFIG`: the compile properties phi3-openvino adds to every session (plus its
+    ``CACHE_DIR``), for a caller that compiles the same artifact outside phi3.
 Quality
     :func:`ir_logprobs` ``(folder, input_ids) -> [len, vocab] log-probabilities``: one teacher-forced
     forward of an exported IR through optimum-intel, f32 on the CPU (GenAI returns no logits).
@@ -46,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from phi3_openvino.artifact import context_length, longrope_switch
-    from phi3_openvino.config_mapping import sampling_seed, to_transformers
+    from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG, sampling_seed, to_transformers
     from phi3_openvino.devices import available as available_devices
     from phi3_openvino.devices import ov_core
     from phi3_openvino.export import quantize as export_ir
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from phi3_openvino.options import resolve_ov_config
 
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "DEFAULT_OV_CONFIG": ("phi3_openvino.config_mapping", "DEFAULT_OV_CONFIG"),
     "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
     "available_devices": ("phi3_openvino.devices", "available"),
     "context_length": ("phi3_openvino.artifact", "context_length"),
@@ -68,6 +71,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "DEFAULT_OV_CONFIG",
     "GenAIEngine",
     "available_devices",
     "context_length",
