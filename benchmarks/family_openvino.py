@@ -85,8 +85,8 @@ def versions() -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
-    from phi3_npu._version import __version__ as npu_version
-    from phi3_openvino._version import __version__ as openvino_version
+    from phi3_npu import __version__ as npu_version
+    from phi3_openvino import __version__ as openvino_version
 
     # the source's own versions (what the artifact cache key uses), not an editable install's stale metadata
     return {**found, "phi3-openvino": openvino_version, "phi3-npu": npu_version}

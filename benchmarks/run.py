@@ -725,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     ov_config: dict[str, str] = {}
     with contextlib.suppress(ImportError):
-        from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG
+        from phi3_openvino.api import DEFAULT_OV_CONFIG
 
         ov_config = dict(DEFAULT_OV_CONFIG)  # what phi3-openvino compiles with (plus its CACHE_DIR)
     results["ov_config"] = ov_config

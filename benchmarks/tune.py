@@ -221,7 +221,7 @@ def quality(
         log(f"quality: {setting.name}")
         try:
             if backend == "openvino":
-                from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG
+                from phi3_openvino.api import DEFAULT_OV_CONFIG
 
                 ov_config = {**DEFAULT_OV_CONFIG, **setting.load.get("ov_config", {})}
                 spec = {**base, "mode": "parity_ov", "artifact": setting.artifact_path, "ov_config": ov_config}

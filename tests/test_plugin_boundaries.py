@@ -1,4 +1,6 @@
 """No plugin reaches into another plugin's private modules; what one needs is the other's public API.
+The benchmark scripts (``benchmarks/``) are held to the same rule: they may import any plugin's public API
+only, never one of its private modules.
 
 Read from the source (AST), so it holds for every import, including those inside functions, and
 needs nothing installed. A plugin's public API for other distributions is its ``<package>.api``
@@ -39,8 +41,9 @@ def _private(module: str) -> bool:
     return len(parts) > 1 and parts[1] not in ("api", "__version__")
 
 
-def _violations(owner: str, source_dir: Path, root: Path = ROOT) -> list[str]:
-    own_package = PLUGINS[owner].name
+def _violations(owner: str | None, source_dir: Path, root: Path = ROOT) -> list[str]:
+    """Private imports of plugins other than ``owner`` (None: of every plugin) under ``source_dir``."""
+    own_package = PLUGINS[owner].name if owner is not None else None
     bad = []
     for path in sorted(source_dir.rglob("*.py")):
         for line, module in _imports(path):
@@ -55,6 +58,23 @@ def _violations(owner: str, source_dir: Path, root: Path = ROOT) -> list[str]:
 def test_no_plugin_imports_another_plugins_private_modules(owner: str) -> None:
     folder = ROOT / "plugins" / owner
     assert _violations(owner, folder / "src") + _violations(owner, folder / "tests") == []
+
+
+def test_benchmarks_use_only_the_plugins_public_apis() -> None:
+    assert _violations(None, ROOT / "benchmarks") == []
+
+
+def test_the_benchmark_check_sees_a_private_import(tmp_path: Path) -> None:
+    """Outside any plugin every plugin is "another": ``phi3_openvino._version`` is reported, the API is not."""
+    if "phi3-openvino" not in PLUGINS:
+        pytest.skip("phi3-openvino is not in this checkout")
+    (tmp_path / "bench.py").write_text(
+        "from phi3_openvino._version import __version__\nfrom phi3_openvino.api import DEFAULT_OV_CONFIG\n"
+    )
+    assert _violations(None, tmp_path, root=tmp_path) == [
+        "bench.py:1 imports phi3_openvino._version",
+        "bench.py:1 imports phi3_openvino._version.__version__",
+    ]
 
 
 def test_the_check_sees_a_private_import(tmp_path: Path) -> None:
@@ -87,9 +107,8 @@ def test_the_public_api_names_exist() -> None:
     table = ast.literal_eval(exports)
     for name, (module, attribute) in table.items():
         source = api.parent / (module.replace(".", "/") + ".py")
-        defined = {
-            n.name
-            for n in ast.parse(source.read_text(encoding="utf-8")).body
-            if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-        }
+        body = ast.parse(source.read_text(encoding="utf-8")).body
+        defined = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {n.target.id for n in body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+        defined |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
         assert attribute in defined, f"phi3_openvino.api.{name} points at {module}.{attribute}, which does not exist"
