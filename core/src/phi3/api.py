@@ -144,7 +144,7 @@ def _prepare(
             f"{model_path} holds a {prebuilt.artifact_format!r} artifact; engine "
             f"{selection.engine.name!r} needs {selection.engine.artifact_format!r}"
         )
-    artifact_opts, load_opts = split_options(selection.info, options)
+    artifact_opts, load_opts = split_options(selection.info, options, selection.engine.name, precision)
     if prebuilt is not None and artifact_opts:
         raise ConfigError(
             f"{', '.join(sorted(artifact_opts))} shape(s) how an artifact is built, and {model_path} is built already",

@@ -26,6 +26,7 @@ from phi3.fs_errors import translate_os_errors
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.model import Model, TextStream
+from phi3.options import describe_options
 from phi3.plugins import BackendEntry, get_registry
 from phi3.progress import CliProgress, silence_vendor_progress_bars
 from phi3.server.command import serve
@@ -246,7 +247,8 @@ def _structured(info: BackendInfo) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def list_backends(as_json: bool) -> None:
-    """List installed backends: status, engines, devices, precisions (fast: loads no vendor library)."""
+    """List installed backends: status, engines, devices, precisions and the options each accepts
+    (-O NAME=VALUE: type, range, default; checked by phi3 before any work). Fast: loads no vendor library."""
     registry = get_registry()
     entries = registry.entries()
     if as_json:
@@ -272,6 +274,11 @@ def list_backends(as_json: bool) -> None:
     for entry in entries:
         if entry.detail:
             click.echo(f"  {entry.name}: {entry.detail}")
+    for entry in entries:
+        option_lines = describe_options(entry.info) if entry.info else []
+        if option_lines:
+            click.echo(f"{entry.name} options (-O NAME=VALUE):")
+            click.echo("\n".join(f"  {line}" for line in option_lines))
     if registry.disabled:
         click.echo(f"disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
 

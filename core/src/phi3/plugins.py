@@ -74,6 +74,9 @@ class BackendEntry:
             "structured_output": list(info.structured_output) if info else [],
             "sampling": list(info.sampling) if info else [],
             "library_versions": dict(info.library_versions) if info else {},
+            "options": [spec.as_dict() for spec in info.options] if info else [],
+            "artifact_options": list(info.artifact_options) if info else [],
+            "load_options": list(info.load_options) if info else [],
             "api_version": info.api_version if info else None,
             "error": self.error,
         }

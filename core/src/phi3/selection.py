@@ -20,6 +20,7 @@ from phi3.errors import (
     DeviceNotFoundError,
     PrecisionNotSupportedError,
 )
+from phi3.options import validate_options
 from phi3.plugins import BackendEntry, PluginRegistry
 from phi3.speed_records import MeasuredSpeeds, SpeedRecord
 from phi3.types import BackendInfo, BackendStatus, DeviceInfo, EngineInfo
@@ -221,17 +222,14 @@ def select(
     return Selection(entry.name, info, engine_info, device_name, precision, "; ".join(reasons))
 
 
-def split_options(info: BackendInfo, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split backend options into (artifact-shaping, load-time); refuse unknown names."""
-    unknown = sorted(set(options) - set(info.artifact_options) - set(info.load_options))
-    if unknown:
-        accepted = sorted({*info.artifact_options, *info.load_options})
-        raise ConfigError(
-            f"backend {info.name} does not accept option(s) {', '.join(unknown)}",
-            hint=f"it accepts: {', '.join(accepted) or 'no options'}",
-        )
-    artifact = {k: v for k, v in options.items() if k in info.artifact_options}
-    load = {k: v for k, v in options.items() if k in info.load_options}
+def split_options(
+    info: BackendInfo, options: Mapping[str, Any], engine: str | None = None, precision: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split backend options into (artifact-shaping, load-time), checked against the backend's
+    option specs (:func:`phi3.options.validate_options`); refuse unknown names."""
+    checked = validate_options(info, options, engine, precision)
+    artifact = {k: v for k, v in checked.items() if k in info.artifact_options}
+    load = {k: v for k, v in checked.items() if k in info.load_options}
     return artifact, load
 
 

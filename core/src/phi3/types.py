@@ -112,6 +112,85 @@ class EngineInfo:
     (``BackendInfo.sampling``); ``None`` inherits the backend's."""
 
 
+OptionType = Literal["int", "float", "bool", "str", "choice", "mapping"]
+"""The value types an :class:`OptionSpec` declares."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One backend option (``-O name=value``, ``phi3.load(..., name=value)``), declared in
+    :attr:`BackendInfo.options` and validated by phi3 before the backend sees it.
+
+    phi3 coerces the user's value to ``type`` (``"64"`` -> 64, ``"true"`` -> True, JSON text -> a
+    mapping), checks the range / choices and the engine and precision it applies to, and refuses
+    anything else with one line naming the option, the value and what is allowed. A backend
+    receives only checked values of the declared type (or one of ``choices`` for ``int``/``float``
+    options that also take keywords such as ``"auto"``), so it writes no validators of its own;
+    checks that need the model (a group size that must divide its widths) stay in the backend.
+    """
+
+    name: str
+    type: OptionType
+    help: str = ""
+    default: Any = None
+    """The value the backend uses when the option is not given (documentation: phi3 does not
+    insert it, so that artifacts built without the option keep their cache key)."""
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False
+    """``min`` itself is not allowed (e.g. a ratio in (0, 1])."""
+    choices: tuple[Any, ...] = ()
+    """``type="choice"``: the allowed values (strings match case-insensitively). ``int``/``float``:
+    extra values accepted besides the range, e.g. ``("auto",)`` or ``(-1,)``."""
+    aliases: Mapping[str, Any] = field(default_factory=dict)
+    """Extra spellings mapped to a value, e.g. ``{"sym": True, "asym": False}`` for a bool."""
+    artifact: bool = False
+    """The option changes the artifact's bytes: it goes into the cache key and to ``phi3_quantize``
+    (else it goes to ``phi3_load``)."""
+    engines: tuple[str, ...] = ()
+    """The engines it applies to (empty: every engine)."""
+    precisions: tuple[str, ...] = ()
+    """The precisions it applies to (empty: every precision)."""
+
+    def allowed(self) -> str:
+        """What the option takes, in words (used by errors and ``phi3 list-backends``)."""
+        extra = [str(choice) for choice in self.choices]
+        if self.type == "bool":
+            return "true or false"
+        if self.type == "choice":
+            return "one of " + ", ".join(extra)
+        if self.type == "mapping":
+            return "a mapping of names to strings or numbers (JSON text on the command line)"
+        if self.type == "str":
+            return "text"
+        kind = "a whole number" if self.type == "int" else "a number"
+        low = "" if self.min is None else f"{'>' if self.exclusive_min else '>='} {self.min:g}"
+        high = "" if self.max is None else f"<= {self.max:g}"
+        bounds = " and ".join(part for part in (low, high) if part)
+        text = f"{kind} {bounds}".strip()
+        return text + (f", or {' or '.join(extra)}" if extra else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form used by ``phi3 list-backends --json``."""
+        default = self.default
+        if not isinstance(default, (str, int, float, bool, type(None))):
+            default = str(default)
+        return {
+            "name": self.name,
+            "type": self.type,
+            "help": self.help,
+            "default": default,
+            "min": self.min,
+            "max": self.max,
+            "exclusive_min": self.exclusive_min,
+            "choices": list(self.choices),
+            "allowed": self.allowed(),
+            "artifact": self.artifact,
+            "engines": list(self.engines),
+            "precisions": list(self.precisions),
+        }
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     """What a backend's cheap probe (:func:`phi3.hookspecs.phi3_backend_info`) reports.
@@ -144,6 +223,11 @@ class BackendInfo:
     load_options: tuple[str, ...] = ()
     """Names of backend options ``phi3_load`` accepts (e.g. ``ov_config``). An option in neither
     list is refused with a message listing both, before any work starts."""
+    options: tuple[OptionSpec, ...] = ()
+    """Typed declarations of the backend's options, validated by phi3 before any hook sees them
+    (see :class:`OptionSpec`). Each spec's name is added to ``artifact_options`` or
+    ``load_options`` (by its ``artifact`` flag), so a backend that declares specs leaves those two
+    empty. Names listed there without a spec still pass through unchecked (the older contract)."""
     api_version: int = 1
     """The plugin contract version this backend was written for."""
     priority: int = 0
@@ -164,6 +248,22 @@ class BackendInfo:
     family does not need it: Phi-4-mini's template reads the tools from the system message's own
     ``tools`` field, which :mod:`phi3.tools` fills, so every backend must pass message fields other
     than ``role``/``content`` through to the template unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.options:
+            artifact = tuple(spec.name for spec in self.options if spec.artifact)
+            load = tuple(spec.name for spec in self.options if not spec.artifact)
+            merged_artifact = (*self.artifact_options, *(n for n in artifact if n not in self.artifact_options))
+            merged_load = (*self.load_options, *(n for n in load if n not in self.load_options))
+            object.__setattr__(self, "artifact_options", merged_artifact)
+            object.__setattr__(self, "load_options", merged_load)
+
+    def option(self, name: str) -> OptionSpec | None:
+        """The spec declared for option ``name``, if any."""
+        for spec in self.options:
+            if spec.name == name:
+                return spec
+        return None
 
     @property
     def default_engine(self) -> str | None:
@@ -362,6 +462,8 @@ __all__ = [
     "GenerationResult",
     "LoadRequest",
     "ModelSource",
+    "OptionSpec",
+    "OptionType",
     "OutputConstraint",
     "Progress",
     "QuantizeRequest",

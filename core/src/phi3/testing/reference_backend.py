@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from phi3.errors import ArtifactError, ConfigError, DeviceNotFoundError, PromptTooLongError
+from phi3.errors import ArtifactError, DeviceNotFoundError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import hookimpl
 from phi3.integrations import transformers_structured
@@ -35,6 +35,7 @@ from phi3.types import (
     DeviceInfo,
     EngineInfo,
     LoadRequest,
+    OptionSpec,
     Progress,
     QuantizeRequest,
     SessionHandle,
@@ -66,8 +67,16 @@ def phi3_backend_info() -> BackendInfo:
         status=BackendStatus.AVAILABLE if ready else BackendStatus.MISSING_DEPENDENCY,
         detail="" if ready else 'needs torch and transformers: pip install "phi3-core[testing]"',
         library_versions=installed_versions("torch", "transformers"),
-        artifact_options=("pause_after_write",),
-        load_options=(),
+        options=(
+            OptionSpec(
+                "pause_after_write",
+                "float",
+                "seconds to wait after writing the artifact (tests of concurrent builds)",
+                default=0.0,
+                min=0,
+                artifact=True,
+            ),
+        ),
         priority=-100,
         # enforced by a logits processor (llguidance) when phi3-core[structured] is installed
         structured_output=transformers_structured.enforced_kinds() if ready else (),
@@ -81,9 +90,7 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    pause = request.options.get("pause_after_write", 0)
-    if not isinstance(pause, (int, float)) or pause < 0:
-        raise ConfigError(f"pause_after_write must be a number of seconds >= 0, got {pause!r}")
+    pause = float(request.options.get("pause_after_write", 0.0))  # checked by phi3 against its OptionSpec
     progress("loading weights", 0, 2)
     model = AutoModelForCausalLM.from_pretrained(
         request.source.path,
