@@ -25,24 +25,20 @@ the numbers include what phi3 adds. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench_run  # noqa: E402  (the shared model builder and shapes; run.py is not modified)
+import reporting  # noqa: E402
 
-import phi3  # noqa: E402
+if TYPE_CHECKING:
+    import phi3
 
 PROMPT = "Return the list of orders as JSON."
 SCHEMA: dict[str, Any] = {
@@ -67,8 +63,6 @@ ROWS = (
     ("dml", None),
     ("llamacpp", None),
 )
-QUIET_LOAD = 0.5
-"""The highest 1-minute load average at which a run counts as measured on a quiet machine."""
 
 
 def decode_rate(model: phi3.Model, **options: Any) -> dict[str, float]:
@@ -86,6 +80,8 @@ def decode_rate(model: phi3.Model, **options: Any) -> dict[str, float]:
 
 
 def load_row(source: Path, backend: str, engine: str | None) -> phi3.Model:
+    import phi3
+
     options: dict[str, Any] = {"backend": backend, "precision": "int4"}
     if engine is not None:
         options["engine"] = engine
@@ -102,46 +98,12 @@ def constraint_for(model: phi3.Model) -> tuple[str, dict[str, Any]]:
     raise SystemExit(f"{model.backend}/{model.engine} enforces no structured output")
 
 
-def is_quiet(load_at_start: list[float] | None) -> bool:
-    """The rule for a quiet run: the 1-minute load average at the start (the end's includes the run's own load)."""
-    return load_at_start is not None and load_at_start[0] <= QUIET_LOAD
-
-
-def git_commit() -> str | None:
-    """The commit measured, with ``-dirty`` when the tree had changes (None outside a git checkout)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
-
-
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def render(results: dict[str, Any]) -> str:
-    quiet = is_quiet(results["load_average"]["start"])
-    machine_state = (
-        "a quiet machine"
-        if quiet
-        else "**a machine shared with other jobs while it ran** (compare rows within this run)"
-    )
+    machine_state = reporting.machine_state(results["load_average"])
     lines = [
         "# Structured output: what constraining costs",
         "",
@@ -202,32 +164,10 @@ LIBRARIES = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--shape", choices=("mid", "small"), default="mid")
-    parser.add_argument("--workdir", type=Path, default=HERE / ".work")
-    parser.add_argument("--output", type=Path, default=HERE / "STRUCTURED_RESULTS.md")
-    parser.add_argument("--render", action="store_true", help="rewrite --output from the raw JSON beside it")
-    parser.add_argument("--noisy", action="store_true", help=f"run even above load average {QUIET_LOAD}")
-    args = parser.parse_args(argv)
-    raw_path = args.output.with_suffix(".json")
-    if args.render:
-        args.output.write_text(render(json.loads(raw_path.read_text())))
-        return 0
+def load_rows(source: Path) -> tuple[list[tuple[phi3.Model, str, dict[str, Any], dict[str, Any]]], list[str]]:
+    """Every row that loads, with its constraint and its (empty) raw row; the rows that did not, and why."""
+    import phi3
 
-    load_at_start = bench_run.load_average()
-    if not is_quiet(load_at_start) and not args.noisy:
-        print(
-            f"Error: the 1-minute load average is {load_at_start and load_at_start[0]}, above {QUIET_LOAD}: "
-            "wait for a quiet machine, or pass --noisy to run anyway (the report will say so)",
-            file=sys.stderr,
-        )
-        return 2
-    shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
-    os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home-structured"))
-    source = bench_run.build_model(args.workdir, shape, f"structured-{args.shape}")
     models: list[tuple[phi3.Model, str, dict[str, Any], dict[str, Any]]] = []
     skipped: list[str] = []
     for backend, engine in ROWS:
@@ -241,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         row["library"] = LIBRARIES.get((model.backend, model.engine), "?")
         models.append((model, kind, constraint, row))
         print(f"loaded {model.backend}/{model.engine}: {kind}", file=sys.stderr)
-    budget = {"max_new_tokens": args.new_tokens}
+    return models, skipped
+
+
+def measure(models: list[tuple[phi3.Model, str, dict[str, Any], dict[str, Any]]], rounds: int, new_tokens: int) -> None:
+    """Warm every row up, then ``rounds`` interleaved rounds of free + constrained decodes into each raw row."""
+    budget = {"max_new_tokens": new_tokens}
     for model, _, constraint, _ in models:  # warm-up: compile grammars, fill caches
         decode_rate(model, **budget, ignore_eos=True)
         decode_rate(model, **budget, **constraint)
-    for round_index in range(args.rounds):
+    for round_index in range(rounds):
         for model, kind, constraint, row in models:
             row["free"].append(decode_rate(model, **budget, ignore_eos=True))
             row["constrained"].append(decode_rate(model, **budget, **constraint))
@@ -254,29 +199,42 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['free'][-1]['decode_tok_s']:.1f} tok/s, {kind} {row['constrained'][-1]['decode_tok_s']:.1f}",
                 file=sys.stderr,
             )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--shape", choices=("mid", "small"), default="mid")
+    parser.add_argument("--workdir", type=Path, default=HERE / ".work")
+    parser.add_argument("--output", type=Path, default=HERE / "STRUCTURED_RESULTS.md")
+    reporting.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.render:
+        reporting.rerender(args.output, render)
+        return 0
+
+    meta = reporting.run_metadata("structured_bench.py", argv, reporting.refuse_if_noisy(args.noisy))
+    import run as bench_run  # the shared model builder and shapes
+
+    shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
+    os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home-structured"))
+    source = bench_run.build_model(args.workdir, shape, f"structured-{args.shape}")
+    models, skipped = load_rows(source)
+    measure(models, args.rounds, args.new_tokens)
     for model, *_ in models:
         model.close()
     results = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "command": " ".join(
-            ["python", "benchmarks/structured_bench.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-        "cpu_model": cpu_model(),
-        "cpus": os.cpu_count(),
+        **meta,
         "shape_name": args.shape,
         "shape": ", ".join(f"{k} {v}" for k, v in shape.items()),
         "rounds": args.rounds,
-        "load_average": {"start": load_at_start, "end": bench_run.load_average()},
         "new_tokens": args.new_tokens,
         "rows": [row for *_, row in models],
         "skipped": skipped,
-        "versions": bench_run.versions(),
     }
-    raw_path.write_text(json.dumps(results, indent=2) + "\n")
-    args.output.write_text(render(results))
-    print(f"wrote {raw_path} and {args.output}", file=sys.stderr)
+    reporting.finish(results)
+    reporting.write(args.output, results, render)
     return 0
 
 

@@ -1,0 +1,77 @@
+"""Every committed benchmark report is its script's rendering of the raw results committed beside it.
+
+For each report in :data:`REGENERABLE`, ``<STEM>.json`` is rendered by its script's ``render`` and
+compared with the committed ``<STEM>.md`` byte for byte (what ``python benchmarks/<script>.py --render``
+writes). The reports measured before raw results were kept are listed by name in
+:data:`NOT_REGENERABLE`; each must say so on its first line, and none may have a JSON beside it (then it
+belongs in the first list). A report in neither list fails, so nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REGENERABLE: dict[str, str] = {
+    "STRUCTURED_RESULTS": "structured_bench",
+    "SERVER_SOAK": "server_soak",
+    "SMOKE_ACCURACY": "smoke_accuracy",
+}
+"""Report stem -> the script (module in benchmarks/) whose ``render(results)`` writes it."""
+NOT_REGENERABLE: tuple[str, ...] = (
+    "RESULTS",
+    "SERVER_RESULTS",
+    "RAY_RESULTS",
+    "TUNING",
+    "FAMILY_OPENVINO",
+    "FAMILY_DML",
+    "LLAMACPP_OVERHEAD",
+)
+"""Reports whose raw results were never committed: kept as measured, marked at the top, to be re-run."""
+NOT_REPORTS = ("README", "TUNING-decisions")
+"""Markdown in benchmarks/ that no script renders (docs; hand-written notes a report includes)."""
+
+
+def _render(module_name: str) -> Callable[[dict[str, Any]], str]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(module_name).render  # type: ignore[no-any-return]
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_every_report_is_listed() -> None:
+    stems = {path.stem for path in BENCHMARKS.glob("*.md")} - set(NOT_REPORTS)
+    assert stems == set(REGENERABLE) | set(NOT_REGENERABLE)
+    assert not set(REGENERABLE) & set(NOT_REGENERABLE)
+
+
+@pytest.mark.parametrize("stem", sorted(REGENERABLE))
+def test_the_report_is_rendered_from_its_raw_results(stem: str) -> None:
+    raw = json.loads((BENCHMARKS / f"{stem}.json").read_text(encoding="utf-8"))
+    rendered = _render(REGENERABLE[stem])(raw)
+    committed = (BENCHMARKS / f"{stem}.md").read_text(encoding="utf-8")
+    assert rendered == committed, f"benchmarks/{stem}.md differs from its script's rendering of {stem}.json"
+
+
+@pytest.mark.parametrize("stem", NOT_REGENERABLE)
+def test_an_old_report_says_it_is_not_regenerable(stem: str) -> None:
+    first_line = (BENCHMARKS / f"{stem}.md").read_text(encoding="utf-8").splitlines()[0]
+    assert first_line.startswith("> **Not regenerable**: measured before raw results were kept; re-run `python ")
+    assert first_line.endswith("` on a quiet machine.")
+    assert not (BENCHMARKS / f"{stem}.json").exists(), f"{stem}.json exists: list {stem} in REGENERABLE"
+
+
+def test_the_comparison_can_fail() -> None:
+    """A changed figure in the raw results changes the rendering."""
+    raw = json.loads((BENCHMARKS / "STRUCTURED_RESULTS.json").read_text(encoding="utf-8"))
+    raw["rows"][0]["free"][0]["decode_tok_s"] += 1000.0
+    committed = (BENCHMARKS / "STRUCTURED_RESULTS.md").read_text(encoding="utf-8")
+    assert _render("structured_bench")(raw) != committed
