@@ -19,33 +19,38 @@ median with its min-max spread. Both runners use one thread per model (``OMP_NUM
 plain ``phi3 serve``; Ray gives each replica as many threads as CPUs it reserved) so that only the
 runner differs. Ray starts its own local cluster (``phi3 serve --ray`` without ``--ray-address``).
 
-Writes ``benchmarks/RAY_RESULTS.md``. Speed is measured here, never asserted in tests.
+Writes the raw results to ``benchmarks/RAY_RESULTS.json`` (with the run's metadata: commit, command,
+CPU, versions, load average at the start and the end) and renders ``benchmarks/RAY_RESULTS.md`` from
+that JSON alone (``--render`` re-creates it). Refuses to start above 1-minute load average 0.5 unless
+``--noisy``. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import contextlib
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import server_bench as sb  # noqa: E402  (benchmarks/server_bench.py: the same client loop and stats)
+import reporting  # noqa: E402
+
+LOAD_FIELDS = ("tokens/s", "p50", "p99", "requests", "errors")
 
 
 class Phi3Serve:
     """``phi3 serve ARGS`` on a free loopback port, its log in a file (Ray's logs would fill a pipe)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        import server_bench as sb  # the same client loop and stats as benchmarks/server_bench.py
+
         self.port = sb.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="phi3-ray-bench-", suffix=".log")  # noqa: SIM115
@@ -73,18 +78,17 @@ class Phi3Serve:
         self.log.close()
 
 
-@dataclass
-class Spread:
-    values: list[float]
-
-    def __str__(self) -> str:
-        if not self.values:
-            return "n/a"
-        return f"{statistics.median(self.values):.1f} ({min(self.values):.1f}-{max(self.values):.1f})"
+def spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def single_stream(url: str, model: str, tokens: int, runs: int, repeats: int) -> tuple[Spread, Spread]:
-    """Median TTFT (ms) and decode tok/s of ``runs`` sequential streams, once per repeat."""
+def single_stream(url: str, model: str, tokens: int, runs: int, repeats: int) -> dict[str, list[float]]:
+    """Per repeat: the median TTFT (ms) and decode tok/s of ``runs`` sequential streams."""
+    import httpx
+    import server_bench as sb
+
     ttft: list[float] = []
     rate: list[float] = []
     with httpx.Client(timeout=300) as client:
@@ -93,12 +97,14 @@ def single_stream(url: str, model: str, tokens: int, runs: int, repeats: int) ->
             samples = [sb.stream_once(client, url, model, tokens) for _ in range(runs)]
             ttft.append(statistics.median(s.ttft_s for s in samples) * 1000)
             rate.append(statistics.median(s.decode_tps for s in samples))
-    return Spread(ttft), Spread(rate)
+    return {"ttft_ms": ttft, "decode_tok_s": rate}
 
 
-def loaded(url: str, model: str, clients: int, seconds: float, tokens: int, repeats: int) -> dict[str, Spread]:
-    """``clients`` streaming back to back for ``seconds``, ``repeats`` times."""
-    rows: dict[str, list[float]] = {"tokens/s": [], "p50": [], "p99": [], "requests": [], "errors": []}
+def loaded(url: str, model: str, clients: int, seconds: float, tokens: int, repeats: int) -> dict[str, list[float]]:
+    """``clients`` streaming back to back for ``seconds``, ``repeats`` times: one value per repeat and field."""
+    import server_bench as sb
+
+    rows: dict[str, list[float]] = {name: [] for name in LOAD_FIELDS}
     for _ in range(repeats):
         level = sb.load_level(url, model, clients, seconds, tokens)
         ttfts = [s.ttft_s * 1000 for s in level.samples]
@@ -108,7 +114,107 @@ def loaded(url: str, model: str, clients: int, seconds: float, tokens: int, repe
         rows["requests"].append(len(level.samples))
         rows["errors"].append(level.errors)
         print(f"  {clients} clients: {rows['tokens/s'][-1]:.0f} tok/s, p99 TTFT {rows['p99'][-1]:.0f} ms", flush=True)
-    return {name: Spread(values) for name, values in rows.items()}
+    return rows
+
+
+def measure_runner(args: argparse.Namespace, serve_args: list[str], env: dict[str, str] | None) -> dict[str, Any]:
+    """One server: its single-stream and its loaded measurements."""
+    server = Phi3Serve(serve_args, env=env)
+    try:
+        single = single_stream(server.url, args.model, args.tokens, args.runs, args.repeats)
+        load = loaded(server.url, args.model, args.clients, args.duration, args.tokens, args.repeats)
+    finally:
+        server.stop()
+    return {"single": single, "load": load}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain ``phi3 serve`` (one thread), then ``--ray`` with 1 and 2 replicas of one CPU."""
+    base = [args.model, "-b", args.backend, "-p", args.precision, "--max-queue", str(args.clients + 1)]
+    print("plain phi3 serve (uvicorn), one thread", flush=True)
+    plain = measure_runner(args, base, {"OMP_NUM_THREADS": "1"})
+    ray: dict[str, Any] = {}
+    for replicas in (1, 2):
+        print(f"phi3 serve --ray, {replicas} replica(s) of 1 CPU", flush=True)
+        ray[str(replicas)] = measure_runner(
+            args, ["--ray", *base, "--replicas", str(replicas), "--replica-cpus", "1"], None
+        )
+    return {"plain": plain, "ray": ray}
+
+
+def _added(ray: list[float], local: list[float]) -> str:
+    return f"{statistics.median(ray) - statistics.median(local):+.1f}"
+
+
+def _per_token_ms(ray: list[float], plain: list[float]) -> str:
+    return f"{1000 / statistics.median(ray) - 1000 / statistics.median(plain):+.2f}"
+
+
+def _load_row(runner: str, replicas: str, rows: dict[str, list[float]]) -> str:
+    return f"| {runner} | {replicas} | " + " | ".join(spread(rows[name]) for name in LOAD_FIELDS) + " |"
+
+
+def _ratio(two: dict[str, list[float]], one: dict[str, list[float]]) -> str:
+    return f"{statistics.median(two['tokens/s']) / statistics.median(one['tokens/s']):.2f}"
+
+
+def render_header(results: dict[str, Any]) -> list[str]:
+    return [
+        "# phi3 serve --ray benchmark",
+        "",
+        "Rendered by `python benchmarks/ray_bench.py --render` from `RAY_RESULTS.json`; do not edit.",
+        "",
+        reporting.provenance(results, "ray_bench.py"),
+        "",
+        f"Model `{results['model']}` on `{results['backend']}` at {results['precision']}, {results['tokens']} tokens "
+        "per request (ignore_eos), a local Ray cluster started by phi3 serve --ray. Every cell is the median of the "
+        "repeats with the (min-max) spread. With 2 replicas of one CPU each on this "
+        f"{results['cpus']}-CPU machine, Ray's proxy, ingress replica, controller and the {results['clients']} "
+        "client threads run on the same machine as the replicas, so the 2-replica rows show Ray spreading "
+        "requests on one machine, not a cluster of separate nodes.",
+        "",
+    ]
+
+
+def render_single(results: dict[str, Any]) -> list[str]:
+    plain, one = results["plain"]["single"], results["ray"]["1"]["single"]
+    return [
+        f"## Single stream: what Ray Serve adds ({results['runs']} sequential requests per repeat, "
+        f"{results['repeats']} repeats)",
+        "",
+        "| runner | TTFT (ms) | added TTFT (ms) | decode tok/s |",
+        "| --- | --- | --- | --- |",
+        f"| phi3 serve (uvicorn) | {spread(plain['ttft_ms'])} | | {spread(plain['decode_tok_s'])} |",
+        f"| phi3 serve --ray, 1 replica | {spread(one['ttft_ms'])} | {_added(one['ttft_ms'], plain['ttft_ms'])} "
+        f"| {spread(one['decode_tok_s'])} |",
+        "",
+        f"Per streamed token, Ray Serve adds {_per_token_ms(one['decode_tok_s'], plain['decode_tok_s'])} ms "
+        "(from the medians: each piece travels replica -> ingress -> proxy -> client instead of thread -> client).",
+        "",
+    ]
+
+
+def render_load(results: dict[str, Any]) -> list[str]:
+    ray = results["ray"]
+    return [
+        f"## {results['clients']} concurrent streaming clients ({results['duration']:.0f} s per repeat, "
+        f"{results['repeats']} repeats)",
+        "",
+        "| runner | replicas | aggregate tokens/s | p50 TTFT (ms) | p99 TTFT (ms) | requests | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        _load_row("phi3 serve (uvicorn)", "-", results["plain"]["load"]),
+        *(_load_row("phi3 serve --ray", n, ray[n]["load"]) for n in sorted(ray)),
+        "",
+        f"Scaling, 1 -> 2 replicas: aggregate tokens/s x{_ratio(ray['2']['load'], ray['1']['load'])} "
+        "(medians; 2.00 would be linear).",
+        "",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = render_header(results) + render_single(results) + render_load(results)
+    lines += [reporting.versions_line(results), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,98 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per load repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "RAY_RESULTS.md")
+    reporting.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.render:
+        reporting.rerender(args.out, render)
+        return 0
+    meta = reporting.run_metadata("ray_bench.py", argv, reporting.refuse_if_noisy(args.noisy))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    base = [args.model, "-b", args.backend, "-p", args.precision, "--max-queue", str(args.clients + 1)]
+    settings = ("model", "backend", "precision", "tokens", "runs", "clients", "duration", "repeats")
+    results = {**meta, **{name: getattr(args, name) for name in settings}, **measure(args)}
+    with contextlib.suppress(ImportError):  # phi3 serve --ray imported it in its own process: its version
+        import ray  # noqa: F401
 
-    print("plain phi3 serve (uvicorn), one thread", flush=True)
-    plain = Phi3Serve(base, env={"OMP_NUM_THREADS": "1"})
-    try:
-        plain_ttft, plain_rate = single_stream(plain.url, args.model, args.tokens, args.runs, args.repeats)
-        plain_load = loaded(plain.url, args.model, args.clients, args.duration, args.tokens, args.repeats)
-    finally:
-        plain.stop()
-    ray_rows: dict[int, tuple[Spread, Spread, dict[str, Spread]]] = {}
-    for replicas in (1, 2):
-        print(f"phi3 serve --ray, {replicas} replica(s) of 1 CPU", flush=True)
-        server = Phi3Serve(["--ray", *base, "--replicas", str(replicas), "--replica-cpus", "1"])
-        try:
-            ttft, rate = single_stream(server.url, args.model, args.tokens, args.runs, args.repeats)
-            ray_rows[replicas] = (
-                ttft,
-                rate,
-                loaded(server.url, args.model, args.clients, args.duration, args.tokens, args.repeats),
-            )
-        finally:
-            server.stop()
-
-    def added(ray: Spread, local: Spread) -> str:
-        return f"{statistics.median(ray.values) - statistics.median(local.values):+.1f}"
-
-    one = ray_rows[1]
-    lines = [
-        "# phi3 serve --ray benchmark",
-        "",
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python benchmarks/ray_bench.py "
-        + " ".join(argv if argv is not None else sys.argv[1:])
-        + f"`; model `{args.model}` on `{args.backend}` at {args.precision}, {args.tokens} tokens per request "
-        f"(ignore_eos), {os.cpu_count()} CPUs, Ray {_ray_version()}, a local Ray cluster started by phi3 serve --ray.",
-        "",
-        "Every cell is the median of the repeats with the (min-max) spread. **Read with care: this machine has "
-        f"{os.cpu_count()} cores, shared with other work while this ran.** With 2 replicas of one CPU each, the "
-        "replicas take both cores and Ray's proxy, ingress replica, controller and the 16 client threads compete "
-        "with them for the same cores, so the 2-replica numbers show Ray spreading requests, not the speed-up a "
-        "cluster of real nodes (one replica per machine) would give.",
-        "",
-        f"## Single stream: what Ray Serve adds ({args.runs} sequential requests per repeat, {args.repeats} repeats)",
-        "",
-        "| runner | TTFT (ms) | added TTFT (ms) | decode tok/s |",
-        "| --- | --- | --- | --- |",
-        f"| phi3 serve (uvicorn) | {plain_ttft} | | {plain_rate} |",
-        f"| phi3 serve --ray, 1 replica | {one[0]} | {added(one[0], plain_ttft)} | {one[1]} |",
-        "",
-        f"Per streamed token, Ray Serve adds {_per_token_ms(one[1], plain_rate)} ms (from the medians: each "
-        "piece travels replica -> ingress -> proxy -> client instead of thread -> client); it matters for a "
-        "model as fast as the smoke model, much less for a real one decoding at tens of ms per token.",
-        "",
-        f"## {args.clients} concurrent streaming clients ({args.duration:.0f} s per repeat, {args.repeats} repeats)",
-        "",
-        "| runner | replicas | aggregate tokens/s | p50 TTFT (ms) | p99 TTFT (ms) | requests | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        _load_row("phi3 serve (uvicorn)", "-", plain_load),
-        *(_load_row("phi3 serve --ray", str(n), rows[2]) for n, rows in ray_rows.items()),
-        "",
-        f"Scaling, 1 -> 2 replicas: aggregate tokens/s x{_ratio(ray_rows[2][2], ray_rows[1][2])} "
-        "(medians; 2.0 would be perfect on two free cores).",
-        "",
-    ]
-    args.out.write_text("\n".join(lines))
-    print(f"wrote {args.out}")
+    reporting.finish(results)
+    reporting.write(args.out, results, render)
     return 0
-
-
-def _load_row(runner: str, replicas: str, rows: dict[str, Spread]) -> str:
-    return (
-        f"| {runner} | {replicas} | {rows['tokens/s']} | {rows['p50']} | {rows['p99']} | {rows['requests']} "
-        f"| {rows['errors']} |"
-    )
-
-
-def _per_token_ms(ray: Spread, plain: Spread) -> str:
-    return f"{1000 / statistics.median(ray.values) - 1000 / statistics.median(plain.values):+.2f}"
-
-
-def _ratio(two: dict[str, Spread], one: dict[str, Spread]) -> str:
-    return f"{statistics.median(two['tokens/s'].values) / statistics.median(one['tokens/s'].values):.2f}"
-
-
-def _ray_version() -> str:
-    try:
-        import ray
-
-        return str(ray.__version__)
-    except ImportError:
-        return "(not installed)"
 
 
 if __name__ == "__main__":
