@@ -129,12 +129,64 @@ def test_a_backend_that_cannot_enforce_it_is_refused_by_the_cli(tiny_phi3: Path)
     assert plugin.generate_calls == 0
 
 
+HIDE_LLGUIDANCE = """
+import sys
+
+
+class HideLlguidance:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "llguidance":
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, HideLlguidance())
+from phi3.cli import main
+
+sys.argv[0] = "phi3"
+main()
+"""
+"""``phi3 ARGS`` as an installation without llguidance runs it: the import system finds no such module."""
+
+
+def _reference_listing(run: Any) -> tuple[list[str], str]:
+    """What ``list-backends`` says the reference backend enforces: the --json list and the table row."""
+    done = run("list-backends", "--json")
+    assert done.returncode == 0, done.stderr
+    ref = next(b for b in json.loads(done.stdout)["backends"] if b["name"] == "reference")
+    table = run("list-backends")
+    assert table.returncode == 0, table.stderr
+    assert "STRUCTURED OUTPUT" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.startswith("reference"))
+    return list(ref["structured_output"]), row.rstrip()
+
+
+@needs_llguidance
 def test_list_backends_shows_what_each_backend_enforces(run_phi3: Any) -> None:
-    expected = ["json_schema", "json_object", "regex"] if needs_llguidance.args[0] is False else []
-    data = json.loads(run_phi3("list-backends", "--json").stdout)
-    ref = next(b for b in data["backends"] if b["name"] == "reference")
-    assert ref["structured_output"] == expected
-    table = run_phi3("list-backends").stdout
-    assert "STRUCTURED OUTPUT" in table
-    row = next(line for line in table.splitlines() if line.startswith("reference"))
-    assert row.rstrip().endswith(", ".join(expected) or "none")
+    enforced, row = _reference_listing(run_phi3)
+    assert enforced == ["json_schema", "json_object", "regex"]
+    assert row.endswith("json_schema, json_object, regex")
+
+
+def test_without_llguidance_the_reference_backend_enforces_nothing(phi3_home: Path, tmp_path: Path) -> None:
+    """The other half, run here whether or not llguidance is installed: a listing without it says none
+    (never derived from what this environment happens to have)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PHI3_HOME": str(phi3_home), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run(
+            [sys.executable, "-c", HIDE_LLGUIDANCE, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+
+    enforced, row = _reference_listing(run)
+    assert enforced == []
+    assert row.endswith("none")
