@@ -142,7 +142,7 @@ class FamilyParitySuite:
                     if not case_applies(name, case):
                         continue
                     reason = self.known_divergences.get((name, case))
-                    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+                    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)] if reason else []
                     params.append(pytest.param(name, case, marks=marks, id=f"{name}-{case}"))
             metafunc.parametrize(("variant", "case"), params)
         elif metafunc.definition.name == "test_teacher_forced_kl_is_bounded":
