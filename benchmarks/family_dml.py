@@ -1,6 +1,9 @@
 """Family quality of phi3-dml (ONNX Runtime GenAI, CPU provider): every tiny catalogue layout.
 
-Writes ``benchmarks/FAMILY_DML.md``, the phi3-dml twin of ``FAMILY_OPENVINO.md``: for each variant
+Writes the raw results to ``benchmarks/FAMILY_DML.json`` (with the run's metadata: commit, command, CPU,
+versions) and renders ``benchmarks/FAMILY_DML.md`` from that JSON alone (``--render`` re-creates it);
+quality, not timing, so a busy machine is recorded, not refused. The report is the phi3-dml twin of
+``FAMILY_OPENVINO.md``: for each variant
 of :data:`phi3.testing.variants.VARIANTS` (tiny checkpoints with each real config's layout and
 discriminating weights) and each graph phi3-dml builds,
 
@@ -22,11 +25,13 @@ import os
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+import reporting  # noqa: E402
+
 NEW = 32
 GREEDY_GRAPHS = (
     ("fp32 cpu graph", "fp32", "cpu"),
@@ -71,8 +76,8 @@ def greedy_row(model_dir: Path, variant: str, precision: str, provider: str) -> 
     return row
 
 
-def teacher_forced(model_dir: Path, variant: str, precision: str, provider: str) -> str:
-    """``KL / top-1`` as one cell, or the refusal."""
+def teacher_forced(model_dir: Path, variant: str, precision: str, provider: str) -> dict[str, Any]:
+    """``{"kl", "top1"}``, or ``{"refused": the phi3 error's name}``."""
     import numpy as np
 
     import phi3
@@ -88,85 +93,101 @@ def teacher_forced(model_dir: Path, variant: str, precision: str, provider: str)
         with _load(model_dir, precision, provider) as model:
             got = teacher_forced_logprobs(model, ids).astype(np.float64)
     except phi3.Phi3Error as exc:
-        return f"refused ({type(exc).__name__})"
+        return {"refused": type(exc).__name__}
     rows = slice(len(prompt_ids) - 1, len(ids) - 1)
     p = np.exp(expected[rows])
     kl = float(np.mean(np.sum(p * (expected[rows] - got[rows]), axis=-1)))
     top1 = float(np.mean(got[rows].argmax(-1) == expected[rows].argmax(-1)))
-    return f"{round(kl, 4) + 0.0:.4f} / {100 * top1:.1f} %"  # + 0.0: no "-0.0000" from rounding noise
+    return {"kl": kl, "top1": top1}
 
 
-def render(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict[str, str]]) -> str:
-    from phi3.testing.parity import CASES
-    from phi3.testing.variants import VARIANTS
-    from phi3_dml import __version__ as dml_version
+def quality_cell(measured: dict[str, Any]) -> str:
+    if "refused" in measured:
+        return f"refused ({measured['refused']})"
+    return f"{round(measured['kl'], 4) + 0.0:.4f} / {100 * measured['top1']:.1f} %"  # + 0.0: no "-0.0000"
 
+
+def render(results: dict[str, Any]) -> str:
+    cases = results["cases"]
     lines = [
         "# Family quality: phi3-dml (ONNX Runtime GenAI, CPU provider)",
         "",
-        "Written by `benchmarks/family_dml.py` (see its docstring). Tiny checkpoints with each catalogue",
-        "entry's layout (`phi3.testing.variants`), discriminating weights. The dml graphs (DirectML's) run",
-        "under the CPU provider here; a refused layout names the phi3 error (the plugin README says why).",
+        "Rendered by `python benchmarks/family_dml.py --render` from `FAMILY_DML.json`; do not edit.",
+        "Tiny checkpoints with each catalogue entry's layout (`phi3.testing.variants`), discriminating weights.",
+        "The dml graphs (DirectML's) run under the CPU provider here; a refused layout names the phi3 error",
+        "(the plugin README says why).",
         "",
-        "## Greedy parity with transformers fp32 (32 tokens, a fresh model per case)",
+        reporting.provenance(results, "family_dml.py"),
         "",
-        "| variant | graph | " + " | ".join(CASES) + " |",
-        "|---|---|" + "---|" * len(CASES),
+        f"## Greedy parity with transformers fp32 ({results['new_tokens']} tokens, a fresh model per case)",
+        "",
+        "| variant | graph | " + " | ".join(cases) + " |",
+        "|---|---|" + "---|" * len(cases),
     ]
-    for variant in VARIANTS:
-        for label, row in greedy[variant].items():
-            lines.append(f"| `{variant}` | {label} | " + " | ".join(row.get(case, "n/a") for case in CASES) + " |")
+    for variant in results["variants"]:
+        for label, row in results["greedy"][variant].items():
+            lines.append(f"| `{variant}` | {label} | " + " | ".join(row.get(case, "n/a") for case in cases) + " |")
+    labels = [label for label, _, _ in KL_GRAPHS]
     lines += [
         "",
-        "## Teacher-forced quality (mean KL nats/token / top-1 agreement, 32 continuation tokens)",
+        f"## Teacher-forced quality (mean KL nats/token / top-1 agreement, {results['new_tokens']} continuation "
+        "tokens)",
         "",
         "Default quantization options (int4: block 32, accuracy level 4).",
         "",
-        "| variant | " + " | ".join(label for label, _, _ in KL_GRAPHS) + " |",
-        "|---|" + "---|" * len(KL_GRAPHS),
+        "| variant | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
     ]
-    for variant in VARIANTS:
-        lines.append(f"| `{variant}` | " + " | ".join(quality[variant][label] for label, _, _ in KL_GRAPHS) + " |")
-    lines += ["", "## Versions", "", "| package | version |", "|---|---|", f"| phi3-dml | {dml_version} |"]
-    for name in ("onnxruntime-genai", "onnxruntime", "transformers", "torch"):
-        try:
-            lines.append(f"| {name} | {version(name)} |")
-        except PackageNotFoundError:
-            lines.append(f"| {name} | not installed |")
+    for variant in results["variants"]:
+        quality = results["quality"][variant]
+        lines.append(f"| `{variant}` | " + " | ".join(quality_cell(quality[label]) for label in labels) + " |")
+    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in sorted(results["source_versions"].items())]
+    lines += ["", reporting.versions_line(results)]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "FAMILY_DML.md")
-    parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
-    args = parser.parse_args(argv)
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def measure(chosen: list[str]) -> dict[str, Any]:
+    """Greedy parity per graph and teacher-forced quality per graph, for each chosen variant."""
+    from phi3.testing.parity import CASES
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    greedy: dict[str, dict[str, dict[str, str]]] = {}
+    quality: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="phi3-family-dml-") as scratch:
         os.environ["PHI3_HOME"] = str(Path(scratch) / "home")
-        from phi3.testing.tiny_model import make_tiny_phi3
-        from phi3.testing.variants import VARIANTS
-
-        chosen = [name for name in args.variants.split(",") if name] or list(VARIANTS)
-        greedy: dict[str, dict[str, dict[str, str]]] = {}
-        quality: dict[str, dict[str, str]] = {}
         for variant in chosen:
             start = time.monotonic()
             model_dir = make_tiny_phi3(Path(scratch) / variant, variant=variant)
             greedy[variant] = {label: greedy_row(model_dir, variant, p, ep) for label, p, ep in GREEDY_GRAPHS}
             quality[variant] = {label: teacher_forced(model_dir, variant, p, ep) for label, p, ep in KL_GRAPHS}
             print(f"{variant}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+    return {"cases": list(CASES), "variants": chosen, "new_tokens": NEW, "greedy": greedy, "quality": quality}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "FAMILY_DML.md")
+    parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
+    parser.add_argument("--render", action="store_true", help="re-create the report from the raw JSON beside it")
+    args = parser.parse_args(argv)
+    if args.render:
+        reporting.rerender(args.output, render)
+        return 0
+    meta = reporting.run_metadata("family_dml.py", argv, reporting.load_average())
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from phi3.testing.variants import VARIANTS
+    from phi3_dml import __version__ as dml_version
+
+    chosen = [name for name in args.variants.split(",") if name] or list(VARIANTS)
+    results = {**meta, **measure(chosen), "source_versions": {"phi3-dml": dml_version}}
+    reporting.finish(results)
     if len(chosen) < len(VARIANTS):
         print("a subset was measured: not writing the report", file=sys.stderr)
-        print(render_subset(greedy, quality), file=sys.stderr)
+        print(render(results), file=sys.stderr)
         return 0
-    args.output.write_text(render(greedy, quality), encoding="utf-8")
-    print(f"wrote {args.output}", file=sys.stderr)
+    reporting.write(args.output, results, render)
     return 0
-
-
-def render_subset(greedy: dict[str, dict[str, dict[str, str]]], quality: dict[str, dict[str, str]]) -> str:
-    return "\n".join(f"{variant}: {greedy[variant]} {quality[variant]}" for variant in greedy)
 
 
 if __name__ == "__main__":

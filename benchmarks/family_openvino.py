@@ -1,6 +1,9 @@
 """Family quality of phi3-openvino and phi3-npu: every tiny catalogue layout, every precision.
 
-Writes ``benchmarks/FAMILY_OPENVINO.md``: for each variant of :data:`phi3.testing.variants.VARIANTS`
+Writes the raw results to ``benchmarks/FAMILY_OPENVINO.json`` (with the run's metadata: commit, command,
+CPU, versions) and renders ``benchmarks/FAMILY_OPENVINO.md`` from that JSON alone (``--render``
+re-creates it). Quality, not timing: the machine's load does not change these figures, so a busy
+machine is recorded, not refused. For each variant of :data:`phi3.testing.variants.VARIANTS`
 (tiny checkpoints with each real config's layout and discriminating weights):
 
 - greedy parity, per engine: 32 greedy ids on each parity case that applies (short, longrope_prompt,
@@ -27,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+import reporting  # noqa: E402
+
 F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
 ENGINES = (("openvino", "genai"), ("openvino", "optimum"), ("npu", "genai"))
 PRECISIONS = ("fp16", "int8", "int4")
@@ -76,98 +82,89 @@ def teacher_forced(model_dir: Path, variant: str, precision: str, backend: str =
     return kl, top1
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("openvino", "openvino-genai", "optimum-intel", "nncf", "transformers", "torch"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
+def source_versions() -> dict[str, str]:
+    """The plugins' versions from their sources (what the artifact cache key uses), not an editable
+    install's possibly stale metadata."""
     from phi3_npu import __version__ as npu_version
     from phi3_openvino import __version__ as openvino_version
 
-    # the source's own versions (what the artifact cache key uses), not an editable install's stale metadata
-    return {**found, "phi3-openvino": openvino_version, "phi3-npu": npu_version}
+    return {"phi3-openvino": openvino_version, "phi3-npu": npu_version}
 
 
-def render(
-    greedy: dict[str, dict[str, dict[str, str]]],
-    quality: dict[str, dict[str, tuple[float, float]]],
-    npu_quality: dict[str, dict[str, tuple[float, float]]],
-) -> str:
-    from phi3.testing.parity import CASES
-    from phi3.testing.variants import VARIANTS
+def _quality_table(results: dict[str, Any], key: str, precisions: tuple[str, ...]) -> list[str]:
+    lines = [
+        "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in precisions) + " |",
+        "|---|" + "---|---|" * len(precisions),
+    ]
+    for variant in results["variants"]:
+        cells = []
+        for precision in precisions:
+            kl, top1 = results[key][variant][precision]
+            cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    return lines
 
+
+def _greedy_table(results: dict[str, Any]) -> list[str]:
+    cases = results["cases"]
+    lines = ["| variant | engine | " + " | ".join(cases) + " |", "|---|---|" + "---|" * len(cases)]
+    for variant in results["variants"]:
+        for label, row in results["greedy"][variant].items():
+            lines.append(f"| `{variant}` | {label} | " + " | ".join(row.get(case, "n/a") for case in cases) + " |")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
     lines = [
         "# Family quality: phi3-openvino and phi3-npu",
         "",
-        "Written by `benchmarks/family_openvino.py` (see its docstring). Tiny checkpoints with each catalogue",
-        "entry's layout (`phi3.testing.variants`), discriminating weights; CPU, f32 inference.",
+        "Rendered by `python benchmarks/family_openvino.py --render` from `FAMILY_OPENVINO.json`; do not edit.",
+        "Tiny checkpoints with each catalogue entry's layout (`phi3.testing.variants`), discriminating weights;",
+        "CPU, f32 inference (see the script's docstring).",
         "",
-        "## Greedy parity with transformers fp32 (fp16 artifacts, 32 tokens, a fresh model per case)",
+        reporting.provenance(results, "family_openvino.py"),
         "",
-        "| variant | engine | " + " | ".join(CASES) + " |",
-        "|---|---|" + "---|" * len(CASES),
-    ]
-    for variant in VARIANTS:
-        for label, row in greedy[variant].items():
-            cells = [row.get(case, "n/a") for case in CASES]
-            lines.append(f"| `{variant}` | {label} | " + " | ".join(cells) + " |")
-    lines += [
+        f"## Greedy parity with transformers fp32 (fp16 artifacts, {results['new_tokens']} tokens, a fresh model "
+        "per case)",
+        "",
+        *_greedy_table(results),
         "",
         "## Teacher-forced quality of each precision's IR (phi3-openvino artifacts, f32 on CPU, optimum-intel)",
         "",
-        "Mean KL(reference || artifact) in nats/token and top-1 agreement over the 32 continuation tokens",
+        f"Mean KL(reference || artifact) in nats/token and top-1 agreement over the {results['new_tokens']} "
+        "continuation tokens",
         "(default quantization options: int8 asymmetric per channel; int4 symmetric, ratio 0.6, group size auto).",
         "",
-        "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in PRECISIONS) + " |",
-        "|---|" + "---|---|" * len(PRECISIONS),
-    ]
-    for variant in VARIANTS:
-        cells = []
-        for precision in PRECISIONS:
-            kl, top1 = quality[variant][precision]
-            cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
-        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
-    lines += [
+        *_quality_table(results, "quality", PRECISIONS),
         "",
         "## Teacher-forced quality of phi3-npu's genai artifacts (the NPU recipe)",
         "",
         "The same measure on the IRs phi3-npu exports for the NPU (int8 symmetric per channel; int4",
         "symmetric, ratio 1.0, every eligible weight in int4): what the weights lose, whichever device runs them.",
         "",
-        "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in NPU_PRECISIONS) + " |",
-        "|---|" + "---|---|" * len(NPU_PRECISIONS),
+        *_quality_table(results, "npu_quality", NPU_PRECISIONS),
+        "",
+        "## Versions",
+        "",
+        "| package | version |",
+        "|---|---|",
     ]
-    for variant in VARIANTS:
-        cells = []
-        for precision in NPU_PRECISIONS:
-            kl, top1 = npu_quality[variant][precision]
-            cells += [f"{kl:.4f}", f"{100 * top1:.1f} %"]
-        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
-    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in versions().items()]
+    lines += [f"| {name} | {value} |" for name, value in sorted(results["source_versions"].items())]
+    lines += ["", reporting.versions_line(results)]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "FAMILY_OPENVINO.md")
-    args = parser.parse_args(argv)
-    from phi3.vendor_compat import hide_broken_torchvision
+def measure() -> dict[str, Any]:
+    """Every variant: greedy parity per engine, teacher-forced quality per precision (openvino and npu)."""
+    from phi3.testing.parity import CASES
+    from phi3.testing.tiny_model import make_tiny_phi3
+    from phi3.testing.variants import VARIANTS
 
-    hide_broken_torchvision()
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    greedy: dict[str, dict[str, dict[str, str]]] = {}
+    quality: dict[str, dict[str, tuple[float, float]]] = {}
+    npu_quality: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="phi3-family-") as scratch:
         os.environ["PHI3_HOME"] = str(Path(scratch) / "home")
-        from phi3.testing.tiny_model import make_tiny_phi3
-        from phi3.testing.variants import VARIANTS
-
-        greedy: dict[str, dict[str, dict[str, str]]] = {}
-        quality: dict[str, dict[str, tuple[float, float]]] = {}
-        npu_quality: dict[str, dict[str, tuple[float, float]]] = {}
         for variant in VARIANTS:
             start = time.monotonic()
             model_dir = make_tiny_phi3(Path(scratch) / variant, variant=variant)
@@ -175,8 +172,32 @@ def main(argv: list[str] | None = None) -> int:
             quality[variant] = {p: teacher_forced(model_dir, variant, p) for p in PRECISIONS}
             npu_quality[variant] = {p: teacher_forced(model_dir, variant, p, "npu") for p in NPU_PRECISIONS}
             print(f"{variant}: {time.monotonic() - start:.0f} s", file=sys.stderr)
-    args.output.write_text(render(greedy, quality, npu_quality), encoding="utf-8")
-    print(f"wrote {args.output}", file=sys.stderr)
+    return {
+        "cases": list(CASES),
+        "variants": list(VARIANTS),
+        "new_tokens": NEW,
+        "greedy": greedy,
+        "quality": quality,
+        "npu_quality": npu_quality,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "FAMILY_OPENVINO.md")
+    parser.add_argument("--render", action="store_true", help="re-create the report from the raw JSON beside it")
+    args = parser.parse_args(argv)
+    if args.render:
+        reporting.rerender(args.output, render)
+        return 0
+    meta = reporting.run_metadata("family_openvino.py", argv, reporting.load_average())
+    from phi3.vendor_compat import hide_broken_torchvision
+
+    hide_broken_torchvision()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    results = {**meta, **measure(), "source_versions": source_versions()}
+    reporting.finish(results)
+    reporting.write(args.output, results, render)
     return 0
 
 
