@@ -17,6 +17,7 @@ import pytest
 
 import phi3
 from phi3 import tools as tool_calling
+from phi3.messages import check_messages
 from phi3.testing import structured
 from phi3.testing.tiny_model import make_tiny_phi3
 
@@ -205,9 +206,7 @@ def _marker_first_copy(model_dir: Path, prompt: str, dest: Path) -> Path:
 def calling_phi4(models: dict[str, phi3.Model], tmp_path_factory: pytest.TempPathFactory) -> Any:
     source = Path(models["phi4"].artifact.path)
     prompt = models["phi4"].apply_chat_template(
-        tool_calling.native_messages(
-            phi3.model._check_messages(MESSAGES), tool_calling.check_request(TOOL_SETS["two"], "auto")
-        )
+        tool_calling.native_messages(check_messages(MESSAGES), tool_calling.check_request(TOOL_SETS["two"], "auto"))
     )
     path = _marker_first_copy(source, prompt, tmp_path_factory.mktemp("calling") / "phi4-calls")
     _register_reference()
@@ -264,7 +263,7 @@ ROUND_TRIP = [
 def test_round_trip_with_a_tool_result(models: dict[str, phi3.Model], family: str) -> None:
     model = models[family]
     request = tool_calling.check_request([WEATHER], "auto")
-    checked = phi3.model._check_messages(ROUND_TRIP)
+    checked = check_messages(ROUND_TRIP)
     native = family == "phi4"
     rendered = (tool_calling.native_messages if native else tool_calling.generic_messages)(checked, request)
     prompt = model.apply_chat_template(rendered)

@@ -51,16 +51,13 @@ import uuid
 import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from phi3 import structured_output
+from phi3.decoding import GenerationSlot, ModelCore, Passes
 from phi3.errors import BackendError, ConfigError, UnsupportedError
 from phi3.generation_config import GenerationConfig, find_stop
-from phi3.model import TextStream, _check_messages
-from phi3.types import ChatMessage, FinishReason, GenerationResult, ToolCall
-
-if TYPE_CHECKING:
-    from phi3.model import Model
+from phi3.types import FinishReason, GenerationResult, ToolCall
 
 TOOL_CALL_START = "<|tool_call|>"
 TOOL_CALL_END = "<|/tool_call|>"
@@ -80,7 +77,7 @@ _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additiona
 _PROBE = '["phi3-tool-format-probe"]'
 """What the template probe puts in a system turn's ``tools``: JSON text, as real tools are (ONNX Runtime
 GenAI 0.18.0 parses that field and fails on anything else), in the one spelling every JSON writer keeps."""
-_native_models: weakref.WeakKeyDictionary[Model, bool] = weakref.WeakKeyDictionary()
+_native_models: weakref.WeakKeyDictionary[ModelCore, bool] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -245,7 +242,7 @@ def check_request(tools: object, tool_choice: object, parallel_tool_calls: objec
 # -- the two formats -------------------------------------------------------------------------------
 
 
-def native_format(model: Model) -> bool:
+def native_format(model: ModelCore) -> bool:
     """Whether ``model``'s own template lists a system turn's ``tools`` between ``<|tool|>`` and
     ``<|/tool|>`` (Phi-4-mini); probed by rendering once, so it holds on every backend."""
     known = _native_models.get(model)
@@ -352,7 +349,7 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _tool_calls(model: Model, request: ToolRequest, calls: object) -> tuple[ToolCall, ...]:
+def _tool_calls(model: ModelCore, request: ToolRequest, calls: object) -> tuple[ToolCall, ...]:
     """Parsed calls as ToolCalls, each checked against its tool (a failure is a backend bug: the
     decode was constrained to exactly this)."""
     import jsonschema
@@ -377,60 +374,81 @@ def _tool_calls(model: Model, request: ToolRequest, calls: object) -> tuple[Tool
 # -- decoding --------------------------------------------------------------------------------------
 
 
-class ToolChatStream(TextStream):
-    """A chat with tools: yields what the model says; ``result.tool_calls`` holds its calls.
+def check_supported(model: ModelCore, request: ToolRequest, config: GenerationConfig) -> None:
+    """The rules for a chat with tools on ``model``, before anything is rendered or decoded (the
+    one place they are written; ``phi3 serve`` calls it too, for its 400s).
 
-    It holds one of the model's generation slots for all its decodes (native ``auto`` runs two),
-    so no other stream runs on the model in between. A JSON decode yields nothing until it ends.
+    With ``tool_choice="none"`` the config's own constraint applies (:meth:`ModelCore.check_supported`).
+    Otherwise the calls are decoded under a JSON-Schema constraint, so the config may carry no
+    constraint of its own (``ConfigError``) and the backend must enforce ``json_schema``
+    (``UnsupportedError``).
     """
+    if request.choice == "none":
+        model.check_supported(config)
+        return
+    if config.output_constraint is not None:
+        raise ConfigError(
+            f"tools cannot be combined with {config.output_constraint.kind} output: a tool call is "
+            "constrained to the tool's parameters",
+            hint="drop json_schema/json_object/regex, or send tool_choice='none'",
+        )
+    if "json_schema" not in model.structured_output:
+        raise UnsupportedError(
+            f"backend {model.backend!r} (engine {model.engine!r} on {model.device}) cannot enforce "
+            "json_schema output, which tool calling needs to keep arguments valid",
+            hint="choose a backend whose `phi3 list-backends` entry lists json_schema, or send tool_choice='none'",
+        )
 
-    def __init__(self, model: Model, prompt: str, config: GenerationConfig, request: ToolRequest, native: bool) -> None:
-        super().__init__(model, prompt, config)
+
+def decode_calls(prompt: str, config: GenerationConfig, request: ToolRequest, native: bool) -> Passes:
+    """The decodes of a chat offering tools (``prompt`` rendered with them), for
+    :meth:`ModelCore.stream_passes`: they yield what the model says and return the result, whose
+    ``tool_calls`` hold its calls. All run in one generation slot (native ``auto`` runs two), so no
+    other stream runs on the model in between. A JSON decode yields nothing until it ends."""
+
+    def passes(slot: GenerationSlot) -> Generator[str, None, GenerationResult]:
+        calls = _ToolDecodes(slot, prompt, config, request)
+        result = yield from (calls.native() if native else calls.generic())
+        return result
+
+    return passes
+
+
+class _ToolDecodes:
+    """The decodes of one chat with tools, in one held generation slot."""
+
+    def __init__(self, slot: GenerationSlot, prompt: str, config: GenerationConfig, request: ToolRequest) -> None:
+        self._slot = slot
+        self._model = slot.model
+        self._prompt = prompt
+        self._config = config
         self._request = request
-        self._native = native
-        self._passes: list[TextStream] = []
-
-    @property
-    def new_tokens(self) -> int:
-        return sum(stream.new_tokens for stream in self._passes)
-
-    def _run(self) -> Generator[str, None, None]:
-        with self._model._generation_slot():
-            yield from (self._native_decode() if self._native else self._generic_decode())
-
-    def _pass(self, prompt: str, config: GenerationConfig) -> TextStream:
-        stream = TextStream(self._model, prompt, config)
-        self._passes.append(stream)
-        return stream
 
     def _json(self, prompt: str, schema: Mapping[str, Any], max_new_tokens: int) -> GenerationResult:
         """A decode constrained to ``schema`` (no stop strings: they must not cut the JSON)."""
         config = self._config.replace(max_new_tokens=max_new_tokens, stop=(), ignore_eos=False, json_schema=schema)
-        stream = self._pass(prompt, config)
-        for _ in stream._decode():
+        stream = self._slot.stream(prompt, config)
+        for _ in stream:
             pass
         return stream.result
 
-    def _native_decode(self) -> Generator[str, None, None]:
+    def native(self) -> Generator[str, None, GenerationResult]:
         request, config = self._request, self._config
         text, budget = "", config.max_new_tokens
         if request.choice == "auto":
-            free = self._pass(self._prompt, config.replace(stop=(*config.stop, TOOL_CALL_START)))
-            yield from free._decode()
+            free = self._slot.stream(self._prompt, config.replace(stop=(*config.stop, TOOL_CALL_START)))
+            yield from free
             if free.stopped_by != TOOL_CALL_START:
-                self._finish(free.result.text, (), free.result.finish_reason)
-                return
+                return self._finish(free.result.text, (), free.result.finish_reason)
             text, budget = free.result.text, budget - free.new_tokens
             if budget < 1:
-                self._finish(text, (), "length")
-                return
+                return self._finish(text, (), "length")
         answer = self._json(self._prompt + text + TOOL_CALL_START, request.calls_schema(), budget)
         if answer.finish_reason == "length":  # cut inside the JSON: no call can be made of it
-            self._finish(text, (), "length")
-            return
-        self._finish(text, _tool_calls(self._model, request, json.loads(answer.text)), "tool_calls")
+            return self._finish(text, (), "length")
+        return self._finish(text, _tool_calls(self._model, request, json.loads(answer.text)), "tool_calls")
 
-    def _generic_decode(self) -> Generator[str, None, None]:
+    def generic(self) -> Generator[str, None, GenerationResult]:
         answer = self._json(self._prompt, self._request.generic_schema(), self._config.max_new_tokens)
         if answer.finish_reason == "length":
             # the JSON was cut: no call can be made of it, and its raw text is not an answer. What the
@@ -438,26 +456,24 @@ class ToolChatStream(TextStream):
             text = cut_response(answer.text)
             if text:
                 yield text
-            self._finish(text, (), "length")
-            return
+            return self._finish(text, (), "length")
         data = json.loads(answer.text)
         if "tool_calls" in data:
-            self._finish("", _tool_calls(self._model, self._request, data["tool_calls"]), "tool_calls")
-            return
+            return self._finish("", _tool_calls(self._model, self._request, data["tool_calls"]), "tool_calls")
         text, finish = str(data["response"]), answer.finish_reason
         cut = find_stop(text, self._config.stop)
         if cut >= 0:
             text, finish = text[:cut], "stop"
         if text:
             yield text
-        self._finish(text, (), finish)
+        return self._finish(text, (), finish)
 
-    def _finish(self, text: str, calls: tuple[ToolCall, ...], finish: FinishReason) -> None:
+    def _finish(self, text: str, calls: tuple[ToolCall, ...], finish: FinishReason) -> GenerationResult:
         """One result for the whole chat: its text and calls, every pass's tokens and time."""
-        results = [stream.result for stream in self._passes]
+        results = [stream.result for stream in self._slot.passes]
         decode_s = sum((r.new_tokens - 1) / r.decode_tokens_per_s for r in results if r.decode_tokens_per_s > 0)
         decoded = sum(r.new_tokens - 1 for r in results if r.decode_tokens_per_s > 0)
-        self._result = dataclasses.replace(
+        return dataclasses.replace(
             results[0],
             text=text,
             token_ids=tuple(token for r in results for token in r.token_ids),
@@ -468,56 +484,21 @@ class ToolChatStream(TextStream):
         )
 
 
-def open_stream(
-    model: Model,
-    messages: Sequence[ChatMessage],
-    config: GenerationConfig,
-    *,
-    tools: object,
-    tool_choice: object,
-    parallel_tool_calls: object = True,
-) -> TextStream:
-    """What ``Model.chat_stream`` returns for a chat with tools (or with tool turns in its history)."""
-    request = check_request(tools, tool_choice, parallel_tool_calls)
-    checked = _check_messages(messages)
-    if request.choice == "none":
-        model.check_supported(config)
-    else:
-        if config.output_constraint is not None:
-            raise ConfigError(
-                f"tools cannot be combined with {config.output_constraint.kind} output: a tool call is "
-                "constrained to the tool's parameters",
-                hint="drop json_schema/json_object/regex, or send tool_choice='none'",
-            )
-        if "json_schema" not in model.structured_output:
-            raise UnsupportedError(
-                f"backend {model.backend!r} (engine {model.engine!r} on {model.device}) cannot enforce "
-                "json_schema output, which tool calling needs to keep arguments valid",
-                hint="choose a backend whose `phi3 list-backends` entry lists json_schema, or send tool_choice='none'",
-            )
-    native = native_format(model)
-    rendered = native_messages(checked, request) if native else generic_messages(checked, request)
-    prompt = model.apply_chat_template(rendered)
-    if request.choice == "none":
-        return TextStream(model, prompt, config)
-    return ToolChatStream(model, prompt, config, request, native)
-
-
 __all__ = [
     "MAX_PARALLEL_CALLS",
     "NATIVE_SYSTEM",
     "TOOL_CALL_END",
     "TOOL_CALL_START",
     "Tool",
-    "ToolChatStream",
     "ToolRequest",
     "check_request",
+    "check_supported",
     "check_tools",
     "cut_response",
+    "decode_calls",
     "generic_messages",
     "generic_prompt",
     "native_format",
     "native_messages",
     "new_call_id",
-    "open_stream",
 ]

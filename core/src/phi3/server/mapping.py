@@ -28,7 +28,7 @@ from phi3.errors import ConfigError, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.model import Model
 from phi3.server import schemas
-from phi3.server.errors import bad_request
+from phi3.server.errors import bad_request, from_phi3
 from phi3.server.validation import validation_error
 from phi3.types import GenerationResult
 
@@ -172,21 +172,22 @@ def check_supported(plan: RequestConfig) -> Callable[[Model], None]:
 
 
 def check_tools_supported(plan: RequestConfig, tool_options: Mapping[str, Any]) -> Callable[[Model], None]:
-    """:func:`check_supported`, and for a chat offering tools, that the backend enforces the
-    ``json_schema`` constraint tool calls are decoded under (a 400 naming ``tools`` otherwise)."""
+    """:func:`check_supported`, and for a chat with tools, phi3's tool rules
+    (:func:`phi3.tools.check_supported`: e.g. the backend must enforce the ``json_schema``
+    constraint tool calls are decoded under), as a 400 naming ``tools``."""
     supported = check_supported(plan)
-    offered = bool(tool_options) and tools.check_request(**tool_options).choice != "none"
+    request = tools.check_request(**tool_options) if tool_options else None
 
     def check(model: Model) -> None:
         supported(model)
-        if offered and "json_schema" not in model.structured_output:
-            raise bad_request(
-                f"backend {model.backend!r} (engine {model.engine!r}) cannot enforce json_schema output, which "
-                "tool calling needs to keep arguments valid; serve the model on a backend that lists json_schema "
-                "in `phi3 list-backends`, or send tool_choice 'none'",
-                param="tools",
-                code="unsupported_parameter",
-            )
+        if request is None:
+            return
+        try:
+            tools.check_supported(model, request, plan.for_model(model))
+        except UnsupportedError as exc:
+            raise bad_request(str(exc), param="tools", code="unsupported_parameter") from None
+        except ConfigError as exc:  # e.g. tools with response_format: what the stream would refuse
+            raise from_phi3(exc) from None
 
     return check
 

@@ -36,6 +36,7 @@ from phi3.server.responses_store import StoredResponse
 from phi3.server.serving import CUT_SHORT, Server
 from phi3.server.streaming import Generation
 from phi3.server.validation import validation_error
+from phi3.tools import MAX_PARALLEL_CALLS
 from phi3.types import GenerationResult
 
 Number = StrictInt | StrictFloat
@@ -48,7 +49,6 @@ COMPACTION_PROMPT = (
     "Summarize the conversation so far for your own later use: the facts, decisions, open questions and "
     "tool results needed to continue it. Be concise."
 )
-MAX_PARALLEL_CALLS = 4  # phi3.tools.MAX_PARALLEL_CALLS; repeated here to keep the import light
 
 
 class _Strict(BaseModel):

@@ -108,12 +108,12 @@ class TrainConfig:
 
 def _tokenizer_text(examples: Iterable[corpus.Example]) -> list[str]:
     """The text the BPE is trained on: every turn and answer, tools as phi3 describes them."""
-    from phi3.model import _check_messages
+    from phi3.messages import check_messages
     from phi3.tools import check_request, generic_messages
 
     lines: list[str] = []
     for example in examples:
-        messages: list[dict[str, Any]] = _check_messages(list(example.messages))
+        messages: list[dict[str, Any]] = check_messages(list(example.messages))
         if example.tools:
             messages = generic_messages(messages, check_request(list(example.tools), example.tool_choice))
         lines.extend(str(m["content"]) for m in messages)
@@ -266,12 +266,12 @@ def _piece_ids(hf_tok: Any, text: str) -> list[int]:
 
 def render_prompt(hf_tok: Any, example: corpus.Example) -> str:
     """The prompt text a backend decodes from: phi3's tool rendering, then the chat template."""
-    from phi3.model import _check_messages
+    from phi3.messages import check_messages
     from phi3.tools import check_request, generic_messages
 
     if example.raw:
         return str(example.messages[0]["content"])
-    messages: list[dict[str, Any]] = _check_messages(list(example.messages))
+    messages: list[dict[str, Any]] = check_messages(list(example.messages))
     if example.tools is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
         request = check_request(list(example.tools) if example.tools else None, example.tool_choice)
         messages = generic_messages(messages, request)
