@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """phi3-llamacpp against llama-cpp-python directly, on the same GGUF: what does phi3 add?
 
-    python benchmarks/llamacpp_overhead.py                  # small + mid shapes -> LLAMACPP_OVERHEAD.md
+    python benchmarks/llamacpp_overhead.py                  # small + mid shapes -> LLAMACPP_OVERHEAD.{json,md}
     python benchmarks/llamacpp_overhead.py --shapes small --rounds 3
+    python benchmarks/llamacpp_overhead.py --render         # the report again, from LLAMACPP_OVERHEAD.json
 
 For each shape (``SMALL_SHAPE`` and ``MID_SHAPE`` of ``benchmarks/run.py``: Phi-3-mini's layer
 shapes, 4 layers) phi3 builds the int4 (Q4_0) artifact; both sides then run that one GGUF file in
@@ -20,29 +21,30 @@ around the generator. The wall time of each call (outside clock) is kept in the 
 Rounds are interleaved (the order alternates every round) and repeated; the report gives
 medians, min-max spreads and the per-round paired differences, since one run on a shared 2-core
 machine is not a verdict. Targets (issue 15): decode <= 2 % slower, TTFT <= 5 ms more.
+
+The raw results (every round, plus the run's metadata: commit, command, CPU, versions, load average at
+the start and the end) go to ``LLAMACPP_OVERHEAD.json`` beside the report, which is rendered from that
+JSON alone; verdicts are computed there from the rounds. A run refuses to start above 1-minute load
+average 0.5 unless ``--noisy``, and a noisy run's report gives no verdict.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import MID_SHAPE, SMALL_SHAPE  # noqa: E402  (the shapes RESULTS.md uses)
+import reporting  # noqa: E402
 
-SHAPES = {"small": SMALL_SHAPE, "mid": MID_SHAPE}
 DECODE_TARGET = 0.02
 TTFT_TARGET_MS = 5.0
 
@@ -51,11 +53,18 @@ def log(message: str) -> None:
     print(f"[llamacpp-overhead] {message}", file=sys.stderr, flush=True)
 
 
+def shapes() -> dict[str, dict[str, int]]:
+    """``SMALL_SHAPE`` and ``MID_SHAPE`` of benchmarks/run.py (the shapes RESULTS.md uses)."""
+    from run import MID_SHAPE, SMALL_SHAPE
+
+    return {"small": SMALL_SHAPE, "mid": MID_SHAPE}
+
+
 def build(workdir: Path, shape_name: str) -> Path:
     from phi3.testing.tiny_model import make_tiny_phi3
 
     # a SentencePiece tokenizer.model: llama.cpp's converter takes its own Phi-3 path
-    return make_tiny_phi3(workdir / "models" / f"phi3-{shape_name}", sentencepiece_model=True, **SHAPES[shape_name])
+    return make_tiny_phi3(workdir / "models" / f"phi3-{shape_name}", sentencepiece_model=True, **shapes()[shape_name])
 
 
 def measure_direct(run: Callable[[], Iterator[Any]], n: int) -> dict[str, float]:
@@ -154,7 +163,7 @@ def bench_shape(shape_name: str, workdir: Path, args: argparse.Namespace) -> dic
     llm.close()
     model.close()
     return {
-        "shape": SHAPES[shape_name],
+        "shape": shapes()[shape_name],
         "prompt_tokens": prompt_tokens,
         "new_tokens": n,
         "gguf_bytes": gguf.stat().st_size,
@@ -167,7 +176,8 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
+def summarize(result: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Medians and spreads of each side, the paired differences, and the verdicts (none on a noisy run)."""
     rounds = result["rounds"]
     out: dict[str, Any] = {}
     for side in ("phi3", "direct"):
@@ -179,12 +189,15 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     extra = [r["phi3"]["ttft_ms"] - r["direct"]["ttft_ms"] for r in rounds]
     out["decode_slower"] = _stats(slower)
     out["ttft_extra_ms"] = _stats(extra)
-    out["decode_verdict"] = _verdict([s <= DECODE_TARGET for s in slower])
-    out["ttft_verdict"] = _verdict([e <= TTFT_TARGET_MS for e in extra])
+    out["decode_verdict"] = verdict([s <= DECODE_TARGET for s in slower], quiet)
+    out["ttft_verdict"] = verdict([e <= TTFT_TARGET_MS for e in extra], quiet)
     return out
 
 
-def _verdict(sides: list[bool]) -> str:
+def verdict(sides: list[bool], quiet: bool) -> str:
+    """Met or missed only when every round agrees, and only on a quiet run."""
+    if not quiet:
+        return "no verdict (noisy run)"
     if all(sides):
         return "met (every round)"
     if not any(sides):
@@ -192,82 +205,63 @@ def _verdict(sides: list[bool]) -> str:
     return f"undecided ({sum(sides)}/{len(sides)} rounds meet it)"
 
 
-def render(results: dict[str, Any], title: str = "# phi3-llamacpp vs llama-cpp-python directly") -> str:
-    env = results["environment"]
-    machine_cpus = env.get("machine_cpus", 2)
+def _fmt(triple: tuple[float, float, float], spec: str = ".1f", scale: float = 1.0) -> str:
+    med, lo, hi = (v * scale for v in triple)
+    return f"{med:{spec}} [{lo:{spec}} to {hi:{spec}}]"
+
+
+def render_table(results: dict[str, Any]) -> list[str]:
+    quiet = reporting.is_quiet(results["load_average"]["start"])
     lines = [
-        title,
-        "",
-        f"Generated by `benchmarks/llamacpp_overhead.py` on {env['date']} ({env['machine']}, {machine_cpus} CPUs,"
-        f" {env['cpus']} llama.cpp thread(s) on both sides, llama-cpp-python {env['llama-cpp-python']},"
-        f" phi3-llamacpp {env['phi3-llamacpp']}).",
-        "",
-        "Same Q4_0 GGUF (built by phi3), one process, same threads / context / batch; phi3 = `Model.stream(...,"
-        " ignore_eos=True)` (timed by phi3's token clock), direct = `Llama.generate(tokens, temp=0)` after `reset()`"
-        " (timed around it). TTFT = before tokenizing to first token (prefill included), decode = (N-1) / (last -"
-        " first token). Rounds interleaved,"
-        " order alternating; median [min-max]. Targets (issue 15): decode <= 2 % slower, TTFT <= 5 ms more;"
-        " a target counts as met only when every round meets it.",
-        "",
-        f"**The machine was shared with other jobs during this run** (1-min load average "
-        f"{env['load_before']:.1f} before, per-round loads {env['loads']}; {machine_cpus} CPUs): absolute numbers are"
-        " low and noisy, only the paired phi3-vs-direct differences within a round mean something.",
-        "",
-    ]
-    loads = [r["load"] for res in results["shapes"].values() for r in res["rounds"]]
-    if loads and max(loads) > 2 * machine_cpus:
-        waits = (
-            " llama.cpp's threads waited on each other at every barrier when a core was taken away,"
-            if env["cpus"] > 1
-            else ""
-        )
-        lines += [
-            f"**Not a verdict.** The load average reached {max(loads):.1f} on {machine_cpus} CPUs: other jobs held"
-            f" the cores,{waits} and the spread of each side's own numbers is wider than the 2 % / 5 ms targets."
-            " A target is 'met' only where every round met it; 'undecided' rows need the same script on an idle"
-            " machine of this kind" + (" (or `--threads 1`)." if env["cpus"] > 1 else "."),
-            "",
-        ]
-    lines += [
         "| shape | prompt / new tokens | phi3 decode tok/s | direct decode tok/s | phi3 slower (paired) | decode target"
         " | phi3 TTFT ms | direct TTFT ms | phi3 extra TTFT ms (paired) | TTFT target |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-
-    def fmt(triple: tuple[float, float, float], spec: str = ".1f", scale: float = 1.0) -> str:
-        med, lo, hi = (v * scale for v in triple)
-        return f"{med:{spec}} [{lo:{spec}} to {hi:{spec}}]"
-
     for name, result in results["shapes"].items():
-        s = result["summary"]
+        s = summarize(result, quiet)
         lines.append(
             f"| {name} ({result['gguf_bytes'] / 2**20:.0f} MiB GGUF)"
             f" | {result['prompt_tokens']} / {result['new_tokens']}"
-            f" | {fmt(s['phi3']['decode_tps'])} | {fmt(s['direct']['decode_tps'])}"
-            f" | {fmt(s['decode_slower'], '+.1f', 100)} % | {s['decode_verdict']}"
-            f" | {fmt(s['phi3']['ttft_ms'])} | {fmt(s['direct']['ttft_ms'])} | {fmt(s['ttft_extra_ms'], '+.2f')}"
+            f" | {_fmt(s['phi3']['decode_tps'])} | {_fmt(s['direct']['decode_tps'])}"
+            f" | {_fmt(s['decode_slower'], '+.1f', 100)} % | {s['decode_verdict']}"
+            f" | {_fmt(s['phi3']['ttft_ms'])} | {_fmt(s['direct']['ttft_ms'])} | {_fmt(s['ttft_extra_ms'], '+.2f')}"
             f" | {s['ttft_verdict']} |"
         )
-    lines += [
+    return lines
+
+
+def render(results: dict[str, Any], title: str = "# phi3-llamacpp vs llama-cpp-python directly") -> str:
+    loads = [r["load"] for res in results["shapes"].values() for r in res["rounds"]]
+    lines = [
+        title,
+        "",
+        "Rendered by `python benchmarks/llamacpp_overhead.py --render` from `LLAMACPP_OVERHEAD.json`; do not edit.",
+        "",
+        reporting.provenance(results, "llamacpp_overhead.py")
+        + f" 1-minute load per round: {min(loads):.1f}-{max(loads):.1f}." * bool(loads),
+        "",
+        f"Same Q4_0 GGUF (built by phi3), one process, {results['threads']} llama.cpp thread(s) on both sides, same"
+        " context / batch; phi3 = `Model.stream(..., ignore_eos=True)` (timed by phi3's token clock), direct ="
+        " `Llama.generate(tokens, temp=0)` after `reset()` (timed around it). TTFT = before tokenizing to first"
+        " token (prefill included), decode = (N-1) / (last - first token). Rounds interleaved, order alternating;"
+        f" median [min-max]. Targets (issue 15): decode <= {100 * DECODE_TARGET:.0f} % slower, TTFT <="
+        f" {TTFT_TARGET_MS:.0f} ms more; a target counts as met only when every round meets it, and only on a"
+        " quiet run.",
+        "",
+        *render_table(results),
         "",
         "What phi3 does per token on top of llama.cpp's decode: one `llama_sampler_sample` on a C sampler chain,"
         " one `llama_token_to_piece`, an incremental UTF-8 decode and a `Chunk`, then phi3-core's stream"
         " bookkeeping (stop strings, counts). The direct loop copies the logits row into numpy on every token"
         " (`Llama.eval`) and builds its own sampler chain (penalties + greedy). Per round numbers are in"
-        " `benchmarks/.work/llamacpp-overhead/llamacpp_overhead.json`.",
+        " `LLAMACPP_OVERHEAD.json`.",
+        "",
+        reporting.versions_line(results),
         "",
     ]
+    for earlier in results.get("previous", []):
+        lines += [render(earlier, f"## Earlier run: {earlier['threads']} thread(s), {earlier['date']}")]
     return "\n".join(lines)
-
-
-def render_all(results: dict[str, Any], previous: list[Path]) -> str:
-    """This run, then each earlier run (``--previous``) as its own section."""
-    parts = [render(results)]
-    for path in previous:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-        env = earlier["environment"]
-        parts.append(render(earlier, f"## Earlier run: {env['cpus']} thread(s), {env['date']}"))
-    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,39 +274,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=cpus, help="llama.cpp threads on both sides")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work" / "llamacpp-overhead")
     parser.add_argument("--output", type=Path, default=HERE / "LLAMACPP_OVERHEAD.md")
-    parser.add_argument("--render-only", action="store_true", help="re-render the markdown from the last JSON")
+    reporting.add_arguments(parser)
     parser.add_argument(
-        "--previous", type=Path, action="append", default=[], help="an earlier run's JSON, appended to the report"
+        "--previous", type=Path, action="append", default=[], help="an earlier run's raw JSON, kept in this one's"
     )
     args = parser.parse_args(argv)
-    if args.render_only:
-        saved = json.loads((args.workdir / "llamacpp_overhead.json").read_text(encoding="utf-8"))
-        args.output.write_text(render_all(saved, args.previous), encoding="utf-8")
+    if args.render:
+        reporting.rerender(args.output, render)
         return 0
+    results = reporting.run_metadata("llamacpp_overhead.py", argv, reporting.refuse_if_noisy(args.noisy))
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PHI3_HOME", str(args.workdir / "phi3-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results: dict[str, Any] = {
-        "environment": {
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-            "cpus": args.threads,
-            "machine_cpus": cpus,
-            "llama-cpp-python": metadata.version("llama-cpp-python"),
-            "phi3-llamacpp": metadata.version("phi3-llamacpp"),
-            "load_before": os.getloadavg()[0],
-        },
-        "shapes": {},
-    }
+    results["threads"] = args.threads
+    results["shapes"] = {}
     for name in [s.strip() for s in args.shapes.split(",") if s.strip()]:
-        result = bench_shape(name, args.workdir, args)
-        result["summary"] = summarize(result)
-        results["shapes"][name] = result
-    loads = [r["load"] for res in results["shapes"].values() for r in res["rounds"]]
-    results["environment"]["loads"] = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"
-    (args.workdir / "llamacpp_overhead.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    args.output.write_text(render_all(results, args.previous), encoding="utf-8")
-    log(f"wrote {args.output}")
+        results["shapes"][name] = bench_shape(name, args.workdir, args)
+    reporting.finish(results)
+    results["previous"] = [json.loads(path.read_text(encoding="utf-8")) for path in args.previous]
+    reporting.write(args.output, results, render)
     return 0
 
 
