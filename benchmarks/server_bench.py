@@ -16,13 +16,18 @@ Measures, on the same artifact:
    converter as ``benchmarks/run.py`` does): the same requests and load levels against llama.cpp's
    server (``python -m llama_cpp.server``, llama-cpp-python) on the same model, side by side.
 
-Writes ``benchmarks/SERVER_RESULTS.md``. Speed is measured here, never asserted in tests.
+Writes the raw results (every sample, plus the run's metadata: commit, command, CPU, versions, load
+average at the start and the end) to ``benchmarks/SERVER_RESULTS.json`` and renders
+``benchmarks/SERVER_RESULTS.md`` from that JSON alone (``--render`` re-creates it); verdicts against
+the targets are computed there from the numbers, and speed verdicts are withheld on a noisy run. A
+run refuses to start above 1-minute load average 0.5 unless ``--noisy``. Speed is measured here,
+never asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import dataclasses
 import json
 import os
 import signal
@@ -35,12 +40,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-import phi3
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import reporting  # noqa: E402
+
+TTFT_TARGET_MS = 10.0
+DECODE_TARGET = 0.03
+BATCHING_TARGET = 2.0
+MEMORY_TARGET_MB = 50.0
 PROMPT = [{"role": "user", "content": "Tell me about AI PCs."}]
 
 
@@ -183,6 +194,8 @@ def stream_once(client: httpx.Client, url: str, model: str, tokens: int) -> Samp
 
 
 def in_process(model: str, backend: str, tokens: int, runs: int) -> list[Sample]:
+    import phi3
+
     loaded = phi3.load(model, backend=backend)
     try:
         loaded.chat(PROMPT, max_new_tokens=4)  # warm-up
@@ -253,6 +266,205 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def level_record(name: str, level: Load) -> dict[str, Any]:
+    """One load level's raw numbers: every request's TTFT and tokens, errors, seconds."""
+    return {
+        "server": name,
+        "clients": level.clients,
+        "seconds": level.seconds,
+        "errors": level.errors,
+        "ttft_ms": [s.ttft_s * 1000 for s in level.samples],
+        "tokens": [s.tokens for s in level.samples],
+    }
+
+
+def measure_levels(url: str, name: str, args: argparse.Namespace, clients: list[int]) -> list[dict[str, Any]]:
+    levels = []
+    for count in clients:
+        levels.append(level_record(name, load_level(url, args.model, count, args.duration, args.tokens)))
+        print(f"{name}, {count} clients: {len(levels[-1]['tokens'])} requests", flush=True)
+    return levels
+
+
+def sequential(url: str, model: str, tokens: int, runs: int) -> list[dict[str, Any]]:
+    """A warm-up, then ``runs`` requests one at a time."""
+    with httpx.Client(timeout=300) as client:
+        stream_once(client, url, model, 4)  # warm-up
+        return [dataclasses.asdict(stream_once(client, url, model, tokens)) for _ in range(runs)]
+
+
+def memory(server: Server, model: str, requests: int) -> dict[str, float]:
+    """The server's RSS after 10 and after ``requests`` sequential short requests."""
+    with httpx.Client(timeout=300) as client:
+        for _ in range(10):
+            stream_once(client, server.url, model, 8)
+        after_10 = server.rss_mb()
+        for _ in range(requests - 10):
+            stream_once(client, server.url, model, 8)
+        return {"after_10_mb": after_10, "after_n_mb": server.rss_mb()}
+
+
+def measure_phi3(args: argparse.Namespace, clients: list[int]) -> dict[str, Any]:
+    """In process, then ``phi3 serve`` one at a time (overhead, load, memory) and with batching (load)."""
+    out: dict[str, Any] = {
+        "in_process": [dataclasses.asdict(s) for s in in_process(args.model, args.backend, args.tokens, args.runs)]
+    }
+    configs: list[tuple[str, list[str]]] = [("one at a time", [])]
+    if args.batching > 1:
+        configs.append((f"continuous batching, {args.batching}", [f"max_concurrent_generations={args.batching}"]))
+    out["levels"] = []
+    for name, options in configs:
+        server = Server(args.model, args.backend, options, max_queue=max(clients) + 1)
+        try:
+            if not options:
+                out["served"] = sequential(server.url, args.model, args.tokens, args.runs)
+            out["levels"] += measure_levels(server.url, name, args, clients)
+            if not options:
+                out["memory"] = memory(server, args.model, args.requests)
+        finally:
+            server.stop()
+    return out
+
+
+def measure_llama(args: argparse.Namespace, clients: list[int]) -> dict[str, Any] | None:
+    """llama.cpp's own server on the same model: one at a time, then the same load levels."""
+    gguf = args.llama_gguf or (llama_gguf(args.llama_from, args.workdir) if args.llama_from else None)
+    if gguf is None:
+        return None
+    llama = LlamaServer(gguf, args.model, threads=os.cpu_count() or 1, context=max(2048, 4 * args.tokens))
+    try:
+        served = sequential(llama.url, args.model, args.tokens, args.runs)
+        levels = measure_levels(llama.url, f"llama.cpp server ({gguf.name})", args, clients)
+    finally:
+        llama.stop()
+    return {"gguf": gguf.name, "served": served, "levels": levels}
+
+
+def _median(samples: list[dict[str, Any]], key: str, scale: float = 1.0) -> float | None:
+    value = median_of(s[key] for s in samples)
+    return None if value is None else value * scale
+
+
+def _verdict(met: bool, quiet: bool = True) -> str:
+    return ("met" if met else "missed") if quiet else "no verdict (noisy run)"
+
+
+def render_overhead(results: dict[str, Any], quiet: bool) -> list[str]:
+    local, served = results["in_process"], results["served"]
+    ttft_local, ttft_served = _median(local, "ttft_s", 1000), _median(served, "ttft_s", 1000)
+    rate_local, rate_served = _median(local, "decode_tps"), _median(served, "decode_tps")
+    assert ttft_local is not None and ttft_served is not None and rate_local and rate_served is not None
+    slower = 1 - rate_served / rate_local
+    ttft_verdict = _verdict(ttft_served - ttft_local <= TTFT_TARGET_MS, quiet)
+    return [
+        "## Server overhead (one request at a time; medians)",
+        "",
+        f"Targets: time to first token <= +{TTFT_TARGET_MS:.0f} ms: **{ttft_verdict}**; "
+        f"decode rate <= {100 * DECODE_TARGET:.0f} % slower: **{_verdict(slower <= DECODE_TARGET, quiet)}**.",
+        "",
+        "TTFT in process is timed as an API caller sees it: from `Model.chat_stream()` (chat template "
+        "rendering included, as in the server's request path) to the first piece. "
+        "The server's own `timings` (its engine's figures, sent with usage) split the difference: TTFT "
+        "in the server's engine vs via server is HTTP + SSE + scheduling; decode tok/s in the server's engine "
+        "vs in process is what serving costs the engine itself (client-side decode is biased when several "
+        "tokens arrive in one SSE read).",
+        "",
+        "| TTFT in process (ms) | TTFT via server (ms) | difference | TTFT in server's engine (ms) "
+        "| decode tok/s in process | decode tok/s via server | difference | decode tok/s in server's engine |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {ttft_local:.1f} | {ttft_served:.1f} | {ttft_served - ttft_local:+.1f} "
+        f"| {fmt(_median(served, 'engine_ttft_s'), 1000, '.1f')} "
+        f"| {rate_local:.0f} | {rate_served:.0f} | {100 * (rate_served / rate_local - 1):+.1f} % "
+        f"| {fmt(_median(served, 'engine_tps'), 1, '.0f')} |",
+        "",
+    ]
+
+
+def _aggregate(level: dict[str, Any]) -> float:
+    return sum(level["tokens"]) / level["seconds"] if level["seconds"] else 0.0
+
+
+def _batching_verdict(levels: list[dict[str, Any]], quiet: bool) -> str:
+    batched = {lv["clients"]: _aggregate(lv) for lv in levels if lv["server"].startswith("continuous batching")}
+    if 1 not in batched or 4 not in batched:
+        return "not measured (needs --batching and levels 1 and 4)"
+    return f"x{batched[4] / batched[1]:.2f}, **{_verdict(batched[4] >= BATCHING_TARGET * batched[1], quiet)}**"
+
+
+def render_load(results: dict[str, Any], quiet: bool) -> list[str]:
+    levels = results["levels"] + (results["llama"]["levels"] if results.get("llama") else [])
+    errors = sum(level["errors"] for level in levels)
+    lines = [
+        f"## Concurrent streaming clients ({results['duration']:.0f} s per level)",
+        "",
+        f"Targets: 0 errors: {errors} errors, **{_verdict(errors == 0)}**; with continuous batching, 4 clients' "
+        f"aggregate >= {BATCHING_TARGET:.0f}x one client's: {_batching_verdict(results['levels'], quiet)}.",
+        "",
+        "| server | clients | requests | errors | p50 TTFT (ms) | p99 TTFT (ms) | aggregate tokens/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for level in levels:
+        lines.append(
+            f"| {level['server']} | {level['clients']} | {len(level['tokens'])} | {level['errors']} "
+            f"| {pct(level['ttft_ms'], 0.5):.1f} | {pct(level['ttft_ms'], 0.99):.1f} | {_aggregate(level):.0f} |"
+        )
+    return [*lines, ""]
+
+
+def render_memory(results: dict[str, Any]) -> list[str]:
+    mem, n = results["memory"], results["requests"]
+    growth = mem["after_n_mb"] - mem["after_10_mb"]
+    return [
+        f"## Server memory (RSS) after 10 and {n} sequential requests",
+        "",
+        f"Target: < {MEMORY_TARGET_MB:.0f} MB growth: **{_verdict(growth < MEMORY_TARGET_MB)}**.",
+        "",
+        f"| after 10 (MB) | after {n} (MB) | growth (MB) |",
+        "| --- | --- | --- |",
+        f"| {mem['after_10_mb']:.0f} | {mem['after_n_mb']:.0f} | {growth:+.1f} |",
+        "",
+    ]
+
+
+def render_llama(results: dict[str, Any]) -> list[str]:
+    llama = results.get("llama")
+    if not llama:
+        return ["Not measured in this run: llama.cpp's own server (pass --llama-gguf or --llama-from).", ""]
+    ttft, rate = _median(llama["served"], "ttft_s", 1000), _median(llama["served"], "decode_tps")
+    return [
+        f"## llama.cpp's own server on the same model ({llama['gguf']}, llama-cpp-python)",
+        "",
+        "Same requests (chat, streamed, read with httpx); its load levels are in the table above.",
+        "",
+        "| server | TTFT (ms, median) | decode tok/s (median) |",
+        "| --- | --- | --- |",
+        f"| llama.cpp server, one request at a time | {fmt(ttft, 1, '.1f')} | {fmt(rate, 1, '.0f')} |",
+        "",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    quiet = reporting.is_quiet(results["load_average"]["start"])
+    lines = [
+        "# phi3 serve benchmark",
+        "",
+        "Rendered by `python benchmarks/server_bench.py --render` from `SERVER_RESULTS.json`; do not edit.",
+        "",
+        reporting.provenance(results, "server_bench.py"),
+        "",
+        f"Model `{results['model']}` on `{results['backend']}`, {results['tokens']} tokens per request (ignore_eos). "
+        "Speed targets get a verdict only on a quiet run.",
+        "",
+        *render_overhead(results, quiet),
+        *render_load(results, quiet),
+        *render_memory(results),
+        *render_llama(results),
+        reporting.versions_line(results),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smoke")
@@ -269,136 +481,20 @@ def main(argv: list[str] | None = None) -> int:
         "--llama-from", type=Path, default=None, help="checkpoint to convert to Q4_0 GGUF for llama.cpp's server"
     )
     parser.add_argument("--workdir", type=Path, default=HERE / ".work", help="where --llama-from writes the GGUF")
+    reporting.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.render:
+        reporting.rerender(args.out, render)
+        return 0
+    meta = reporting.run_metadata("server_bench.py", argv, reporting.refuse_if_noisy(args.noisy))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clients = [int(c) for c in args.clients.split(",")]
-
-    local = in_process(args.model, args.backend, args.tokens, args.runs)
-    configs: list[tuple[str, list[str]]] = [("one at a time", [])]
-    if args.batching > 1:
-        configs.append((f"continuous batching, {args.batching}", [f"max_concurrent_generations={args.batching}"]))
-    lines = [
-        "# phi3 serve benchmark",
-        "",
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python benchmarks/server_bench.py "
-        + " ".join(argv if argv is not None else sys.argv[1:])
-        + f"`; model `{args.model}` on `{args.backend}`, {args.tokens} tokens per request (ignore_eos), "
-        f"{os.cpu_count()} CPUs.",
-        "",
-    ]
-    overhead_rows: list[str] = []
-    load_rows: list[str] = []
-    memory_rows: list[str] = []
-    for name, options in configs:
-        server = Server(args.model, args.backend, options, max_queue=max(clients) + 1)
-        try:
-            with httpx.Client(timeout=300) as client:
-                stream_once(client, server.url, args.model, 4)  # warm-up
-                served = [stream_once(client, server.url, args.model, args.tokens) for _ in range(args.runs)]
-            if not options:
-                ttft_local = statistics.median(s.ttft_s for s in local) * 1000
-                ttft_served = statistics.median(s.ttft_s for s in served) * 1000
-                rate_local = statistics.median(s.decode_tps for s in local)
-                rate_served = statistics.median(s.decode_tps for s in served)
-                ttft_engine = median_of(s.engine_ttft_s for s in served)
-                rate_engine = median_of(s.engine_tps for s in served)
-                overhead_rows.append(
-                    f"| {ttft_local:.1f} | {ttft_served:.1f} | {ttft_served - ttft_local:+.1f} "
-                    f"| {fmt(ttft_engine, 1000, '.1f')} "
-                    f"| {rate_local:.0f} | {rate_served:.0f} | {100 * (rate_served / rate_local - 1):+.1f} % "
-                    f"| {fmt(rate_engine, 1, '.0f')} |"
-                )
-            for count in clients:
-                level = load_level(server.url, args.model, count, args.duration, args.tokens)
-                ttfts = [s.ttft_s * 1000 for s in level.samples]
-                total = sum(s.tokens for s in level.samples)
-                load_rows.append(
-                    f"| {name} | {count} | {len(level.samples)} | {level.errors} | {pct(ttfts, 0.5):.1f} "
-                    f"| {pct(ttfts, 0.99):.1f} | {total / level.seconds:.0f} |"
-                )
-                print(load_rows[-1], flush=True)
-            if not options:
-                with httpx.Client(timeout=300) as client:
-                    for _ in range(10):
-                        stream_once(client, server.url, args.model, 8)
-                    after_10 = server.rss_mb()
-                    for _ in range(args.requests - 10):
-                        stream_once(client, server.url, args.model, 8)
-                    after_n = server.rss_mb()
-                memory_rows.append(f"| {after_10:.0f} | {after_n:.0f} | {after_n - after_10:+.1f} |")
-        finally:
-            server.stop()
-    gguf = args.llama_gguf or (llama_gguf(args.llama_from, args.workdir) if args.llama_from else None)
-    llama_rows: list[str] = []
-    if gguf is not None:
-        llama = LlamaServer(gguf, args.model, threads=os.cpu_count() or 1, context=max(2048, 4 * args.tokens))
-        try:
-            with httpx.Client(timeout=300) as client:
-                stream_once(client, llama.url, args.model, 4)  # warm-up
-                served = [stream_once(client, llama.url, args.model, args.tokens) for _ in range(args.runs)]
-            ttft = statistics.median(s.ttft_s for s in served) * 1000
-            rate = statistics.median(s.decode_tps for s in served)
-            llama_rows.append(f"| llama.cpp server, one request at a time | {ttft:.1f} | {rate:.0f} |")
-            for count in clients:
-                level = load_level(llama.url, args.model, count, args.duration, args.tokens)
-                ttfts = [s.ttft_s * 1000 for s in level.samples]
-                total = sum(s.tokens for s in level.samples)
-                load_rows.append(
-                    f"| llama.cpp server ({gguf.name}) | {count} | {len(level.samples)} | {level.errors} "
-                    f"| {pct(ttfts, 0.5):.1f} | {pct(ttfts, 0.99):.1f} | {total / level.seconds:.0f} |"
-                )
-                print(load_rows[-1], flush=True)
-        finally:
-            llama.stop()
-    lines += [
-        "## Server overhead (one request at a time; medians)",
-        "",
-        "Targets: time to first token <= +10 ms, decode rate <= 3 % slower.",
-        "",
-        "TTFT in process is timed as an API caller sees it: from `Model.chat_stream()` (chat template "
-        "rendering included, as in the server's request path) to the first piece. "
-        "The server's own `timings` (its engine's figures, sent with usage) split the difference: TTFT "
-        "in the server's engine vs via server is HTTP + SSE + scheduling; decode tok/s in the server's engine "
-        "vs in process is what serving costs the engine itself (client-side decode is biased when several "
-        "tokens arrive in one SSE read).",
-        "",
-        "| TTFT in process (ms) | TTFT via server (ms) | difference | TTFT in server's engine (ms) "
-        "| decode tok/s in process | decode tok/s via server | difference | decode tok/s in server's engine |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *overhead_rows,
-        "",
-        f"## Concurrent streaming clients ({args.duration:.0f} s per level)",
-        "",
-        "Targets: 0 errors; with continuous batching, 4 clients' aggregate >= 2x one client's.",
-        "",
-        "| server | clients | requests | errors | p50 TTFT (ms) | p99 TTFT (ms) | aggregate tokens/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *load_rows,
-        "",
-        f"## Server memory (RSS) after 10 and {args.requests} sequential requests",
-        "",
-        "Target: < 50 MB growth.",
-        "",
-        f"| after 10 (MB) | after {args.requests} (MB) | growth (MB) |",
-        "| --- | --- | --- |",
-        *memory_rows,
-        "",
-    ]
-    if llama_rows:
-        lines += [
-            f"## llama.cpp's own server on the same model ({gguf.name if gguf else ''}, llama-cpp-python)",
-            "",
-            "Same requests (chat, streamed, read with httpx); its load levels are in the table above.",
-            "",
-            "| server | TTFT (ms, median) | decode tok/s (median) |",
-            "| --- | --- | --- |",
-            *llama_rows,
-            "",
-        ]
-    else:
-        lines += ["Not measured in this run: llama.cpp's own server (pass --llama-gguf or --llama-from).", ""]
-    args.out.write_text("\n".join(lines))
-    print(f"wrote {args.out}")
+    settings = ("model", "backend", "tokens", "runs", "duration", "requests", "batching")
+    results = {**meta, **{name: getattr(args, name) for name in settings}, "clients": clients}
+    results.update(measure_phi3(args, clients))
+    results["llama"] = measure_llama(args, clients)
+    reporting.finish(results)
+    reporting.write(args.out, results, render)
     return 0
 
 
