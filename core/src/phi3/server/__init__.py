@@ -23,6 +23,7 @@ starts. One job per module:
 - :mod:`~phi3.server.responses`: the Responses API's bodies, and its mapping onto phi3 chat.
 - :mod:`~phi3.server.responses_routes`: ``/v1/responses`` over HTTP, SSE and WebSocket, and ``/compact``.
 - :mod:`~phi3.server.responses_store`: stored responses for ``previous_response_id`` (bounded LRU).
+- :mod:`~phi3.server.ui_routes`: the chat page at ``/`` (static files in ``ui/``; ``--no-ui`` turns it off).
 
 ``phi3 serve --ray`` (``pip install "phi3-core[ray]"``) runs the same app on Ray Serve; only these
 modules import Ray, and only the ``--ray`` path imports them:

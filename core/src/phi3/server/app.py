@@ -40,6 +40,7 @@ from phi3.server.mapping import (
 from phi3.server.pool import Loader
 from phi3.server.responses_routes import install_responses_routes
 from phi3.server.serving import Server, ServerSettings, collect, opening
+from phi3.server.ui_routes import install_ui_routes
 from phi3.server.validation import parse_body, validation_error
 from phi3.types import GenerationResult
 
@@ -249,6 +250,8 @@ def create_app(
         )
 
     install_responses_routes(app, server)
+    if settings.ui:
+        install_ui_routes(app)
     app.add_middleware(
         Guard,
         api_key=settings.api_key,

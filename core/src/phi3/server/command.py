@@ -90,6 +90,7 @@ def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     help="Requests that may wait per model; more get HTTP 429.",
 )
 @click.option("--preload", is_flag=True, help="Load the MODELs at start instead of on first request.")
+@click.option("--no-ui", "no_ui", is_flag=True, help="Do not serve the chat page at / (the API only).")
 @click.option("--ray", "use_ray", is_flag=True, help="Serve on a Ray cluster with Ray Serve (docs/ray.md).")
 @click.option(
     "--ray-address",
@@ -142,6 +143,7 @@ def serve(
     idle_unload: float | None,
     max_queue: int,
     preload: bool,
+    no_ui: bool,
     use_ray: bool,
     ray_address: str | None,
     replicas: int | None,
@@ -225,6 +227,7 @@ def _serve(**args: Any) -> None:
         max_loaded=args["max_loaded"],
         idle_unload=args["idle_unload"],
         max_queue=args["max_queue"],
+        ui=not args["no_ui"],
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if ray_options is not None:

@@ -104,14 +104,20 @@ class Guard:
         name = host_name(host.decode("latin-1"))
         return is_ip(name) or is_loopback(name) or name in self.hosts or "*" in self.hosts
 
-    def _origin_allowed(self, origin: bytes | None) -> bool:
+    def _origin_allowed(self, origin: bytes | None, host: bytes | None) -> bool:
         if origin is None:  # not a browser's cross-origin-capable request
             return True
         text = origin.decode("latin-1").rstrip("/").lower()
         if text in self.origins or "*" in self.origins:
             return True
         parts = urlsplit(text)
-        return parts.scheme in ("http", "https") and is_loopback(host_name(parts.netloc))
+        if parts.scheme not in ("http", "https"):
+            return False
+        # same-origin: a page this server served (the chat page at /) calling it by an IP address or a
+        # name given with --allowed-host (not through "*": a DNS-rebinding page is same-origin too)
+        name = host_name(parts.netloc)
+        same_origin = host is not None and parts.netloc == host.decode("latin-1").strip().lower()
+        return is_loopback(name) or (same_origin and (is_ip(name) or name in self.hosts))
 
     def _refusal(self, scope: Scope, headers: dict[bytes, bytes], path: str) -> APIError | None:
         """Why this request is refused before it reaches a route, or None."""
@@ -124,7 +130,7 @@ class Guard:
                 type="permission_error",
                 code="host_not_allowed",
             )
-        if not self._origin_allowed(headers.get(b"origin")):
+        if not self._origin_allowed(headers.get(b"origin"), headers.get(b"host")):
             origin = headers.get(b"origin", b"").decode("latin-1")
             return APIError(
                 403,

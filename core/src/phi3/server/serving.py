@@ -71,6 +71,8 @@ class ServerSettings:
     idle_unload: float | None = None
     max_queue: int = 16
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ui: bool = True
+    """Serve the chat page at ``/`` (:mod:`phi3.server.ui_routes`); ``phi3 serve --no-ui`` turns it off."""
 
 
 class Server:
