@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 from typing import Any
 
 import httpx
@@ -94,12 +94,12 @@ def test_concurrent_first_requests_load_once_then_lru_unloads(server: ServerProc
 
 
 def test_idle_model_is_unloaded(start_server: Any) -> None:
+    """End to end: the idle model goes, and comes back on the next request. That it goes only once idle
+    for --idle-unload (not before) is checked against the pool's clock in test_idle_unload_clock.py."""
     server: ServerProcess = start_server(["smoke", "-b", "openvino", "--idle-unload", str(IDLE_S)], api_key=API_KEY)
     client_for(server).completions.create(model="smoke", temperature=0, prompt="Hi", max_tokens=2)
-    assert loaded(server) == ["smoke"]
-    started = time.monotonic()
+    assert server.metric("phi3_model_loads_total", model="smoke", outcome="ok") == 1
     server.wait_for("the idle unload", lambda: loaded(server) == [], timeout=IDLE_S + 30)
-    assert time.monotonic() - started >= IDLE_S - 1
     assert server.metric("phi3_model_unloads_total", reason="idle") >= 1
     assert server.metric("phi3_loaded_models") == 0
     # and it comes back on the next request
@@ -122,11 +122,13 @@ def test_ctrl_c_mid_stream_shuts_down_cleanly(start_server: Any) -> None:
     with httpx.Client(timeout=60) as client:
         body = {"model": "smoke", "messages": MESSAGES, "max_tokens": 900, "stream": True, "ignore_eos": True}
         with client.stream("POST", f"{server.base_url}/chat/completions", json=body) as response:
-            lines = response.iter_lines()
+            lines = (line for line in response.iter_lines() if line)
             next(lines)
-            started = time.monotonic()
             assert_clean_exit(server)
-            assert time.monotonic() - started < 30
+            rest = list(lines)  # what the server sent before it exited
+    # the 900-token answer was cut by the shutdown, not waited for
+    assert rest and "data: [DONE]" not in rest, rest[-3:]
+    assert json.loads(rest[-1].removeprefix("data: "))["error"]["code"] == "generation_cancelled"
     assert "unloaded smoke@openvino" in server.log()
 
 

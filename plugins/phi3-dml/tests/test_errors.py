@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import time
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,29 @@ from conftest import PROMPT, LoadDml
 from phi3_dml import builder, probe, providers, session
 
 
-def _quick_refusal(tiny_phi3: Path, error: type[Exception], match: str, **kwargs: Any) -> None:
-    start = time.perf_counter()
+def _quick_refusal(
+    tiny_phi3: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception], match: str, **kwargs: Any
+) -> None:
+    """Refused before any slow work: no child process (the builder runs in one) and nothing written."""
+    started: list[Any] = []
+    popen = subprocess.Popen
+
+    def tripwire(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        started.append(args)
+        return popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", tripwire)
+    before = _built_files()
     with pytest.raises(error, match=match):
         phi3.quantize(tiny_phi3, backend="dml", **kwargs)
-    assert time.perf_counter() - start < 2.0, "refused combinations must not start a build"
+    assert started == [], "a refused combination started a child process (the builder runs in one)"
+    assert _built_files() - before == set(), "a refused combination wrote model files"
+
+
+def _built_files() -> set[Path]:
+    """Files under the phi3 cache's artifacts and build folders (not its locks or hash records)."""
+    home = Path(os.environ["PHI3_HOME"])
+    return {path for folder in ("artifacts", "tmp") for path in (home / folder).rglob("*") if path.is_file()}
 
 
 @pytest.mark.parametrize(
@@ -38,8 +57,10 @@ def _quick_refusal(tiny_phi3: Path, error: type[Exception], match: str, **kwargs
         ("int8", {"lm_head": "int8"}, "lm_head applies to int4 only"),
     ],
 )
-def test_refused_builds_fail_fast(tiny_phi3: Path, precision: str, options: dict[str, Any], match: str) -> None:
-    _quick_refusal(tiny_phi3, phi3.ConfigError, match, precision=precision, **options)
+def test_refused_builds_fail_fast(
+    tiny_phi3: Path, monkeypatch: pytest.MonkeyPatch, precision: str, options: dict[str, Any], match: str
+) -> None:
+    _quick_refusal(tiny_phi3, monkeypatch, phi3.ConfigError, match, precision=precision, **options)
 
 
 def test_refusals_say_what_works(tiny_phi3: Path) -> None:
