@@ -201,7 +201,17 @@ def provenance(results: dict[str, Any], script: str) -> str:
 def versions_line(results: dict[str, Any]) -> str:
     installed = ", ".join(f"{k} {v}" for k, v in sorted((results.get("versions") or {}).items()))
     imported = ", ".join(f"{k} {v}" for k, v in sorted((results.get("imported") or {}).items()))
-    return f"Versions installed: {installed or UNKNOWN}. Imported by the run: {imported or UNKNOWN}."
+    return (
+        f"Versions installed: {installed or UNKNOWN}. Imported in the script's own process (not its measuring "
+        f"children): {imported or UNKNOWN}."
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

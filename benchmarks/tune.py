@@ -3,7 +3,7 @@
 
     python benchmarks/tune.py openvino --repeat 3     # ~10-15 min on 2 cores
     python benchmarks/tune.py dml --repeat 3
-    python benchmarks/tune.py --render                # TUNING.md from the saved numbers
+    python benchmarks/tune.py --render                # TUNING.md again, from TUNING.json
 
 Each setting is a recipe (artifact options: how the int4 weights are built) or load options
 (OpenVINO compile properties, ONNX Runtime session options) on the default recipe. Every measured
@@ -15,14 +15,17 @@ setting counts as faster only if it beat the default in *every* repeat. Quality:
 mean KL(fp32 || artifact) and top-1 agreement over ``run.py``'s parity prompts, with
 ``workers.py``'s ``parity_*`` modes (the same machinery RESULTS.md's quality table uses).
 
-Writes ``benchmarks/.work/tune-<backend>.json`` and ``benchmarks/TUNING.md`` (every backend with a
-saved JSON). Nothing here is part of the test suite.
+Writes the raw results to ``benchmarks/TUNING.json`` (one entry per backend, each with its own run's
+metadata: commit, command, CPU, versions, load average at the start and the end; a sweep replaces its
+backend's entry) and renders ``benchmarks/TUNING.md`` from that JSON alone (``--render`` re-creates it).
+A sweep refuses to start above 1-minute load average 0.5 unless ``--noisy``, and a noisy sweep's table
+gives no verdicts. What the project decided from the tables is kept by hand in ``TUNING-decisions.md``,
+which the report links to. Nothing here is part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -37,10 +40,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import reporting  # noqa: E402
 import run as bench_run  # noqa: E402  (the model builder, shapes, parity prompts)
 
 from phi3 import bench  # noqa: E402
-from phi3.bench import BenchChildError, run_child, summarize  # noqa: E402
+from phi3.bench import BenchChildError, run_child  # noqa: E402
 
 CHILD = [sys.executable, str(Path(__file__).resolve()), "--child"]
 WORKERS = [sys.executable, str(HERE / "workers.py")]
@@ -241,10 +245,12 @@ def paired_ratios(setting: Mapping[str, Any], default: Mapping[str, Any], metric
     ]
 
 
-def verdict(ratios: Sequence[float], higher_is_better: bool) -> str:
-    """'faster'/'slower' only when every paired repeat agrees, else 'undecided'."""
+def verdict(ratios: Sequence[float], higher_is_better: bool, quiet: bool = True) -> str:
+    """'better'/'worse' only when every paired repeat agrees, else 'undecided'; none on a noisy sweep."""
     if not ratios:
         return "-"
+    if not quiet:
+        return "no verdict: noisy run"
     better = [(r > 1) if higher_is_better else (r < 1) for r in ratios]
     if all(better):
         return f"better in {len(ratios)}/{len(ratios)}"
@@ -255,135 +261,93 @@ def verdict(ratios: Sequence[float], higher_is_better: bool) -> str:
 
 # -- rendering --------------------------------------------------------------------------------
 
+HEADERS = (
+    "setting",
+    "kind",
+    "what",
+    "decode tok/s",
+    "TTFT ms",
+    "mean KL",
+    "top-1",
+    "decode vs default (paired)",
+    "TTFT vs default (paired)",
+)
+
 
 def _stat(runs: Sequence[Mapping[str, Any]], metric: str, scale: float = 1.0, digits: int = 1) -> str:
-    stat = summarize(runs, [metric]).get(metric)
-    if stat is None:
+    values = [r[metric] * scale for r in runs if r.get(metric) is not None]
+    if not values:
         return "-"
-    return f"{stat['median'] * scale:.{digits}f} ({stat['min'] * scale:.{digits}f}-{stat['max'] * scale:.{digits}f})"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def _paired(ratios: list[float], higher_is_better: bool, quiet: bool) -> str:
+    return "-" if not ratios else f"{statistics.median(ratios):.3f} ({verdict(ratios, higher_is_better, quiet)})"
+
+
+def setting_row(s: Mapping[str, Any], settings: Sequence[Mapping[str, Any]], default: Any, quiet: bool) -> list[str]:
+    q = s.get("quality") or {}
+    if q.get("same_as"):
+        q = next((x.get("quality") or {} for x in settings if x["name"] == q["same_as"]), {})
+    compared = default is not None and s is not default
+    decode = paired_ratios(s, default, "decode_tokens_per_s") if compared else []
+    ttft = paired_ratios(s, default, "ttft_s") if compared else []
+    return [
+        f"`{s['name']}`",
+        s["kind"],
+        s["what"],
+        "error: " + s["error"] if s["error"] and not s["runs"] else _stat(s["runs"], "decode_tokens_per_s"),
+        _stat(s["runs"], "ttft_s", 1000, 0),
+        "-" if "mean_kl" not in q else f"{q['mean_kl']:.4f}",
+        "-" if "top1_agreement" not in q else f"{q['top1_agreement'] * 100:.1f} %",
+        _paired(decode, True, quiet),
+        _paired(ttft, False, quiet),
+    ]
 
 
 def render_backend(data: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    w = out.append
     settings = data["settings_swept"]
     default = next((s for s in settings if s["name"] == "default" and not s["error"]), None)
-    loads = [r.get("load_average_1min") for s in settings for r in s["runs"] if r.get("load_average_1min") is not None]
-    w(f"## {data['backend']}\n")
-    w(
-        f"Measured {data['started']} in {data['elapsed_s'] / 60:.1f} min: `{data['command']}`. Model: "
-        f"{data['model']['name']} ({data['model']['parameters'] / 1e6:.0f}M parameters), {data['prompt_tokens']}-token "
-        f"prompt, {data['new_tokens']} new tokens, {data['repeat']} interleaved repeats, each run a new process. "
-        f"Median 1-minute load average during the runs: {statistics.median(loads) if loads else 0:.1f} on "
-        f"{data['machine'].get('cpu_count')} CPUs"
-        + (
-            " (the machine was shared with other jobs: absolute numbers are noisy)"
-            if loads and statistics.median(loads) > 2.5
-            else ""
-        )
-        + ".\n"
-    )
-    rows = []
-    for s in settings:
-        q = s.get("quality") or {}
-        if q.get("same_as"):
-            q = next((x.get("quality") or {} for x in settings if x["name"] == q["same_as"]), {})
-        decode = paired_ratios(s, default, "decode_tokens_per_s") if default and s is not default else []
-        ttft = paired_ratios(s, default, "ttft_s") if default and s is not default else []
-        rows.append(
-            [
-                f"`{s['name']}`",
-                s["kind"],
-                s["what"],
-                "error: " + s["error"] if s["error"] and not s["runs"] else _stat(s["runs"], "decode_tokens_per_s"),
-                _stat(s["runs"], "ttft_s", 1000, 0),
-                "-" if "mean_kl" not in q else f"{q['mean_kl']:.4f}",
-                "-" if "top1_agreement" not in q else f"{q['top1_agreement'] * 100:.1f} %",
-                "-" if not decode else f"{statistics.median(decode):.3f} ({verdict(decode, True)})",
-                "-" if not ttft else f"{statistics.median(ttft):.3f} ({verdict(ttft, False)})",
-            ]
-        )
-    w(
-        bench_run.report_md._table(
-            [
-                "setting",
-                "kind",
-                "what",
-                "decode tok/s",
-                "TTFT ms",
-                "mean KL",
-                "top-1",
-                "decode vs default (paired)",
-                "TTFT vs default (paired)",
-            ],
-            rows,
-        )
-        + "\n"
-    )
-    w(
+    quiet = reporting.is_quiet(data["load_average"]["start"])
+    loads = [r["load_average_1min"] for s in settings for r in s["runs"] if r.get("load_average_1min") is not None]
+    n, swept = data["repeat"], len(settings) - 1
+    return [
+        f"## {data['backend']}\n",
+        reporting.provenance(data, "tune.py")
+        + (f" 1-minute load during the runs: {min(loads):.1f}-{max(loads):.1f}." if loads else "")
+        + f" Took {data['elapsed_s'] / 60:.1f} min. Model: {data['model']['name']} "
+        f"({data['model']['parameters'] / 1e6:.0f}M parameters), {data['prompt_tokens']}-token prompt, "
+        f"{data['new_tokens']} new tokens, {n} interleaved repeats, each run a new process.\n",
+        reporting.table(HEADERS, [setting_row(s, settings, default, quiet) for s in settings]) + "\n",
         "Decode and TTFT: median (min-max) over the repeats. *vs default*: the median of the per-repeat ratio to the "
         "default setting measured in the same repeat; *better in N/N* only when every repeat agrees, else "
-        f"*undecided*. Even *better/worse in {data['repeat']}/{data['repeat']}* happens by chance with probability "
-        f"{2 / 2 ** data['repeat']:.2f} per setting when the two are equally fast, so with "
-        f"{len(settings) - 1} settings about {(len(settings) - 1) * 2 / 2 ** data['repeat']:.1f} such verdicts are "
-        "expected from noise alone: a default is changed only on a difference that is also large against the "
-        "spread. KL: teacher-forced mean KL(fp32 || artifact) in nats per token over "
-        f"{len(bench_run.PARITY_PROMPTS)} prompts x {data['parity_tokens']} tokens (random weights: read it as a "
-        "relative cost between settings).\n"
-    )
-    return out
+        f"*undecided*, and no verdict at all on a noisy run. Even *better/worse in {n}/{n}* happens by chance with "
+        f"probability {2 / 2**n:.2f} per setting when the two are equally fast, so with {swept} settings about "
+        f"{swept * 2 / 2**n:.1f} such verdicts are expected from noise alone. KL: teacher-forced mean "
+        f"KL(fp32 || artifact) in nats per token over {data['parity_prompts']} prompts x {data['parity_tokens']} "
+        "tokens (random weights: read it as a relative cost between settings).\n",
+        reporting.versions_line(data) + "\n",
+    ]
 
 
-def render(workdir: Path, output: Path) -> None:
+def render(results: Mapping[str, Any]) -> str:
     parts = [
         "# Tuning the seed stacks\n",
-        "Written by `benchmarks/tune.py` from the numbers it saved; nothing is typed in by hand. One setting is "
-        "changed at a time against the backend's default. What the project changed because of it, and what it did "
-        "not, is in *Decisions* (kept by hand, next to the measured tables).\n",
+        "Rendered by `python benchmarks/tune.py --render` from `TUNING.json`; do not edit. One setting is changed "
+        "at a time against the backend's default. What the project changed because of it, and what it did not, "
+        "is in [TUNING-decisions.md](TUNING-decisions.md) (kept by hand).\n",
     ]
     for backend in SWEEPS:
-        path = workdir / f"tune-{backend}.json"
-        if path.is_file():
-            parts += render_backend(json.loads(path.read_text(encoding="utf-8")))
-    decisions = HERE / "TUNING-decisions.md"
-    if decisions.is_file():
-        parts.append(decisions.read_text(encoding="utf-8"))
-    output.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")
-    log(f"wrote {output}")
+        if backend in results["backends"]:
+            parts += render_backend(results["backends"][backend])
+    return "\n".join(parts).rstrip() + "\n"
 
 
 # -- main -------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("backend", nargs="?", choices=sorted(SWEEPS))
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default=None, metavar="A,B", help="sweep only these settings (default is added)")
-    parser.add_argument("--prompt-tokens", type=int, default=128)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--parity-tokens", type=int, default=32)
-    parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--shape", choices=("mid", "small"), default="mid")
-    parser.add_argument("--render", action="store_true", help="only re-render TUNING.md from the saved numbers")
-    parser.add_argument("--workdir", type=Path, default=HERE / ".work")
-    parser.add_argument("--output", type=Path, default=HERE / "TUNING.md")
-    args = parser.parse_args(argv)
-    workdir: Path = args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.render or args.backend is None:
-        render(workdir, args.output)
-        return 0
-    home = workdir / "tune-home"  # its own cache: the artifacts of every recipe, kept between sweeps
-    env = {
-        **os.environ,
-        "PHI3_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "TQDM_DISABLE": "1",
-    }
-    os.environ.update({k: env[k] for k in ("PHI3_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def sweep(args: argparse.Namespace, workdir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """Build the model, measure every setting (and its quality): the backend's raw entry."""
     shape = bench_run.MID_SHAPE if args.shape == "mid" else bench_run.SMALL_SHAPE
     name = "phi3-mid-4l" if args.shape == "mid" else "phi3-small-check"
     log(f"model: {name}")
@@ -400,22 +364,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchChildError as exc:
             log(f"quality skipped: the fp32 reference failed: {exc.message}")
     weights = bench_run.roofline.safetensors_folder(model)
-    data = {
+    return {
         "backend": args.backend,
-        "command": "python benchmarks/tune.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
-        "started": started,
         "elapsed_s": time.perf_counter() - bench_run.STARTED,
-        "machine": bench.machine_info(),
-        "versions": bench_run.versions(),
         "model": {"name": name, "shape": shape, "parameters": weights.total / 4},
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "parity_tokens": args.parity_tokens,
+        "parity_prompts": len(bench_run.PARITY_PROMPTS),
         "repeat": args.repeat,
         "settings_swept": [s.__dict__ for s in settings],
     }
-    (workdir / f"tune-{args.backend}.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    render(workdir, args.output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("backend", nargs="?", choices=sorted(SWEEPS))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default=None, metavar="A,B", help="sweep only these settings (default is added)")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--parity-tokens", type=int, default=32)
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--shape", choices=("mid", "small"), default="mid")
+    parser.add_argument("--workdir", type=Path, default=HERE / ".work")
+    parser.add_argument("--output", type=Path, default=HERE / "TUNING.md")
+    reporting.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.render or args.backend is None:
+        reporting.rerender(args.output, render)
+        return 0
+    meta = reporting.run_metadata("tune.py", argv, reporting.refuse_if_noisy(args.noisy))
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = workdir / "tune-home"  # its own cache: the artifacts of every recipe, kept between sweeps
+    env = {
+        **os.environ,
+        "PHI3_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_DISABLE": "1",
+    }
+    os.environ.update({k: env[k] for k in ("PHI3_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
+    entry = reporting.finish({**meta, **sweep(args, workdir, env)})
+    raw = reporting.raw_path(args.output)
+    results = json.loads(raw.read_text(encoding="utf-8")) if raw.is_file() else {"backends": {}}
+    results["backends"][args.backend] = json.loads(json.dumps(entry, default=str))
+    reporting.write(args.output, results, render)
     shutil.rmtree(workdir / "scratch-tune", ignore_errors=True)
     return 0
 
