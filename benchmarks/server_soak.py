@@ -15,10 +15,14 @@ A real server runs in a subprocess on a free 127.0.0.1 port (benchmarks/soak_ser
    response ended and until the process exited.
 
 The server's RSS (psutil) is sampled all along. Raw results go to ``--json``; the markdown report is
-rendered from that JSON alone (``render``; ``--render-only`` re-renders without running)::
+rendered from that JSON alone (``render``; ``--render`` re-renders without running)::
 
     python benchmarks/server_soak.py                       # 16 clients, 60 s -> SERVER_SOAK.json/.md
-    python benchmarks/server_soak.py --render-only         # the report again, from the JSON
+    python benchmarks/server_soak.py --render              # the report again, from the JSON
+
+The JSON also carries the run's metadata (``benchmarks/reporting.py``: commit, command, CPU model,
+versions); a soak checks behaviour, not speed, so a busy machine is recorded (the report says whether
+the 1-minute load at the start was above 0.5), not refused.
 
 Every loop is bounded in count and time; every request has a timeout.
 """
@@ -47,6 +51,9 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import reporting  # noqa: E402
+
 LAUNCHER = HERE / "soak_server.py"
 DEFAULT_JSON = HERE / "SERVER_SOAK.json"
 DEFAULT_REPORT = HERE / "SERVER_SOAK.md"
@@ -737,9 +744,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _command(config: dict[str, Any]) -> str:
+    return f"python benchmarks/server_soak.py --clients {config['clients']} --seconds {config['seconds']:g}"
+
+
+def _machine_state(machine: dict[str, Any]) -> str:
+    if reporting.is_quiet(machine["loadavg_before"]):
+        return f"Quiet (1-minute load at the start <= {reporting.QUIET_LOAD})"
+    return f"Shared with other jobs (1-minute load at the start > {reporting.QUIET_LOAD})"
+
+
 def render(data: dict[str, Any], json_name: str = DEFAULT_JSON.name) -> str:
     """The markdown report, from the raw results alone."""
-    config, machine = data["config"], data["machine"]
+    config, machine, run = data["config"], data["machine"], data.get("run", {})
     results = criteria(data)
     passed = all(c["passed"] for c in results)
     records = all_records(data)
@@ -749,15 +766,16 @@ def render(data: dict[str, Any], json_name: str = DEFAULT_JSON.name) -> str:
         "# phi3 serve under faults: soak report",
         "",
         f"Rendered by `benchmarks/server_soak.py` from [{json_name}]({json_name}) (raw results); do not edit by hand.",
-        f"Re-render: `python benchmarks/server_soak.py --render-only`. Run: `python benchmarks/server_soak.py "
-        f"--clients {config['clients']} --seconds {config['seconds']:g}`.",
+        f"Re-render: `python benchmarks/server_soak.py --render`. Run: "
+        f"`{data.get('run', {}).get('command') or _command(config)}`.",
         "",
         f"- Server: `{config['server']}` on 127.0.0.1, `--max-queue {config['max_queue']}`; one generation slot "
         "(the reference backend declares 1).",
         f"- Load: {config['clients']} concurrent clients for {config['seconds']:g} s (seed {config['seed']}), "
         f"then SIGTERM with {config['clients']} long requests in flight.",
-        f"- Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, {machine['date']}. "
-        f"Shared with other jobs: load average (1/5/15 min) {machine['loadavg_before']} before, "
+        f"- Machine: {machine['platform']}, {run.get('cpu_model') or 'CPU model unknown'}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}, {machine['date']}, commit `{run.get('commit') or 'unknown'}`. "
+        f"{_machine_state(machine)}: load average (1/5/15 min) {machine['loadavg_before']} before, "
         f"{machine['loadavg_at_sigterm']} at SIGTERM, {machine['loadavg_after']} after.",
         "",
         f"## Verdict: {'PASS' if passed else 'FAIL'}",
@@ -853,10 +871,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results (written, or read)")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="the rendered markdown")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the model and server log here")
-    parser.add_argument("--render-only", action="store_true", help="render --json into --report, run nothing")
+    parser.add_argument("--render", "--render-only", action="store_true", help="render --json into --report only")
     args = parser.parse_args(argv)
-    if not args.render_only:
+    if not args.render:
+        meta = reporting.run_metadata("server_soak.py", argv, reporting.load_average())
         data = run(args.clients, args.seconds, args.seed, args.max_tokens, args.workdir)
+        data["run"] = reporting.finish(meta)
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     data = json.loads(args.json.read_text())
     args.report.write_text(render(data, args.json.name))
