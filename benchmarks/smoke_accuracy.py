@@ -165,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_row(args.worker)))
         return 0
     if not args.render:
+        import reporting  # benchmarks/reporting.py: the run's metadata, as every report records it
+
         import phi3
         from phi3.cache import phi3_home
         from phi3.sources import resolve_model
+
+        meta = reporting.run_metadata("smoke_accuracy.py", argv, reporting.load_average())
 
         rows = []
         for row in args.rows.split(","):
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "phi3": phi3.__version__,
             "model_revision": resolve_model("smoke", phi3_home()).revision,
             "rows": rows,
+            "run": reporting.finish(meta),
         }
         args.raw.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     results = json.loads(args.raw.read_text(encoding="utf-8"))
