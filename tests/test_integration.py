@@ -1,7 +1,20 @@
-"""Every installed backend together, through the real CLI."""
+"""Every installed backend together, through the real CLI.
+
+Each phi3 plugin distribution installed in this environment (an entry point in the ``phi3`` group)
+must be usable: listed by ``phi3 list-backends`` with status ``available`` and able to generate on the
+CPU. A backend that honestly cannot run here is expected as such, explicitly, in
+``PHI3_EXPECTED_BACKENDS`` (the nox ``integration`` session sets it)::
+
+    PHI3_EXPECTED_BACKENDS="openvino,dml,llamacpp,npu=no device"
+
+A bare name means ``available``. When the variable is set, the installed plugins must be exactly the
+ones it names; when it is unset, every installed plugin must be ``available``. A broken plugin, or
+one missing a dependency that nobody declared missing, fails here with its error.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from typing import Any
@@ -10,7 +23,36 @@ import pytest
 
 from phi3.testing.suite import VENDOR_MODULES
 
-EXPECTED = [name for name in os.environ.get("PHI3_EXPECTED_BACKENDS", "").split(",") if name]
+AVAILABLE = "available"
+RUNNABLE = (AVAILABLE, "no device")
+"""Statuses that still generate: a backend without its hardware runs on its CPU override device."""
+STATUSES = (AVAILABLE, "no device", "missing dependency")
+"""What may be expected; ``broken`` never may."""
+
+
+def expected_backends(value: str | None) -> dict[str, str] | None:
+    """``PHI3_EXPECTED_BACKENDS`` parsed: backend name -> expected status (None when unset)."""
+    if value is None:
+        return None
+    expected = {}
+    for item in value.split(","):
+        name, _, status = item.strip().partition("=")
+        if not name.strip():
+            continue
+        status = status.strip() or AVAILABLE
+        if status not in STATUSES:
+            raise ValueError(f"PHI3_EXPECTED_BACKENDS: {name.strip()!r} expected {status!r}: not one of {STATUSES}")
+        expected[name.strip()] = status
+    return expected
+
+
+EXPECTED = expected_backends(os.environ.get("PHI3_EXPECTED_BACKENDS"))
+INSTALLED = sorted({ep.name for ep in importlib.metadata.entry_points(group="phi3")})
+"""Backend names of the installed plugin distributions (entry point name = backend name)."""
+
+
+def _expected_status(name: str) -> str:
+    return (EXPECTED or {}).get(name, AVAILABLE)
 
 
 def _listed(run_phi3: Any) -> dict[str, dict[str, Any]]:
@@ -26,11 +68,28 @@ def _cpu_device(backend: dict[str, Any]) -> str:
     raise AssertionError(f"{backend['name']} offers no CPU device: {backend}")
 
 
-def test_every_installed_plugin_is_listed_and_healthy(run_phi3: Any) -> None:
+def test_the_installed_plugins_are_the_expected_ones() -> None:
+    assert INSTALLED, "no phi3 plugin distribution is installed: the integration session installs every plugin"
+    if EXPECTED is not None:
+        assert sorted(EXPECTED) == INSTALLED, (
+            f"installed phi3 plugins {INSTALLED} != PHI3_EXPECTED_BACKENDS {sorted(EXPECTED)}"
+        )
+
+
+def test_every_installed_plugin_is_listed_and_usable(run_phi3: Any) -> None:
     listed = _listed(run_phi3)
-    for name in EXPECTED:
-        assert name in listed, f"{name} missing from phi3 list-backends"
-        assert listed[name]["status"] != "broken", listed[name]["error"]
+    problems = []
+    for name in INSTALLED:
+        if name not in listed:
+            problems.append(f"{name}: installed but missing from phi3 list-backends")
+            continue
+        backend, expected = listed[name], _expected_status(name)
+        if backend["status"] != expected:
+            why = backend["error"] or backend["detail"]
+            problems.append(
+                f"{name} ({backend['distribution']}): status {backend['status']!r}, expected {expected!r}: {why}"
+            )
+    assert not problems, "\n".join(problems)
 
 
 def test_listing_with_all_plugins_imports_no_vendor_library(run_phi3: Any, tmp_path: Any) -> None:
@@ -46,11 +105,13 @@ def test_listing_with_all_plugins_imports_no_vendor_library(run_phi3: Any, tmp_p
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.parametrize("backend", EXPECTED)
+@pytest.mark.parametrize("backend", INSTALLED)
 def test_generate_through_each_backend_on_cpu(run_phi3: Any, backend: str) -> None:
     info = _listed(run_phi3)[backend]
-    if info["status"] == "missing dependency":
-        pytest.skip(f"{backend}: {info['detail']}")
+    expected = _expected_status(backend)
+    assert info["status"] == expected, f"{backend}: {info['status']!r}, expected {expected!r}: {info['error']}"
+    if expected not in RUNNABLE:  # declared missing in PHI3_EXPECTED_BACKENDS: nothing to run it with
+        pytest.skip(f"{backend} is expected {expected!r} here: {info['detail']}")
     done = run_phi3(
         "generate", "smoke", "Hi", "-b", backend, "-d", _cpu_device(info), "-n", "6", "--ignore-eos", "--json"
     )
@@ -61,8 +122,7 @@ def test_generate_through_each_backend_on_cpu(run_phi3: Any, backend: str) -> No
 
 
 def test_auto_says_what_it_picked(run_phi3: Any) -> None:
-    if not EXPECTED:
-        pytest.skip("no plugin installed")
+    assert INSTALLED, "no phi3 plugin distribution is installed"
     done = run_phi3("generate", "smoke", "Hi", "-n", "4", "--ignore-eos")
     assert done.returncode == 0, done.stderr
     assert "auto: picked backend" in done.stderr and "tokens/s" in done.stderr
