@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from typing import Any
 
 import httpx
@@ -428,9 +427,8 @@ def test_models_list_shows_the_loaded_backend(client: openai.OpenAI) -> None:
 
 
 def test_ttft_is_measured(server: ServerProcess) -> None:
-    start = time.monotonic()
     assert server.metric("phi3_time_to_first_token_seconds_count", model=MODEL) > 0
-    assert time.monotonic() - start < 30
+    assert server.metric("phi3_time_to_first_token_seconds_sum", model=MODEL) > 0
 
 
 def test_preload_failure_is_one_line_and_exit_1(run_phi3: Any) -> None:
