@@ -435,7 +435,7 @@
         const waiting = document.createElement("span");
         waiting.className = "waiting";
         waiting.textContent = "waiting for the model (it loads on first use)…";
-        content.append(waiting);
+        content.replaceWith(waiting); // the content box appears with the first piece of the answer
       }
       if (meta.error) {
         const error = document.createElement("p");
@@ -814,9 +814,13 @@
   });
   el.prompt.addEventListener("input", autosize);
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && running) {
+    if (event.key !== "Escape") return;
+    if (running) {
       event.preventDefault();
       stop();
+    } else if (el.sidebar.classList.contains("open")) {
+      closeSidebar();
+      el.toggleSidebar.focus();
     }
   });
   el.stop.addEventListener("click", stop);
