@@ -59,8 +59,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the tests write screenshots of the page's main states (test artifacts, under pytest's tmp)."""
-    folder = tmp_path_factory.mktemp("screenshots")
+    """Where the tests write screenshots of the page's main states: PHI3_BROWSER_ARTIFACTS (the nox
+    session's, kept after it), else pytest's tmp."""
+    given = os.environ.get("PHI3_BROWSER_ARTIFACTS")
+    folder = Path(given) if given else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"chat page screenshots: {folder}")
     return folder
 
