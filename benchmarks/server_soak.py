@@ -754,6 +754,92 @@ def _machine_state(machine: dict[str, Any]) -> str:
     return f"Shared with other jobs (1-minute load at the start > {reporting.QUIET_LOAD})"
 
 
+def _outcome_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Requests by kind and outcome, then by HTTP status."""
+    lines: list[str] = []
+    by_kind: dict[str, Counter[str]] = {}
+    for record in records:
+        outcome = f"{record['status']}" + (f" {record['end']}" if record["end"] else "")
+        outcome += f" ({record['code']})" if record["code"] else ""
+        if "transport_error" in record:
+            outcome += f" [{record['transport_error'].split(':')[0]}]"
+        by_kind.setdefault(record["kind"], Counter())[outcome] += 1
+    rows = []
+    for kind, outcomes in by_kind.items():
+        bad = sum(1 for r in records if r["kind"] == kind and r.get("failure"))
+        summary = ", ".join(f"{outcome}: {count}" for outcome, count in outcomes.most_common())
+        rows.append([kind, EXPECTED[kind], sum(outcomes.values()), summary, bad])
+    lines += _table(["kind", "must get", "requests", "got (status, stream end, code): count", "unexpected"], rows)
+    lines += [
+        "",
+        "Stream ends: `done` = `data: [DONE]`; `error` = an error event and no `[DONE]`; `left` = the client "
+        "closed the connection; `neither` = the stream ended with neither (a failure). Rows include the warm-up "
+        "(one request per kind), the fresh request after the load and the shutdown phase.",
+        "",
+        "## Requests by HTTP status",
+        "",
+    ]
+    statuses = Counter(str(r["status"]) for r in records)
+    lines += _table(["status", "requests"], [[s, n] for s, n in sorted(statuses.items())])
+    lines += ["", "## Latency in the load window (seconds, request start to end)", ""]
+    return lines
+
+
+def _latency_lines(load: list[dict[str, Any]]) -> list[str]:
+    """p50/p95/max duration per kind in the load window."""
+    lines: list[str] = []
+    rows = []
+    for kind in KINDS:
+        durations = sorted(r["s"] for r in load if r["kind"] == kind)
+        if durations:
+            rows.append(
+                [
+                    kind,
+                    len(durations),
+                    durations[len(durations) // 2],
+                    durations[int(len(durations) * 0.95)],
+                    durations[-1],
+                ]
+            )
+    lines += _table(["kind", "n", "p50", "p95", "max"], rows)
+    return lines
+
+
+def _after_lines(data: dict[str, Any]) -> list[str]:
+    """Drain, memory, shutdown and the server log."""
+    lines: list[str] = []
+    after, rss, shutdown = data["after_load"], data["rss_mb"], data["shutdown"]
+    lines += [
+        "",
+        "## After the load",
+        "",
+        f"- Gauges back to 0 after {after['drained_s']} s: {after['gauges_drained']}.",
+        f"- Fresh request: {after['fresh_request']['status']}; gauges then: {after['gauges_after_fresh']}.",
+        "",
+        "## Server memory (RSS, psutil, every 0.25 s)",
+        "",
+        f"At start {rss['at_start']:.1f} MB, after warm-up {rss['baseline_after_warmup']:.1f} MB (baseline), "
+        f"peak during the load {rss['peak_during_load']:.1f} MB, after the load {rss['after_load']:.1f} MB "
+        f"({len(rss['samples'])} samples).",
+        "",
+        "## Shutdown under load (SIGTERM)",
+        "",
+        f"- In flight at SIGTERM: {shutdown['in_flight_at_sigterm']} requests "
+        f"(one decoding, the others queued; a quarter non-streamed).",
+        f"- Every response ended {shutdown['responses_ended_s']} s after SIGTERM; the process exited "
+        f"{shutdown['exit_s']} s after it, status {shutdown['exit_code']} (bound: uvicorn's {GRACE_S:g} s grace "
+        "period; the server cancels in-flight generations as shutdown begins).",
+        "",
+        "## Server log",
+        "",
+        f"{data['server_log']['lines']} lines; lines with Traceback/ERROR/Exception: "
+        f"{len(data['server_log']['suspicious_lines'])}.",
+    ]
+    if data["server_log"]["suspicious_lines"]:
+        lines += ["", "```", *data["server_log"]["suspicious_lines"][:10], "```"]
+    return lines
+
+
 def render(data: dict[str, Any], json_name: str = DEFAULT_JSON.name) -> str:
     """The markdown report, from the raw results alone."""
     config, machine, run = data["config"], data["machine"], data.get("run", {})
@@ -791,74 +877,9 @@ def render(data: dict[str, Any], json_name: str = DEFAULT_JSON.name) -> str:
         f"{len(load) / span if span else 0:.1f}/s)",
         "",
     ]
-    by_kind: dict[str, Counter[str]] = {}
-    for record in records:
-        outcome = f"{record['status']}" + (f" {record['end']}" if record["end"] else "")
-        outcome += f" ({record['code']})" if record["code"] else ""
-        if "transport_error" in record:
-            outcome += f" [{record['transport_error'].split(':')[0]}]"
-        by_kind.setdefault(record["kind"], Counter())[outcome] += 1
-    rows = []
-    for kind, outcomes in by_kind.items():
-        bad = sum(1 for r in records if r["kind"] == kind and r.get("failure"))
-        summary = ", ".join(f"{outcome}: {count}" for outcome, count in outcomes.most_common())
-        rows.append([kind, EXPECTED[kind], sum(outcomes.values()), summary, bad])
-    lines += _table(["kind", "must get", "requests", "got (status, stream end, code): count", "unexpected"], rows)
-    lines += [
-        "",
-        "Stream ends: `done` = `data: [DONE]`; `error` = an error event and no `[DONE]`; `left` = the client "
-        "closed the connection; `neither` = the stream ended with neither (a failure). Rows include the warm-up "
-        "(one request per kind), the fresh request after the load and the shutdown phase.",
-        "",
-        "## Requests by HTTP status",
-        "",
-    ]
-    statuses = Counter(str(r["status"]) for r in records)
-    lines += _table(["status", "requests"], [[s, n] for s, n in sorted(statuses.items())])
-    lines += ["", "## Latency in the load window (seconds, request start to end)", ""]
-    rows = []
-    for kind in KINDS:
-        durations = sorted(r["s"] for r in load if r["kind"] == kind)
-        if durations:
-            rows.append(
-                [
-                    kind,
-                    len(durations),
-                    durations[len(durations) // 2],
-                    durations[int(len(durations) * 0.95)],
-                    durations[-1],
-                ]
-            )
-    lines += _table(["kind", "n", "p50", "p95", "max"], rows)
-    after, rss, shutdown = data["after_load"], data["rss_mb"], data["shutdown"]
-    lines += [
-        "",
-        "## After the load",
-        "",
-        f"- Gauges back to 0 after {after['drained_s']} s: {after['gauges_drained']}.",
-        f"- Fresh request: {after['fresh_request']['status']}; gauges then: {after['gauges_after_fresh']}.",
-        "",
-        "## Server memory (RSS, psutil, every 0.25 s)",
-        "",
-        f"At start {rss['at_start']:.1f} MB, after warm-up {rss['baseline_after_warmup']:.1f} MB (baseline), "
-        f"peak during the load {rss['peak_during_load']:.1f} MB, after the load {rss['after_load']:.1f} MB "
-        f"({len(rss['samples'])} samples).",
-        "",
-        "## Shutdown under load (SIGTERM)",
-        "",
-        f"- In flight at SIGTERM: {shutdown['in_flight_at_sigterm']} requests "
-        f"(one decoding, the others queued; a quarter non-streamed).",
-        f"- Every response ended {shutdown['responses_ended_s']} s after SIGTERM; the process exited "
-        f"{shutdown['exit_s']} s after it, status {shutdown['exit_code']} (bound: uvicorn's {GRACE_S:g} s grace "
-        "period; the server cancels in-flight generations as shutdown begins).",
-        "",
-        "## Server log",
-        "",
-        f"{data['server_log']['lines']} lines; lines with Traceback/ERROR/Exception: "
-        f"{len(data['server_log']['suspicious_lines'])}.",
-    ]
-    if data["server_log"]["suspicious_lines"]:
-        lines += ["", "```", *data["server_log"]["suspicious_lines"][:10], "```"]
+    lines += _outcome_lines(records)
+    lines += _latency_lines(load)
+    lines += _after_lines(data)
     return "\n".join(lines) + "\n"
 
 
