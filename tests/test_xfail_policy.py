@@ -125,3 +125,31 @@ def test_the_scan_catches_a_strict_xfail_without_raises() -> None:
         "synthetic.py:11: strict xfail with raises=Exception (pin the upstream bug's own exception)",
         "synthetic.py:21: strict xfail without raises=",
     ]
+
+
+def test_upstream_bug_converts_only_the_named_error() -> None:
+    import pytest
+
+    from phi3.testing.upstream import UpstreamBugStillThere, upstream_bug
+
+    def prepare(value: object) -> object:
+        return value[0]  # type: ignore[index]
+
+    with (
+        pytest.raises(UpstreamBugStillThere, match="not subscriptable"),
+        upstream_bug(TypeError, match="not subscriptable", raised_in="prepare"),
+    ):
+        prepare(None)
+    with (
+        pytest.raises(TypeError),
+        upstream_bug(TypeError, match="not subscriptable", raised_in="elsewhere"),
+    ):  # the same error raised elsewhere: not the upstream bug
+        prepare(None)
+    with (
+        pytest.raises(TypeError, match="unsupported operand"),
+        upstream_bug(TypeError, match="not subscriptable"),
+    ):  # another message: not the upstream bug
+        _ = None + 1  # type: ignore[operator]
+    with pytest.raises(ImportError), upstream_bug(TypeError, match=""):  # another type: never converted
+        raise ImportError("a renamed helper")
+    assert issubclass(UpstreamBugStillThere, AssertionError)

@@ -17,6 +17,7 @@ and only that one, into the ``AssertionError`` the xfail expects::
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,8 +27,9 @@ class UpstreamBugStillThere(AssertionError):
 
 
 @contextmanager
-def upstream_bug(*errors: type[BaseException], match: str) -> Iterator[None]:
-    """Re-raise an error of type ``errors`` whose message matches ``match`` (``re.search``) as
+def upstream_bug(*errors: type[BaseException], match: str, raised_in: str | None = None) -> Iterator[None]:
+    """Re-raise an error of type ``errors`` whose message matches ``match`` (``re.search``), and, with
+    ``raised_in``, that was raised in the function of that name (the innermost frame), as
     :class:`UpstreamBugStillThere` (an ``AssertionError``); any other error propagates unchanged.
 
     Used inside a strict ``xfail(raises=AssertionError)``: the known bug xfails, anything else fails.
@@ -38,5 +40,8 @@ def upstream_bug(*errors: type[BaseException], match: str) -> Iterator[None]:
         yield
     except errors as error:
         if re.search(match, str(error)) is None:
+            raise
+        frames = traceback.extract_tb(error.__traceback__)
+        if raised_in is not None and (not frames or frames[-1].name != raised_in):
             raise
         raise UpstreamBugStillThere(f"upstream bug still there: {type(error).__name__}: {error}") from error
