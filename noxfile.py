@@ -35,7 +35,18 @@ CORE_CONSTRAINTS = ROOT / "ci" / "constraints-core.txt"
 """Pins for core's own sessions only (a plugin may pin another transformers)."""
 PYTEST = ["pytest", "-ra", "--durations=10"]
 
-nox.options.sessions = ["lint", "typecheck", "core_alone", "tests", "server", "ray", "dml_skew", "integration", "demo"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "core_alone",
+    "tests",
+    "server",
+    "browser",
+    "ray",
+    "dml_skew",
+    "integration",
+    "demo",
+]
 """Everything CI runs (README's test command), the README's main job (``demo``) included."""
 nox.options.reuse_venv = "no"
 nox.options.error_on_external_run = True
@@ -368,3 +379,56 @@ def demo(session: nox.Session) -> None:
         session.env["PHI3_HOME"] = str(Path(session.virtualenv.location) / "phi3-home")
     session.run("phi3", "list-backends")
     session.run("phi3", "generate", "smoke", "Tell me about AI PCs.", "--max-new-tokens", "48", *session.posargs)
+
+
+PLAYWRIGHT = "playwright==1.65.3"
+"""Drives the chat page's tests through its bundled driver only: the browser is the OS's Chromium, never
+one ``playwright install`` downloads."""
+BROWSER_ARTIFACTS = ROOT / ".nox" / "browser-artifacts"
+"""The browser session's screenshots (kept after its virtualenv is deleted; .nox/ is git-ignored)."""
+
+
+def _chromium(session: nox.Session) -> str:
+    """The Chromium to drive: PHI3_CHROMIUM, else ``chromium`` on PATH, else Debian's package installed
+    with apt-get when running as root on a Debian-like system; otherwise the session fails naming the
+    fix (it never skips: CI must run it)."""
+    given = os.environ.get("PHI3_CHROMIUM")
+    if given:
+        if not Path(given).is_file():
+            session.error(f"PHI3_CHROMIUM={given} is not a file; point it at a Chromium or Chrome executable")
+        return given
+    found = shutil.which("chromium")
+    if not found and getattr(os, "geteuid", lambda: -1)() == 0 and shutil.which("apt-get"):
+        quiet = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=quiet)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, env=quiet)
+        found = shutil.which("chromium")
+    if not found:
+        session.error(
+            "the browser session needs Chromium: run it as root on Debian (it installs the chromium package), "
+            "or install Chromium yourself (apt-get install chromium) or set PHI3_CHROMIUM=/path/to/chromium"
+        )
+    return str(found)
+
+
+@nox.session
+@frees_disk
+def browser(session: nox.Session) -> None:
+    """The chat page ``phi3 serve`` serves at /, in a real headless Chromium driven by playwright against
+    a real ``phi3 serve smoke`` on openvino (core/tests/browser, ~1.5 min of tests); screenshots of its
+    main states land in .nox/browser-artifacts/."""
+    _quiet_env(session)
+    chromium = _chromium(session)
+    session.install(
+        "-c",
+        str(INTEGRATION_CONSTRAINTS),
+        "-c",
+        str(COMMON_CONSTRAINTS),
+        f"{CORE}[serve,testing,structured]",
+        f"{PLUGINS['openvino']}[test]",
+        "httpx",
+        PLAYWRIGHT,
+    )
+    shutil.rmtree(BROWSER_ARTIFACTS, ignore_errors=True)
+    session.env.update({"PHI3_CHROMIUM": chromium, "PHI3_BROWSER_ARTIFACTS": str(BROWSER_ARTIFACTS)})
+    _pytest(session, str(CORE / "tests" / "browser"))
