@@ -1,21 +1,25 @@
-"""Turning ``results.json`` into ``RESULTS.md``: ratios, roofline, targets, and the explanations.
+"""Turning ``RESULTS.json`` into ``RESULTS.md``: ratios, roofline, targets, and the explanations.
 
-``python benchmarks/report.py [benchmarks/.work/results.json]`` re-renders RESULTS.md from saved
-numbers without measuring again.
+``python benchmarks/report.py`` (or ``python benchmarks/run.py --render``) re-renders RESULTS.md from
+the raw results committed beside it (``RESULTS.json``) without measuring again; nothing else is read:
+the family quality tables and the list of companion reports are copied into the JSON when it is written.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from phi3.bench import format_stat, summarize
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import reporting  # noqa: E402
+
 TARGET_DECODE_OVERHEAD_PCT = 2.0
 TARGET_TTFT_DELTA_MS = 5.0
 TARGET_FIRST_SECOND_RATIO = 10.0
@@ -298,10 +302,10 @@ FASTER = {
 
 WHY_SLOWER = {
     "ov-genai": "phi3-openvino's genai engine runs `LLMPipeline.generate` in a worker thread and hands every token to "
-    "the caller through a queue (a thread switch per token, which costs more when the 2 cores are busy), and "
-    "decodes the text on the caller's side (two detokenizer calls per token, ~0.1 ms each here)",
+    "the caller through a queue (a thread switch per token, which costs more when the cores are busy), and "
+    "decodes the text on the caller's side (two detokenizer calls per token)",
     "npu-genai": "phi3-npu's genai engine streams like phi3-openvino's: a worker thread, a queue hand-off per token "
-    "and two detokenizer calls per token (~0.1 ms each here)",
+    "and two detokenizer calls per token",
     "ov-optimum": "phi3-openvino's optimum engine runs transformers' `generate` in a worker thread with a queue "
     "hand-off per token and decodes two windows per token; the direct call decodes once in the callback",
     "dml": "phi3-dml runs the same Generator loop on the caller's thread; the per-token difference is phi3's own "
@@ -362,13 +366,12 @@ def _ratio_cell(values: Sequence[float], fmt: str = "{:.2f}x") -> str:
     return f"{fmt.format(stat['median'])} (repeats {fmt.format(stat['min'])} .. {fmt.format(stat['max'])})"
 
 
-def speed_targets(
-    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]
+def _default_path_targets(
+    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]], peer: Mapping[str, Any] | None
 ) -> tuple[list[list[str]], list[str]]:
-    """The issue-15 speed targets: default CPU path vs llama.cpp, seed-stack roofline, phi3-llamacpp overhead."""
+    """Decode and TTFT of the row auto picks (fresh install, after `phi3 bench`) against llama.cpp."""
     rows: list[list[str]] = []
     missed: list[str] = []
-    peer = next((r for r in measured if r["kind"] == "peer"), None)
     for source, when in (
         ("auto", "on a fresh install, nothing measured yet"),
         ("auto_measured", "after `phi3 bench` measured this machine"),
@@ -399,11 +402,18 @@ def speed_targets(
             if verdict is not True:
                 missed.append(
                     f"{what} of phi3's default CPU path {when} ({default['label']}) is {whole:.2f}x "
-                    f"{peer['label']}'s (target {goal}; {text}). phi3's own overhead is small (the direct-call pairs "
-                    "above); the gap is the engine's int4 kernels against llama.cpp's Q4_0 ones, see the roofline "
-                    "fractions. Tuning the seed stacks (benchmarks/TUNING.md) and the phi3-llamacpp backend are the "
-                    "fixes"
+                    f"{peer['label']}'s (target {goal}; {text}). phi3's own overhead is in the direct-call pairs above "
+                    "and each engine's share of the roofline in *Roofline*"
                 )
+    return rows, missed
+
+
+def _roofline_targets(
+    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]
+) -> tuple[list[list[str]], list[str]]:
+    """Each seed stack's decode as a fraction of the read-bandwidth roofline."""
+    rows: list[list[str]] = []
+    missed: list[str] = []
     bandwidth, _ = roofline_bandwidth(results)
     for key in SEED_STACKS:
         row = _row(measured, key)
@@ -425,10 +435,18 @@ def speed_targets(
         if verdict is not True:
             missed.append(
                 f"{row['label']} decoded at {whole * 100:.0f} % of the roofline (target "
-                f"{TARGET_ROOFLINE_FRACTION * 100:.0f} %; {text}): what is left is per-token compute and "
-                "synchronisation on 2 shared cores (int4 dequantization, thread barriers); benchmarks/TUNING.md "
-                "measures which compile properties and recipes move it"
+                f"{TARGET_ROOFLINE_FRACTION * 100:.0f} %; {text}); benchmarks/TUNING.md measures which compile "
+                "properties and recipes move it"
             )
+    return rows, missed
+
+
+def _llamacpp_overhead_targets(
+    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]], peer: Mapping[str, Any] | None
+) -> tuple[list[list[str]], list[str]]:
+    """phi3-llamacpp against llama-cpp-python on the same file type."""
+    rows: list[list[str]] = []
+    missed: list[str] = []
     mine = next((r for r in measured if r["kind"] == "phi3" and r["key"].startswith("phi3:llamacpp/")), None)
     if mine is not None and peer is not None:
         decode = _per_repeat_ratio(mine, peer, "decode_tokens_per_s")
@@ -465,15 +483,52 @@ def speed_targets(
     return rows, missed
 
 
-def render(results: Mapping[str, Any]) -> str:
-    s = results["settings"]
-    rows = results["rows"]
-    measured = [r for r in rows if not r["error"] and r["runs"]]
-    paired = pairs(rows)
-    roof = roofline_rows(results)
-    bw = results["bandwidth"]
-    lb = results["list_backends"]
+def speed_targets(
+    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]
+) -> tuple[list[list[str]], list[str]]:
+    """The issue-15 speed targets: default CPU path vs llama.cpp, seed-stack roofline, phi3-llamacpp overhead."""
+    peer = next((r for r in measured if r["kind"] == "peer"), None)
+    rows: list[list[str]] = []
     missed: list[str] = []
+    for part in (
+        _default_path_targets(results, measured, peer),
+        _roofline_targets(results, measured),
+        _llamacpp_overhead_targets(results, measured, peer),
+    ):
+        rows += part[0]
+        missed += part[1]
+    return rows, missed
+
+
+@dataclass
+class _Context:
+    """What several sections of the report share: computed once from the raw results."""
+
+    s: Mapping[str, Any]
+    rows: Sequence[Mapping[str, Any]]
+    measured: list[Mapping[str, Any]]
+    paired: list[dict[str, Any]]
+    roof: list[dict[str, Any]]
+    bw: Mapping[str, Any]
+    lb: Mapping[str, Any]
+    missed: list[str] = field(default_factory=list)
+    """Targets missed, with why: filled by the targets section, listed by the closing note."""
+
+
+def _context(results: Mapping[str, Any]) -> _Context:
+    rows = results["rows"]
+    return _Context(
+        s=results["settings"],
+        rows=rows,
+        measured=[r for r in rows if not r["error"] and r["runs"]],
+        paired=pairs(rows),
+        roof=roofline_rows(results),
+        bw=results["bandwidth"],
+        lb=results["list_backends"],
+    )
+
+
+def _section_header(results: Mapping[str, Any], c: _Context) -> list[str]:
     out: list[str] = []
     w = out.append
 
@@ -483,76 +538,82 @@ def render(results: Mapping[str, Any]) -> str:
         "Every number below was measured in that run, except the family quality tables, which are copied from "
         "the family reports they name (each written by its own script); nothing is typed in by hand.\n"
     )
+    w(reporting.provenance(results, "run.py") + "\n")
     w("Reproduce (see `benchmarks/README.md` for the virtualenv):\n")
     w("```bash\n" + results["command"] + "\n```\n")
+    return out
 
-    # -- targets
-    w("## Targets\n")
-    target_rows = []
-    for p in paired:
-        ratio, delta = p["decode_ratio"], p["ttft_delta_ms"]
-        if ratio is None or delta is None:
-            continue
-        overhead = (1 - ratio["median"]) * 100
-        ok = overhead <= TARGET_DECODE_OVERHEAD_PCT
-        spans = (1 - ratio["max"]) * 100 <= TARGET_DECODE_OVERHEAD_PCT < (1 - ratio["min"]) * 100
-        target_rows.append(
-            [
-                f"decode overhead, {p['phi3']} vs {p['direct']}",
-                f"<= {TARGET_DECODE_OVERHEAD_PCT:g} %",
-                f"{overhead:+.1f} % (paired rounds: {(1 - ratio['max']) * 100:+.1f} .. "
-                f"{(1 - ratio['min']) * 100:+.1f} %)",
-                ("met" if ok else "**missed**") + (" (within noise)" if spans else ""),
-                decide(p["decode_ratio_by_repeat"], lambda v: (1 - v) * 100 <= TARGET_DECODE_OVERHEAD_PCT)[1],
-            ]
-        )
-        if not ok:
-            scale = real_model_scale(results["model"]["shape"])
-            extra = p["per_token_overhead_ms"] or 0.0
-            projected = 100 * extra / (p["direct_ms_per_token"] * scale + extra) if p["direct_ms_per_token"] else 0
-            missed.append(
-                f"decode overhead of {p['phi3']} is {overhead:.1f} % (target "
-                f"{TARGET_DECODE_OVERHEAD_PCT:g} %): {extra:.2f} ms more per token than the direct call's "
-                f"{p['direct_ms_per_token']:.2f} ms (the direct call's own run-to-run spread: "
-                f"{p['direct_spread_pct']:.1f} %). Where it can come from: "
-                f"{WHY_SLOWER.get(p['group'], 'not analysed')}. A "
-                f"fixed per-token cost weighs less on a bigger model: the 32-layer Phi-3-mini reads "
-                f"{scale:.1f}x the weights per token, so the same {extra:.2f} ms would be about "
-                f"{projected:.1f} % there"
-                + (
-                    f". The paired rounds ranged from {(1 - ratio['max']) * 100:+.1f} to "
-                    f"{(1 - ratio['min']) * 100:+.1f} %, so this run cannot resolve a 2 % difference: rerun on an "
-                    "idle machine (more --runs) to decide"
-                    if spans
-                    else ""
-                )
+
+def _overhead_targets(results: Mapping[str, Any], p: Mapping[str, Any], missed: list[str]) -> list[list[str]]:
+    """The decode and TTFT overhead rows of one phi3/direct pair (and why, for each one missed)."""
+    target_rows: list[list[str]] = []
+    ratio, delta = p["decode_ratio"], p["ttft_delta_ms"]
+    if ratio is None or delta is None:
+        return []
+    overhead = (1 - ratio["median"]) * 100
+    ok = overhead <= TARGET_DECODE_OVERHEAD_PCT
+    spans = (1 - ratio["max"]) * 100 <= TARGET_DECODE_OVERHEAD_PCT < (1 - ratio["min"]) * 100
+    target_rows.append(
+        [
+            f"decode overhead, {p['phi3']} vs {p['direct']}",
+            f"<= {TARGET_DECODE_OVERHEAD_PCT:g} %",
+            f"{overhead:+.1f} % (paired rounds: {(1 - ratio['max']) * 100:+.1f} .. {(1 - ratio['min']) * 100:+.1f} %)",
+            ("met" if ok else "**missed**") + (" (within noise)" if spans else ""),
+            decide(p["decode_ratio_by_repeat"], lambda v: (1 - v) * 100 <= TARGET_DECODE_OVERHEAD_PCT)[1],
+        ]
+    )
+    if not ok:
+        scale = real_model_scale(results["model"]["shape"])
+        extra = p["per_token_overhead_ms"] or 0.0
+        projected = 100 * extra / (p["direct_ms_per_token"] * scale + extra) if p["direct_ms_per_token"] else 0
+        missed.append(
+            f"decode overhead of {p['phi3']} is {overhead:.1f} % (target "
+            f"{TARGET_DECODE_OVERHEAD_PCT:g} %): {extra:.2f} ms more per token than the direct call's "
+            f"{p['direct_ms_per_token']:.2f} ms (the direct call's own run-to-run spread: "
+            f"{p['direct_spread_pct']:.1f} %). Where it can come from: "
+            f"{WHY_SLOWER.get(p['group'], 'not analysed')}. A "
+            f"fixed per-token cost weighs less on a bigger model: the 32-layer Phi-3-mini reads "
+            f"{scale:.1f}x the weights per token, so the same {extra:.2f} ms would be about "
+            f"{projected:.1f} % there"
+            + (
+                f". The paired rounds ranged from {(1 - ratio['max']) * 100:+.1f} to "
+                f"{(1 - ratio['min']) * 100:+.1f} %, so this run cannot resolve a 2 % difference: rerun on an "
+                "idle machine (more --runs) to decide"
+                if spans
+                else ""
             )
-        ok = delta["median"] <= TARGET_TTFT_DELTA_MS
-        spans = delta["min"] <= TARGET_TTFT_DELTA_MS < delta["max"]
-        target_rows.append(
-            [
-                f"TTFT overhead, {p['phi3']} vs {p['direct']}",
-                f"<= {TARGET_TTFT_DELTA_MS:g} ms",
-                f"{delta['median']:+.1f} ms ({delta['min']:+.1f} .. {delta['max']:+.1f})",
-                ("met" if ok else "**missed**") + (" (within noise)" if spans else ""),
-                decide(p["ttft_delta_by_repeat"], lambda v: v <= TARGET_TTFT_DELTA_MS)[1],
-            ]
         )
-        if not ok:
-            missed.append(
-                f"TTFT of {p['phi3']} is {delta['median']:.1f} ms above the direct call "
-                f"(target {TARGET_TTFT_DELTA_MS:g} ms). Where it can come from: before the first token phi3 adds "
-                "a pluggy dispatch, the plugin's own prompt tokenization and length check, building the engine's "
-                "generation config, starting a worker thread and one queue hand-off (detokenizing one token takes "
-                "well under a millisecond, so it is not that); profiling the plugin's generate() up to the first token "
-                "would say which"
-                + (
-                    f"; but the paired rounds ranged from {delta['min']:+.1f} to {delta['max']:+.1f} ms, so this "
-                    "run cannot resolve a 5 ms difference: rerun on an idle machine (more --runs) to decide"
-                    if spans
-                    else ""
-                )
+    ok = delta["median"] <= TARGET_TTFT_DELTA_MS
+    spans = delta["min"] <= TARGET_TTFT_DELTA_MS < delta["max"]
+    target_rows.append(
+        [
+            f"TTFT overhead, {p['phi3']} vs {p['direct']}",
+            f"<= {TARGET_TTFT_DELTA_MS:g} ms",
+            f"{delta['median']:+.1f} ms ({delta['min']:+.1f} .. {delta['max']:+.1f})",
+            ("met" if ok else "**missed**") + (" (within noise)" if spans else ""),
+            decide(p["ttft_delta_by_repeat"], lambda v: v <= TARGET_TTFT_DELTA_MS)[1],
+        ]
+    )
+    if not ok:
+        missed.append(
+            f"TTFT of {p['phi3']} is {delta['median']:.1f} ms above the direct call "
+            f"(target {TARGET_TTFT_DELTA_MS:g} ms). Where it can come from: before the first token phi3 adds "
+            "a pluggy dispatch, the plugin's own prompt tokenization and length check, building the engine's "
+            "generation config, starting a worker thread and one queue hand-off; profiling the plugin's "
+            "generate() up to the first token would say which"
+            + (
+                f"; but the paired rounds ranged from {delta['min']:+.1f} to {delta['max']:+.1f} ms, so this "
+                "run cannot resolve a 5 ms difference: rerun on an idle machine (more --runs) to decide"
+                if spans
+                else ""
             )
+        )
+    return target_rows
+
+
+def _first_second_targets(results: Mapping[str, Any], missed: list[str]) -> list[list[str]]:
+    """Second `phi3 generate` against the first, per backend measured."""
+    target_rows: list[list[str]] = []
     for fs in results.get("first_second", []):
         if "ratio" not in fs:
             target_rows.append(
@@ -578,6 +639,12 @@ def render(results: Mapping[str, Any]) -> str:
         )
         if not ok:
             missed.append(f"second run on {fs['backend']} is only {fs['ratio']:.1f}x sooner than the first")
+    return target_rows
+
+
+def _list_backends_target(lb: Mapping[str, Any], missed: list[str]) -> list[list[str]]:
+    """`phi3 list-backends` wall time and vendor imports."""
+    target_rows: list[list[str]] = []
     ok = lb["wall_s"]["median"] < TARGET_LIST_BACKENDS_S and not lb["vendor_modules_imported"]
     target_rows.append(
         [
@@ -595,6 +662,20 @@ def render(results: Mapping[str, Any]) -> str:
             f"`phi3 list-backends` took {lb['wall_s']['median']:.2f} s (imported: "
             f"{', '.join(lb['vendor_modules_imported']) or 'no vendor module'})"
         )
+    return target_rows
+
+
+def _section_targets(results: Mapping[str, Any], c: _Context) -> list[str]:
+    rows, measured, paired, lb, missed = c.rows, c.measured, c.paired, c.lb, c.missed
+    out: list[str] = []
+    w = out.append
+    # -- targets
+    w("## Targets\n")
+    target_rows = []
+    for p in paired:
+        target_rows += _overhead_targets(results, p, missed)
+    target_rows += _first_second_targets(results, missed)
+    target_rows += _list_backends_target(lb, missed)
     speed_rows, speed_missed = speed_targets(results, measured)
     target_rows += speed_rows
     missed += speed_missed
@@ -610,7 +691,7 @@ def render(results: Mapping[str, Any]) -> str:
         f"*Across repeats*: this run measured the whole interleaved set {n_repeats} time(s) (`--repeat`). Each repeat "
         "gets its own value (the median over its rounds); a target is **decided** only when every repeat falls on "
         "the same side of it, otherwise it is **undecided**, whatever the whole-run median says. One repeat is never "
-        "a verdict on this shared machine.\n"
+        "a verdict.\n"
     )
     for source, when in (("auto", "On a fresh install"), ("auto_measured", "After `phi3 bench`")):
         pick = results.get(source) or {}
@@ -618,7 +699,13 @@ def render(results: Mapping[str, Any]) -> str:
             w(f'{when}, `backend="auto"` said: {pick["reason"]}\n')
         elif pick.get("error"):
             w(f'{when}, `backend="auto"` failed: {pick["error"]}\n')
+    return out
 
+
+def _section_machine(results: Mapping[str, Any], c: _Context) -> list[str]:
+    bw = c.bw
+    out: list[str] = []
+    w = out.append
     # -- machine
     m = results["machine"]
     w("## Machine\n")
@@ -649,13 +736,19 @@ def render(results: Mapping[str, Any]) -> str:
         )
         + "\n"
     )
-    if round_load(results) > (m.get("cpu_count") or 1) + 1:
+    if not quiet(results):
         w(
-            f"**The machine was shared**: the load average during the rounds exceeded its {m.get('cpu_count')} CPUs "
+            f"**The machine was shared**: the 1-minute load average at the start was above {reporting.QUIET_LOAD} "
             "(other jobs were running). Absolute speeds are therefore lower and noisier than on an idle machine; the "
             "interleaved rounds and paired ratios are what stays comparable.\n"
         )
+    return out
 
+
+def _section_model(results: Mapping[str, Any], c: _Context) -> list[str]:
+    s = c.s
+    out: list[str] = []
+    w = out.append
     # -- model
     mw = results["model"]["weights"]
     shape = results["model"]["shape"]
@@ -667,13 +760,19 @@ def render(results: Mapping[str, Any]) -> str:
         f"{shape['num_hidden_layers']} layers: {mw['total'] / 4 / 1e6:.0f}M parameters, "
         f"{_fmt_bytes(mw['total'])} in fp32 "
         f"(built in {results['model']['build_s']:.0f} s). Per-token work per layer equals the real model's, so speed "
-        "ratios carry over; absolute tokens/s are ~8x the real 32-layer model's.\n"
+        "ratios carry over; absolute tokens/s are higher than the real 32-layer model's.\n"
     )
     w(
         f"Prompt: exactly {s['prompt_tokens']} tokens (built with the model's tokenizer and checked), raw (no chat "
         f"template); {s['new_tokens']} new tokens per run with end-of-sequence suppressed; greedy.\n"
     )
+    return out
 
+
+def _section_main_table(results: Mapping[str, Any], c: _Context) -> list[str]:
+    s, rows, measured = c.s, c.rows, c.measured
+    out: list[str] = []
+    w = out.append
     # -- main table
     w("## Speed\n")
     n_rep = len(repeat_ids(rows))
@@ -733,7 +832,13 @@ def render(results: Mapping[str, Any]) -> str:
 
     if results.get("chart"):
         w(f"![Time to first token, decode rate and load per row (median, whiskers min-max)]({results['chart']})\n")
+    return out
 
+
+def _section_ratios(results: Mapping[str, Any], c: _Context) -> list[str]:
+    measured, paired = c.measured, c.paired
+    out: list[str] = []
+    w = out.append
     # -- ratios
     w("## phi3 against the direct call on the same artifact\n")
     if paired:
@@ -789,7 +894,13 @@ def render(results: Mapping[str, Any]) -> str:
             headers += [f"decode vs {ref['label']}", f"TTFT vs {ref['label']}"]
         w(_table(headers, ratio_rows) + "\n")
         w("Decode ratios above 1 mean faster than the reference; TTFT ratios below 1 mean a sooner first token.\n")
+    return out
 
+
+def _section_roofline(results: Mapping[str, Any], c: _Context) -> list[str]:
+    s, roof = c.s, c.roof
+    out: list[str] = []
+    w = out.append
     # -- roofline
     w("## Decode roofline\n")
     w(
@@ -835,7 +946,13 @@ def render(results: Mapping[str, Any]) -> str:
             f"per token in fp16 ({_fmt_bytes(kv_bytes(results, 1))} "
             "in u8), not included above, so the true ceiling is slightly lower and the fractions slightly higher.\n"
         )
+    return out
 
+
+def _section_cache_gain(results: Mapping[str, Any], c: _Context) -> list[str]:
+    measured = c.measured
+    out: list[str] = []
+    w = out.append
     # -- cache gain
     w("## Compiled-blob cache: cold and warm load\n")
     cache_rows = []
@@ -859,7 +976,12 @@ def render(results: Mapping[str, Any]) -> str:
             "cache, so the difference is the compilation the blob cache saves. ONNX Runtime GenAI has no compiled-blob "
             "cache, so its cold and warm loads are the same work.\n"
         )
+    return out
 
+
+def _section_first_second(results: Mapping[str, Any], c: _Context) -> list[str]:
+    out: list[str] = []
+    w = out.append
     # -- first / second
     if results.get("first_second"):
         w("## First and second `phi3 generate`\n")
@@ -897,7 +1019,13 @@ def render(results: Mapping[str, Any]) -> str:
             "PHI3_HOME, so it hashes the checkpoint, quantizes it and compiles it; the second finds the artifact and "
             "the compiled blob cached.\n"
         )
+    return out
 
+
+def _section_list_backends(results: Mapping[str, Any], c: _Context) -> list[str]:
+    lb = c.lb
+    out: list[str] = []
+    w = out.append
     # -- list-backends
     w("## `phi3 list-backends`\n")
     w(
@@ -905,7 +1033,12 @@ def render(results: Mapping[str, Any]) -> str:
         f"included); vendor modules imported: {', '.join(lb['vendor_modules_imported']) or 'none'}.\n"
     )
     w("```\n" + lb["output"].rstrip() + "\n```\n")
+    return out
 
+
+def _section_parity(results: Mapping[str, Any], c: _Context) -> list[str]:
+    out: list[str] = []
+    w = out.append
     # -- parity
     parity = results.get("parity")
     if parity:
@@ -956,14 +1089,27 @@ def render(results: Mapping[str, Any]) -> str:
             "AVX512-BF16/AMX the numbers include bf16 inference (OpenVINO's default there), as users get it.\n"
         )
 
+    out += render_frontier(results)
+    return out
+
+
+def _section_not_measured(results: Mapping[str, Any], c: _Context) -> list[str]:
+    rows = c.rows
+    out: list[str] = []
+    w = out.append
     # -- not measured
     w("## Not measured\n")
     not_measured = list(results.get("skipped", []))
     not_measured += [f"{r['label']}: {r['error']}" for r in rows if r["error"]]
     w("\n".join(f"- {x}" for x in not_measured) + "\n" if not_measured else "Everything requested was measured.\n")
+    return out
 
+
+def _section_quality_per_family_variant(results: Mapping[str, Any], c: _Context) -> list[str]:
+    out: list[str] = []
+    w = out.append
     # -- quality per family variant, from the family reports (each regenerated by its own script)
-    family = family_quality_tables(HERE)
+    family = results.get("family_tables", "")
     if family:
         w("## Quality per family variant (teacher-forced KL against transformers fp32)\n")
         w(
@@ -971,19 +1117,33 @@ def render(results: Mapping[str, Any]) -> str:
             "family reports listed below (their greedy-parity tables are there too).\n"
         )
         w(family)
+    return out
 
+
+def _section_companion_reports(results: Mapping[str, Any], c: _Context) -> list[str]:
+    out: list[str] = []
+    w = out.append
     # -- companion reports, written by their own scripts
-    companions = [
-        (name, what) for name, what in COMPANION_REPORTS if (Path(__file__).resolve().parent / name).is_file()
-    ]
+    companions = [(name, what) for name, what in COMPANION_REPORTS if name in results.get("companions", [])]
     if companions:
         w("## Companion reports\n")
         w("\n".join(f"- [{name}]({name}): {what}" for name, what in companions) + "\n")
+    return out
 
+
+def _section_versions(results: Mapping[str, Any], c: _Context) -> list[str]:
+    out: list[str] = []
+    w = out.append
     # -- versions
     w("## Versions\n")
     w(_table(["package", "version"], sorted(results["versions"].items())) + "\n")
+    return out
 
+
+def _section_closing_note(results: Mapping[str, Any], c: _Context) -> list[str]:
+    measured, missed = c.measured, c.missed
+    out: list[str] = []
+    w = out.append
     # -- closing note
     w("## Closing note\n")
     if not missed:
@@ -995,7 +1155,133 @@ def render(results: Mapping[str, Any]) -> str:
         w("")
     for line in closing_notes(results, measured):
         w(line + "\n")
+    return out
+
+
+SECTIONS = (
+    _section_header,
+    _section_targets,
+    _section_machine,
+    _section_model,
+    _section_main_table,
+    _section_ratios,
+    _section_roofline,
+    _section_cache_gain,
+    _section_first_second,
+    _section_list_backends,
+    _section_parity,
+    _section_not_measured,
+    _section_quality_per_family_variant,
+    _section_companion_reports,
+    _section_versions,
+    _section_closing_note,
+)
+"""RESULTS.md's sections, in order."""
+
+
+def render(results: Mapping[str, Any]) -> str:
+    """RESULTS.md from the raw results alone."""
+    c = _context(results)
+    out: list[str] = []
+    for section in SECTIONS:
+        out += section(results, c)
     return "\n".join(out).rstrip() + "\n"
+
+
+def frontier_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Speed against quality, one point per phi3 backend/recipe row and per llama.cpp file type: decode tok/s,
+    TTFT, weight bytes read per token, roofline fraction, teacher-forced KL and top-1 against fp32."""
+    parity = results.get("parity") or {}
+    quality = {(x["backend"], x["precision"]): x for x in parity.get("results", []) if not x.get("error")}
+    roof = {x["label"]: x for x in roofline_rows(results)}
+    points = []
+    for row in results["rows"]:
+        if row["error"] or not row["runs"] or row["kind"] not in ("phi3", "peer"):
+            continue
+        if row["kind"] == "peer":
+            scored = quality.get(("llama.cpp", row["precision"]))
+        else:
+            scored = quality.get((row["key"].split(":", 1)[1].split("/", 1)[0], row["precision"]))
+        ttft = _median(row, "ttft_s")
+        points.append(
+            {
+                "label": row["label"],
+                "precision": row["precision"],
+                "decode_tps": _median(row, "decode_tokens_per_s"),
+                "ttft_ms": None if ttft is None else ttft * 1000,
+                "per_token_bytes": roof[row["label"]]["per_token_bytes"] if row["label"] in roof else None,
+                "fraction": roof[row["label"]]["fraction"] if row["label"] in roof else None,
+                "mean_kl": scored.get("mean_kl") if scored else None,
+                "top1": scored.get("top1_agreement") if scored else None,
+            }
+        )
+    return points
+
+
+def _cell(value: float | None, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value * scale:{spec}}{suffix}"
+
+
+def render_frontier(results: Mapping[str, Any]) -> list[str]:
+    """The frontier table (and its chart when the run drew one)."""
+    points = frontier_rows(results)
+    if not points:
+        return []
+    rows = [
+        [
+            p["label"],
+            p["precision"],
+            _cell(p["decode_tps"], ".1f"),
+            _cell(p["ttft_ms"], ".0f"),
+            _cell(p["per_token_bytes"], ".0f", 1 / 2**20, " MiB"),
+            _cell(p["fraction"], ".0f", 100, " %"),
+            _cell(p["mean_kl"], ".4f"),
+            _cell(p["top1"], ".1f", 100, " %"),
+        ]
+        for p in sorted(points, key=lambda p: -(p["decode_tps"] or 0))
+    ]
+    out = [
+        "## Frontier: speed against quality\n",
+        "Every phi3 backend/recipe row and llama.cpp at each file type, from this run: decode tokens/s and TTFT "
+        "(medians as in *Speed*), weight bytes read per decoded token and the share of the read-bandwidth roofline "
+        "reached (as in *Roofline*), teacher-forced mean KL(fp32 || row) in nats/token and top-1 agreement with "
+        "fp32 (as in *Quality*; '-' where the run did not score that artifact). A row is on the frontier when no "
+        "other row is both faster and closer to fp32.\n",
+        _table(["row", "precision", "decode tok/s", "TTFT ms", "bytes/token", "roofline", "mean KL", "top-1"], rows)
+        + "\n",
+    ]
+    if results.get("frontier_chart"):
+        out.append(f"![Teacher-forced KL against decode tokens/s, one point per row]({results['frontier_chart']})\n")
+    return out
+
+
+def plot_frontier(results: Mapping[str, Any], path: Path) -> None:
+    """KL against decode tokens/s, one labelled point per frontier row that has both (matplotlib)."""
+    points = [p for p in frontier_rows(results) if p["decode_tps"] and p["mean_kl"] is not None]
+    if not points:
+        raise ValueError("no row has both a decode rate and a KL")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for p in points:
+        llama = p["label"].startswith("llama.cpp")
+        ax.scatter(p["decode_tps"], p["mean_kl"], marker="s" if llama else "o", color="C1" if llama else "C0")
+        ax.annotate(p["label"], (p["decode_tps"], p["mean_kl"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("decode tokens/s (higher is faster)")
+    ax.set_ylabel("teacher-forced mean KL vs fp32, nats/token (lower is closer)")
+    ax.set_title("Speed against quality (squares: llama.cpp, circles: phi3)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def quiet(results: Mapping[str, Any]) -> bool:
+    """The one rule: the 1-minute load average at the start was at most reporting.QUIET_LOAD."""
+    return reporting.is_quiet(results.get("load_average_start"))
 
 
 def round_load(results: Mapping[str, Any]) -> float:
@@ -1015,14 +1301,14 @@ def closing_notes(results: Mapping[str, Any], measured: Sequence[Mapping[str, An
         for row in measured
         if row["summary"].get("decode_tokens_per_s")
     }
-    shared = load > cpus + 1  # the benchmark itself keeps about `cpus` threads busy
+    shared = not quiet(results)
     widest = max(spreads.items(), key=lambda kv: kv[1]["max"] / max(kv[1]["min"], 1e-9), default=None)
     text = "**Noise.** "
     if shared:
         text += (
-            f"Other jobs shared this {cpus}-CPU machine during the measured rounds (median 1-minute load average "
-            f"{load:.1f}, of which the benchmark itself accounts for about {cpus}), so rows were slowed by varying "
-            "amounts. "
+            f"Other jobs shared this {cpus}-CPU machine (1-minute load average at the start above "
+            f"{reporting.QUIET_LOAD}; median during the measured rounds {load:.1f}, the benchmark's own included), "
+            "so rows were slowed by varying amounts. "
         )
     else:
         text += f"The median 1-minute load average during the rounds was {load:.1f} on {cpus} CPUs. "
@@ -1034,11 +1320,6 @@ def closing_notes(results: Mapping[str, Any], measured: Sequence[Mapping[str, An
         "straddle a target (verdicts marked *within noise*) this run cannot resolve a 2 % or 5 ms difference; "
         "more rounds on an idle machine (`python benchmarks/run.py --runs 9`) would."
     )
-    if shared:
-        text += (
-            " llama.cpp suffers most from a shared machine (its OpenMP threads spin at every barrier and stall "
-            "when a core is taken away), so its ratios here understate it."
-        )
     notes.append(text)
     for p in pairs(results["rows"]):
         ratio = p["decode_ratio"]
@@ -1052,9 +1333,7 @@ def closing_notes(results: Mapping[str, Any], measured: Sequence[Mapping[str, An
         best = max((x for x in roof if x["precision"] != "fp32"), key=lambda x: x["fraction"], default=roof[0])
         notes.append(
             f"**Roofline.** The best quantized engine reached {best['fraction'] * 100:.0f} % of this machine's decode "
-            f"ceiling ({best['label']}: {best['decode_tps']:.1f} of {best['roofline_tps']:.0f} tokens/s). What "
-            "is left is compute and synchronisation per token (dequantizing int4 weights, 2 threads), and on a "
-            "shared machine, waiting for a core."
+            f"ceiling ({best['label']}: {best['decode_tps']:.1f} of {best['roofline_tps']:.0f} tokens/s)."
         )
     parity = results.get("parity")
     if parity:
@@ -1082,11 +1361,9 @@ def closing_notes(results: Mapping[str, Any], measured: Sequence[Mapping[str, An
 
 
 def main() -> int:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / ".work" / "results.json"
-    results = json.loads(path.read_text(encoding="utf-8"))
-    output = Path(results["settings"]["output"])
-    output.write_text(render(results), encoding="utf-8")
-    print(f"wrote {output}")
+    output = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "RESULTS.md"
+    reporting.rerender(output, render)
+    print(f"wrote {output} from {reporting.raw_path(output)}")
     return 0
 
 

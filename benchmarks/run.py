@@ -5,7 +5,10 @@
     python benchmarks/run.py --runs 3 --skip-parity
     python benchmarks/run.py --repeat 3      # the whole interleaved set 3 times: verdicts need every repeat
 
-Writes ``benchmarks/RESULTS.md`` (and the raw numbers to ``benchmarks/.work/results.json``).
+Writes the raw results to ``benchmarks/RESULTS.json`` (with the run's metadata: commit, command, CPU,
+installed and imported versions, load average at the start and the end) and renders
+``benchmarks/RESULTS.md`` from that JSON alone (``--render`` re-creates it). Refuses to start above
+1-minute load average 0.5 unless ``--noisy`` (the report then says the machine was shared).
 See ``benchmarks/README.md`` for what is measured and how; nothing here is part of the test suite.
 """
 
@@ -33,6 +36,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import report as report_md  # noqa: E402
+import reporting  # noqa: E402
 import roofline  # noqa: E402
 
 from phi3 import bench  # noqa: E402
@@ -76,30 +80,6 @@ VENDOR_MODULES = (
     "llama_cpp",
     "numpy",
 )
-DIST_VERSIONS = (
-    "phi3-core",
-    "phi3-openvino",
-    "phi3-dml",
-    "phi3-npu",
-    "phi3-llamacpp",
-    "openvino",
-    "openvino-genai",
-    "openvino-tokenizers",
-    "optimum-intel",
-    "optimum",
-    "nncf",
-    "onnxruntime",
-    "onnxruntime-genai",
-    "intel-npu-acceleration-library",
-    "llama-cpp-python",
-    "llguidance",
-    "xgrammar",
-    "torch",
-    "transformers",
-    "tokenizers",
-    "numpy",
-    "matplotlib",
-)
 
 
 def log(message: str) -> None:
@@ -137,14 +117,6 @@ class Row:
         elif "ov_config" in spec and compiled_dir is not None:
             spec["ov_config"] = {**spec["ov_config"], "CACHE_DIR": str(compiled_dir / "openvino")}
         return spec
-
-
-def versions() -> dict[str, str]:
-    found = {}
-    for name in DIST_VERSIONS:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
-    return found
 
 
 def load_average() -> list[float] | None:
@@ -360,6 +332,56 @@ def build_gguf(model: Path, workdir: Path, env: dict[str, str]) -> dict[str, Pat
     return {"f16": f16, "q4_0": q4, "gguf_py": sources / "gguf-py"}
 
 
+LLAMA_QUANTS = {"Q4_0": "int4", "Q4_K_M": "int4", "Q8_0": "int8"}
+"""The frontier's llama.cpp points (file type -> phi3 precision): its fastest 4-bit type, the 4-bit type
+Ollama and LM Studio users run, and 8-bit."""
+BUILD_GGUF = (
+    "import json, sys\n"
+    "import phi3\n"
+    "from phi3_llamacpp.api import gguf_path\n"
+    "artifact = phi3.quantize(sys.argv[1], backend='llamacpp', precision=sys.argv[2], quant=sys.argv[3])\n"
+    "print(json.dumps(str(gguf_path(artifact.path))))\n"
+)
+
+
+def phi3_ggufs(model: Path, env: dict[str, str]) -> dict[str, Path]:
+    """The GGUF file phi3-llamacpp builds for each of :data:`LLAMA_QUANTS`, through phi3's and the plugin's
+    public APIs (``phi3.quantize``, ``phi3_llamacpp.api.gguf_path``), each in a child process."""
+    found: dict[str, Path] = {}
+    for quant, precision in LLAMA_QUANTS.items():
+        done = subprocess.run(
+            [sys.executable, "-c", BUILD_GGUF, str(model), precision, quant],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"phi3-llamacpp {quant}: " + report_md.last_line(done.stderr))
+        found[quant] = Path(json.loads(done.stdout.strip().splitlines()[-1]))
+    return found
+
+
+def llama_rows(frontier: dict[str, Path], common: dict[str, Any], gguf_py: Path | None) -> list[Row]:
+    """One llama-cpp-python row per frontier GGUF; Q4_0's keeps the key the targets compare against."""
+    rows = []
+    for quant, path in frontier.items():
+        rows.append(
+            Row(
+                "peer:llama_cpp" if quant == "Q4_0" else f"peer:llama_cpp_{quant.lower()}",
+                f"llama.cpp {quant} (llama-cpp-python)",
+                "peer",
+                f"llama-{quant.lower()}",
+                WORKERS,
+                {**common, "mode": "llama_cpp", "gguf": str(path)},
+                artifact=str(path),
+                weights=roofline.gguf_file(path, gguf_py),
+                precision=quant,
+            )
+        )
+    return rows
+
+
 def eos_ids(model: Path) -> list[int]:
     found: list[int] = []
     for name in ("generation_config.json", "config.json"):
@@ -541,6 +563,7 @@ def run_parity(
     model: Path,
     artifacts: dict[tuple[str, str], dict[str, str]],
     gguf: dict[str, Path] | None,
+    frontier: dict[str, Path],
     new_tokens: int,
     ov_config: dict[str, str],
     env: dict[str, str],
@@ -589,24 +612,27 @@ def run_parity(
         except BenchChildError as exc:
             item["error"] = exc.message
         results.append(item)
+    llama_files = dict(frontier)
     if gguf is not None:
-        for precision in ("q4_0", "f16"):
-            log(f"parity: llama.cpp {precision}")
-            item = {"backend": "llama.cpp", "precision": precision.upper(), "via": "llama-cpp-python"}
-            try:
-                got = run_child(WORKERS, {**base, "mode": "parity_llama", "gguf": str(gguf[precision])}, env=env)
-                item.update(report_md.greedy_agreement(got.pop("continuations"), ref["continuations"]))
-                item.update(got)
-            except BenchChildError as exc:
-                item["error"] = exc.message
-            results.append(item)
+        llama_files.setdefault("Q4_0", gguf["q4_0"])
+        llama_files["F16"] = gguf["f16"]
+    for precision, path in llama_files.items():
+        log(f"parity: llama.cpp {precision}")
+        item = {"backend": "llama.cpp", "precision": precision, "via": "llama-cpp-python"}
+        try:
+            got = run_child(WORKERS, {**base, "mode": "parity_llama", "gguf": str(path)}, env=env)
+            item.update(report_md.greedy_agreement(got.pop("continuations"), ref["continuations"]))
+            item.update(got)
+        except BenchChildError as exc:
+            item["error"] = exc.message
+        results.append(item)
     return {"prompts": list(PARITY_PROMPTS), "new_tokens": new_tokens, "used_vocab": used_vocab, "results": results}
 
 
 # -- main -------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="measured runs per row and repeat (default 5)")
     parser.add_argument(
@@ -634,15 +660,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    reporting.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.runs < 1:
         parser.error("--repeat and --runs must be at least 1")
-    command_line = "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    return args
 
-    workdir: Path = args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+
+def bench_env(workdir: Path, keep_cache: bool) -> dict[str, str]:
+    """The children's environment: a phi3 home of this run's own (emptied unless --keep-cache), offline."""
     home = workdir / "phi3-home"
-    if home.exists() and not args.keep_cache:
+    if home.exists() and not keep_cache:
         shutil.rmtree(home)
     env = {
         **os.environ,
@@ -653,110 +681,142 @@ def main(argv: Sequence[str] | None = None) -> int:
         "TQDM_DISABLE": "1",
     }
     os.environ.update({k: env[k] for k in ("PHI3_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
-    results: dict[str, Any] = {
-        "command": command_line,
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": vars(args) | {"workdir": str(workdir), "output": str(args.output)},
-        "machine": bench.machine_info(),
-        "versions": versions(),
-        "load_average_start": load_average(),
-        "skipped": [],
-    }
-    skipped: list[str] = results["skipped"]
+    return env
 
-    log("phi3 list-backends timing")
-    results["list_backends"] = time_list_backends(env)
-    states = backend_state()
-    results["backends"] = states
 
-    log("building the mid-size model (Phi-3-mini layer shapes, 4 layers)")
-    started = time.perf_counter()
-    shape = MID_SHAPE if args.shape == "mid" else SMALL_SHAPE
-    model = build_model(workdir, shape, "phi3-mid-4l" if args.shape == "mid" else "phi3-small-check")
-    results["model"] = {
-        "path": str(model),
-        "shape": shape,
-        "build_s": time.perf_counter() - started,
-        "weights": roofline.safetensors_folder(model).__dict__,
-    }
+DIRECT_TWINS = (
+    # (phi3 backend, engine, group, device, direct key, direct label, worker mode, uses phi3-openvino's properties)
+    ("openvino", "genai", "ov-genai", "auto", "direct:ov_genai", "openvino_genai.LLMPipeline", "ov_genai", True),
+    (
+        "openvino",
+        "optimum",
+        "ov-optimum",
+        "auto",
+        "direct:ov_optimum",
+        "optimum-intel OVModelForCausalLM",
+        "ov_optimum",
+        True,
+    ),
+    ("dml", "genai", "dml", "auto", "direct:og", "onnxruntime_genai Generator", "og", False),
+    # phi3-npu: no NPU here, so its genai engine runs on its explicit CPU override (same pipeline, NPU export
+    # recipe); the direct call gets the properties phi3-npu uses there (CACHE_DIR only)
+    (
+        "npu",
+        "genai",
+        "npu-genai",
+        "CPU",
+        "direct:npu_genai",
+        "openvino_genai.LLMPipeline (NPU-recipe IR)",
+        "ov_genai",
+        False,
+    ),
+)
+"""The hand-made rows: each phi3 backend/engine with the direct library call on the same artifact."""
 
-    results["auto"] = auto_pick(model)
 
-    log("measuring memory bandwidth")
-    results["bandwidth"] = roofline.measure_bandwidth()
+class Suite:
+    """One run: the model, the rows it measures, what it skipped, and the raw results it collects."""
 
-    def usable(backend: str, engine: str, device: str = "auto") -> bool:
-        state = states.get(backend)
+    def __init__(self, args: argparse.Namespace, results: dict[str, Any], workdir: Path, env: dict[str, str]) -> None:
+        self.args, self.results, self.workdir, self.env = args, results, workdir, env
+        self.skipped: list[str] = results["skipped"]
+        self.rows: list[Row] = []
+        self.artifacts: dict[tuple[str, str], dict[str, str]] = {}
+        self.states: dict[str, Any] = {}
+        self.model = Path()
+        self.common: dict[str, Any] = {}
+        self.gguf: dict[str, Path] | None = None
+        self.frontier: dict[str, Path] = {}
+
+    def prepare(self) -> None:
+        """list-backends timing, the model, auto's fresh-install pick, the bandwidth, the exact prompt."""
+        args, results = self.args, self.results
+        log("phi3 list-backends timing")
+        results["list_backends"] = time_list_backends(self.env)
+        self.states = results["backends"] = backend_state()
+        log("building the mid-size model (Phi-3-mini layer shapes, 4 layers)")
+        started = time.perf_counter()
+        shape = MID_SHAPE if args.shape == "mid" else SMALL_SHAPE
+        self.model = build_model(self.workdir, shape, "phi3-mid-4l" if args.shape == "mid" else "phi3-small-check")
+        results["model"] = {
+            "path": str(self.model),
+            "shape": shape,
+            "build_s": time.perf_counter() - started,
+            "weights": roofline.safetensors_folder(self.model).__dict__,
+        }
+        results["auto"] = auto_pick(self.model)
+        log("measuring memory bandwidth")
+        results["bandwidth"] = roofline.measure_bandwidth()
+        prompt = bench.build_prompt(self.model, args.prompt_tokens)
+        prompt_ids = encode(self.model, prompt)
+        assert len(prompt_ids) == args.prompt_tokens, (len(prompt_ids), args.prompt_tokens)
+        results["prompt"] = prompt
+        self.common = {
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "new_tokens": args.new_tokens,
+            "eos_ids": eos_ids(self.model),
+            "warmup_prompt": bench.WARMUP_PROMPT,
+            "warmup_ids": encode(self.model, bench.WARMUP_PROMPT),
+        }
+        ov_config: dict[str, str] = {}
+        with contextlib.suppress(ImportError):
+            from phi3_openvino.api import DEFAULT_OV_CONFIG
+
+            ov_config = dict(DEFAULT_OV_CONFIG)  # what phi3-openvino compiles with (plus its CACHE_DIR)
+        results["ov_config"] = ov_config
+
+    def usable(self, backend: str, engine: str, device: str = "auto") -> bool:
+        state = self.states.get(backend)
         if state is None:
-            skipped.append(f"{backend}/{engine}: the phi3-{backend} plugin is not installed")
+            self.skipped.append(f"{backend}/{engine}: the phi3-{backend} plugin is not installed")
             return False
         if state["status"] != "available" and not (state["status"] == "no device" and device != "auto"):
-            skipped.append(f"{backend}/{engine}: {state['status']}: {state['detail']}")
+            self.skipped.append(f"{backend}/{engine}: {state['status']}: {state['detail']}")
             return False
         available, detail = state["engines"].get(engine, (False, f"no engine {engine}"))
         if not available:
-            skipped.append(f"{backend}/{engine}: engine unusable: {detail}")
+            self.skipped.append(f"{backend}/{engine}: engine unusable: {detail}")
         return bool(available)
 
-    # 1. first run (quantizes) vs second run (everything cached), `phi3 generate` in new processes
-    results["first_second"] = []
-    for backend, engine in (("openvino", "genai"), ("dml", "genai")):
-        if backend not in states or states[backend]["status"] != "available":
-            continue
-        if args.keep_cache:
-            skipped.append(f"first-run measurement of {backend}: --keep-cache reuses built artifacts")
-            continue
-        log(f"first and second `phi3 generate` on {backend}/{engine}")
-        results["first_second"].append(first_and_second_run(backend, engine, model, env, workdir))
-
-    # 2. artifacts phi3 built, the exact-length prompt
-    prompt = bench.build_prompt(model, args.prompt_tokens)
-    prompt_ids = encode(model, prompt)
-    assert len(prompt_ids) == args.prompt_tokens, (len(prompt_ids), args.prompt_tokens)
-    results["prompt"] = prompt
-    eos = eos_ids(model)
-    common = {
-        "prompt": prompt,
-        "prompt_ids": prompt_ids,
-        "new_tokens": args.new_tokens,
-        "eos_ids": eos,
-        "warmup_prompt": bench.WARMUP_PROMPT,
-        "warmup_ids": encode(model, bench.WARMUP_PROMPT),
-    }
-    ov_config: dict[str, str] = {}
-    with contextlib.suppress(ImportError):
-        from phi3_openvino.api import DEFAULT_OV_CONFIG
-
-        ov_config = dict(DEFAULT_OV_CONFIG)  # what phi3-openvino compiles with (plus its CACHE_DIR)
-    results["ov_config"] = ov_config
-
-    rows: list[Row] = []
-    artifacts: dict[tuple[str, str], dict[str, str]] = {}
+    def first_and_second(self) -> None:
+        """First run (quantizes) vs second run (everything cached), `phi3 generate` in new processes."""
+        self.results["first_second"] = []
+        for backend, engine in (("openvino", "genai"), ("dml", "genai")):
+            if backend not in self.states or self.states[backend]["status"] != "available":
+                continue
+            if self.args.keep_cache:
+                self.skipped.append(f"first-run measurement of {backend}: --keep-cache reuses built artifacts")
+                continue
+            log(f"first and second `phi3 generate` on {backend}/{engine}")
+            self.results["first_second"].append(
+                first_and_second_run(backend, engine, self.model, self.env, self.workdir)
+            )
 
     def phi3_row(
-        backend: str, engine: str, group: str, device: str = "auto", gguf_py: Path | None = None
+        self, backend: str, engine: str, group: str, device: str = "auto", gguf_py: Path | None = None
     ) -> Row | None:
-        if not usable(backend, engine, device):
+        """phi3's int4 artifact for backend/engine, and its row."""
+        if not self.usable(backend, engine, device):
             return None
         log(f"artifact for {backend}/{engine} (int4)")
         try:
-            prepared = prepare_phi3(model, backend, engine, "int4", args.prompt_tokens, env, device)
+            prepared = prepare_phi3(self.model, backend, engine, "int4", self.args.prompt_tokens, self.env, device)
         except BenchChildError as exc:
-            skipped.append(f"{backend}/{engine}: building the int4 artifact failed: {exc.message}")
+            self.skipped.append(f"{backend}/{engine}: building the int4 artifact failed: {exc.message}")
             return None
         path = prepared["artifact"]["path"]
-        artifacts.setdefault((backend, "int4"), {"path": path, "engine": engine, "device": device})
-        weights = artifact_weights(Path(path), gguf_py)
+        self.artifacts.setdefault((backend, "int4"), {"path": path, "engine": engine, "device": device})
         spec = {
-            "model": str(model),
+            "model": str(self.model),
             "revision": None,
             "backend": backend,
             "engine": engine,
             "device": device,
             "precision": "int4",
-            "prompt": prompt,
-            "new_tokens": args.new_tokens,
-            "prompt_tokens": args.prompt_tokens,
+            "prompt": self.common["prompt"],
+            "new_tokens": self.args.new_tokens,
+            "prompt_tokens": self.args.prompt_tokens,
         }
         where = "" if device == "auto" else f" ({device})"
         row = Row(
@@ -768,201 +828,220 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec,
             cold=True,
             artifact=path,
-            weights=weights,
+            weights=artifact_weights(Path(path), gguf_py),
             precision="int4",
         )
-        rows.append(row)
+        self.rows.append(row)
         return row
 
-    genai = phi3_row("openvino", "genai", "ov-genai")
-    if genai is not None:
-        rows.append(
-            Row(
-                "direct:ov_genai",
-                "openvino_genai.LLMPipeline",
-                "direct",
-                "ov-genai",
-                WORKERS,
-                {**common, "mode": "ov_genai", "artifact": genai.artifact, "ov_config": ov_config},
-                artifact=genai.artifact,
-                weights=genai.weights,
-                precision="int4",
+    def paired_rows(self) -> None:
+        """Each hand-made phi3 row, then the direct library call on the same artifact."""
+        for backend, engine, group, device, key, label, mode, ov_properties in DIRECT_TWINS:
+            row = self.phi3_row(backend, engine, group, device=device)
+            if row is None:
+                continue
+            spec = {**self.common, "mode": mode, "artifact": row.artifact}
+            if mode == "ov_genai" or mode == "ov_optimum":
+                spec["ov_config"] = self.results["ov_config"] if ov_properties else {}
+            self.rows.append(
+                Row(
+                    key,
+                    label,
+                    "direct",
+                    group,
+                    WORKERS,
+                    spec,
+                    artifact=row.artifact,
+                    weights=row.weights,
+                    precision="int4",
+                )
             )
-        )
-    optimum = phi3_row("openvino", "optimum", "ov-optimum")
-    if optimum is not None:
-        rows.append(
-            Row(
-                "direct:ov_optimum",
-                "optimum-intel OVModelForCausalLM",
-                "direct",
-                "ov-optimum",
-                WORKERS,
-                {**common, "mode": "ov_optimum", "artifact": optimum.artifact, "ov_config": ov_config},
-                artifact=optimum.artifact,
-                weights=optimum.weights,
-                precision="int4",
-            )
-        )
-    dml = phi3_row("dml", "genai", "dml")
-    if dml is not None:
-        rows.append(
-            Row(
-                "direct:og",
-                "onnxruntime_genai Generator",
-                "direct",
-                "dml",
-                WORKERS,
-                {**common, "mode": "og", "artifact": dml.artifact},
-                artifact=dml.artifact,
-                weights=dml.weights,
-                precision="int4",
-            )
-        )
-    # phi3-npu: no NPU here, so its genai engine runs on its explicit CPU override (same pipeline,
-    # NPU export recipe); the direct call gets the properties phi3-npu uses there (CACHE_DIR only).
-    npu = phi3_row("npu", "genai", "npu-genai", device="CPU")
-    if npu is not None:
-        rows.append(
-            Row(
-                "direct:npu_genai",
-                "openvino_genai.LLMPipeline (NPU-recipe IR)",
-                "direct",
-                "npu-genai",
-                WORKERS,
-                {**common, "mode": "ov_genai", "artifact": npu.artifact, "ov_config": {}},
-                artifact=npu.artifact,
-                weights=npu.weights,
-                precision="int4",
-            )
-        )
-    if "npu" in states:
-        if usable("npu", "npu-library", "CPU"):
-            skipped.append(
-                "npu/npu-library (intel-npu-acceleration-library): installed, but this suite has no "
-                "direct-call worker for it yet"
-            )
-        else:
-            skipped[-1] += " (so intel-npu-acceleration-library is not compared either)"
+        if "npu" in self.states:
+            if self.usable("npu", "npu-library", "CPU"):
+                self.skipped.append(
+                    "npu/npu-library (intel-npu-acceleration-library): installed, but this suite has no "
+                    "direct-call worker for it yet"
+                )
+            else:
+                self.skipped[-1] += " (so intel-npu-acceleration-library is not compared either)"
 
-    gguf: dict[str, Path] | None = None
-    try:
-        log("llama.cpp: converting to GGUF f16 and quantizing to Q4_0")
-        gguf = build_gguf(model, workdir, env)
-    except (RuntimeError, subprocess.CalledProcessError, StopIteration) as exc:
-        skipped.append(f"llama.cpp: {exc}")
-    if gguf is not None:
-        rows.append(
-            Row(
-                "peer:llama_cpp",
-                "llama.cpp Q4_0 (llama-cpp-python)",
-                "peer",
-                "llama",
-                WORKERS,
-                {**common, "mode": "llama_cpp", "gguf": str(gguf["q4_0"])},
-                artifact=str(gguf["q4_0"]),
-                weights=roofline.gguf_file(gguf["q4_0"], gguf["gguf_py"]),
-                precision="Q4_0",
+    def llama_rows(self) -> None:
+        """llama.cpp's own converter (F16, Q4_0 for parity), then the frontier rows: llama.cpp at Q4_0, Q4_K_M
+        and Q8_0 on the GGUFs phi3-llamacpp builds (without the plugin: the converter's Q4_0 only)."""
+        try:
+            log("llama.cpp: converting to GGUF f16 and quantizing to Q4_0")
+            self.gguf = build_gguf(self.model, self.workdir, self.env)
+        except (RuntimeError, subprocess.CalledProcessError, StopIteration) as exc:
+            self.skipped.append(f"llama.cpp: {exc}")
+        if "llamacpp" in self.states:
+            log("llama.cpp frontier: GGUFs built by phi3-llamacpp (" + ", ".join(LLAMA_QUANTS) + ")")
+            try:
+                self.frontier = phi3_ggufs(self.model, self.env)
+            except RuntimeError as exc:
+                self.skipped.append(f"llama.cpp frontier: {exc}")
+        elif self.gguf is not None:
+            self.skipped.append(
+                "llama.cpp Q4_K_M / Q8_0: phi3-llamacpp is not installed (Q4_0 from llama.cpp's converter)"
             )
-        )
-    # every other installed backend (e.g. phi3-llamacpp, entry point "llamacpp"): a phi3 row keyed by its
-    # name, on its default engine; no direct-call twin (this suite cannot know its internals)
-    for name, state in sorted(states.items()):
-        if name in KNOWN_BACKENDS or "int4" not in state.get("precisions", []):
-            continue
-        engine = state.get("default_engine")
-        if engine is None:
-            skipped.append(f"{name}: no usable engine ({state['detail'] or state['status']})")
-            continue
-        phi3_row(name, engine, f"phi3-{name}", gguf_py=gguf["gguf_py"] if gguf else None)
+            self.frontier = {"Q4_0": self.gguf["q4_0"]}
+        self.rows += llama_rows(self.frontier, self.common, self.gguf["gguf_py"] if self.gguf else None)
+        self.results["frontier_ggufs"] = {quant: str(path) for quant, path in self.frontier.items()}
 
-    if args.skip_baseline:
-        skipped.append("transformers fp32 baseline: --skip-baseline")
-    else:
-        rows.append(
+    def other_backends(self) -> None:
+        """Every other installed backend (e.g. phi3-llamacpp, entry point "llamacpp"): a phi3 row keyed by its
+        name, on its default engine; no direct-call twin (this suite cannot know its internals)."""
+        for name, state in sorted(self.states.items()):
+            if name in KNOWN_BACKENDS or "int4" not in state.get("precisions", []):
+                continue
+            engine = state.get("default_engine")
+            if engine is None:
+                self.skipped.append(f"{name}: no usable engine ({state['detail'] or state['status']})")
+                continue
+            self.phi3_row(name, engine, f"phi3-{name}", gguf_py=self.gguf["gguf_py"] if self.gguf else None)
+
+    def baseline(self) -> None:
+        if self.args.skip_baseline:
+            self.skipped.append("transformers fp32 baseline: --skip-baseline")
+            return
+        self.rows.append(
             Row(
                 "baseline:hf",
                 "transformers fp32 eager",
                 "baseline",
                 "hf",
                 WORKERS,
-                {**common, "mode": "hf", "checkpoint": str(model)},
-                artifact=str(model),
-                weights=roofline.safetensors_folder(model),
+                {**self.common, "mode": "hf", "checkpoint": str(self.model)},
+                artifact=str(self.model),
+                weights=roofline.safetensors_folder(self.model),
                 precision="fp32",
             )
         )
 
-    # 3. the interleaved rounds
-    scratch = workdir / "scratch"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        for repeat in range(1, args.repeat + 1):
-            run_rounds(rows, args.runs, env, scratch, repeat, args.repeat)
-    finally:
+    def rounds(self) -> None:
+        """The interleaved rounds, every repeat; then what auto would pick from them."""
+        scratch = self.workdir / "scratch"
         shutil.rmtree(scratch, ignore_errors=True)
-    results["rows"] = [report_md.row_dict(r) for r in rows]
-    try:
-        results["auto_measured"] = auto_pick_measured(model, rows)
-    except Exception as exc:  # never lose the measured rounds to the report's extra line
-        results["auto_measured"] = {"error": f"{type(exc).__name__}: {exc}"}
+        scratch.mkdir(parents=True)
+        try:
+            for repeat in range(1, self.args.repeat + 1):
+                run_rounds(self.rows, self.args.runs, self.env, scratch, repeat, self.args.repeat)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.results["rows"] = [report_md.row_dict(r) for r in self.rows]
+        try:
+            self.results["auto_measured"] = auto_pick_measured(self.model, self.rows)
+        except Exception as exc:  # never lose the measured rounds to the report's extra line
+            self.results["auto_measured"] = {"error": f"{type(exc).__name__}: {exc}"}
 
-    # 4. parity
-    if args.skip_parity:
-        skipped.append("parity: --skip-parity")
-    else:
-        parity_artifacts = dict(artifacts)
+    def parity(self) -> None:
+        """Teacher-forced KL / top-1 against fp32 for every artifact (and greedy agreement)."""
+        if self.args.skip_parity:
+            self.skipped.append("parity: --skip-parity")
+            return
+        parity_artifacts = dict(self.artifacts)
         for backend, precision in (("openvino", "int8"), ("openvino", "fp16"), ("dml", "int8")):
-            if states.get(backend, {}).get("status") != "available":
+            if self.states.get(backend, {}).get("status") != "available":
                 continue
             log(f"artifact for parity: {backend} {precision}")
             try:
-                prepared = prepare_phi3(model, backend, "genai", precision, 8, env)
+                prepared = prepare_phi3(self.model, backend, "genai", precision, 8, self.env)
                 parity_artifacts[(backend, precision)] = {
                     "path": prepared["artifact"]["path"],
                     "engine": "genai",
                     "device": "auto",
                 }
             except BenchChildError as exc:
-                skipped.append(f"parity {backend} {precision}: {exc.message}")
+                self.skipped.append(f"parity {backend} {precision}: {exc.message}")
         try:
-            results["parity"] = run_parity(model, parity_artifacts, gguf, args.parity_tokens, ov_config, env, workdir)
+            self.results["parity"] = run_parity(
+                self.model,
+                parity_artifacts,
+                self.gguf,
+                self.frontier,
+                self.args.parity_tokens,
+                self.results["ov_config"],
+                self.env,
+                self.workdir,
+            )
         except BenchChildError as exc:
-            skipped.append(f"parity: the transformers reference failed: {exc.message}")
+            self.skipped.append(f"parity: the transformers reference failed: {exc.message}")
 
-    chart = args.output.with_suffix(".png")
-    try:
-        bench.plot_report(
-            {
-                "settings": {
-                    "model": model.name,
-                    "prompt_tokens": args.prompt_tokens,
-                    "new_tokens": args.new_tokens,
-                    "runs": args.runs * args.repeat,
+    def charts(self) -> None:
+        """RESULTS.png (speed per row) and RESULTS-frontier.png (KL against decode tok/s)."""
+        args, output = self.args, self.args.output
+        chart = output.with_suffix(".png")
+        try:
+            bench.plot_report(
+                {
+                    "settings": {
+                        "model": self.model.name,
+                        "prompt_tokens": args.prompt_tokens,
+                        "new_tokens": args.new_tokens,
+                        "runs": args.runs * args.repeat,
+                    },
+                    "results": [
+                        {
+                            "backend": r.label,
+                            "engine": r.kind,
+                            "device": "CPU",
+                            "precision": r.precision,
+                            "summary": summarize(r.runs),
+                        }
+                        for r in self.rows
+                        if r.error is None and r.runs
+                    ],
                 },
-                "results": [
-                    {
-                        "backend": r.label,
-                        "engine": r.kind,
-                        "device": "CPU",
-                        "precision": r.precision,
-                        "summary": summarize(r.runs),
-                    }
-                    for r in rows
-                    if r.error is None and r.runs
-                ],
-            },
-            chart,
-        )
-        results["chart"] = chart.name
-    except Exception as exc:  # matplotlib missing: the tables are the results, the chart is a convenience
-        skipped.append(f"chart: {exc}")
-    results["load_average_end"] = load_average()
+                chart,
+            )
+            self.results["chart"] = chart.name
+        except Exception as exc:  # matplotlib missing: the tables are the results, the chart is a convenience
+            self.skipped.append(f"chart: {exc}")
+        frontier_chart = output.with_name(f"{output.stem}-frontier.png")
+        try:
+            report_md.plot_frontier(json.loads(json.dumps(self.results, default=str)), frontier_chart)
+            self.results["frontier_chart"] = frontier_chart.name
+        except Exception as exc:  # matplotlib missing, or nothing to plot: the table is the result
+            self.skipped.append(f"frontier chart: {exc}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        reporting.rerender(args.output, report_md.render)
+        return 0
+    meta = reporting.run_metadata("run.py", argv, reporting.refuse_if_noisy(args.noisy))
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = bench_env(workdir, args.keep_cache)
+    results: dict[str, Any] = {
+        **meta,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": vars(args) | {"workdir": str(workdir), "output": str(args.output)},
+        "machine": bench.machine_info(),
+        "load_average_start": meta["load_average"]["start"],
+        "skipped": [],
+    }
+    suite = Suite(args, results, workdir, env)
+    for step in (
+        suite.prepare,
+        suite.first_and_second,
+        suite.paired_rows,
+        suite.llama_rows,
+        suite.other_backends,
+        suite.baseline,
+        suite.rounds,
+        suite.parity,
+        suite.charts,
+    ):
+        step()
+    reporting.finish(results)
+    results["load_average_end"] = results["load_average"]["end"]
     results["elapsed_s"] = time.perf_counter() - STARTED
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    args.output.write_text(report_md.render(results), encoding="utf-8")
-    log(f"wrote {args.output} and {workdir / 'results.json'} in {results['elapsed_s'] / 60:.1f} min")
+    # what the report quotes from its neighbours, copied now so that it renders from this JSON alone
+    results["family_tables"] = report_md.family_quality_tables(args.output.parent)
+    results["companions"] = [name for name, _ in report_md.COMPANION_REPORTS if (args.output.parent / name).is_file()]
+    reporting.write(args.output, json.loads(json.dumps(results, default=str)), report_md.render)
+    log(f"wrote {args.output} in {results['elapsed_s'] / 60:.1f} min")
     return 0
 
 

@@ -85,3 +85,61 @@ def test_the_comparison_can_fail() -> None:
     raw["rows"][0]["free"][0]["decode_tok_s"] += 1000.0
     committed = (BENCHMARKS / "STRUCTURED_RESULTS.md").read_text(encoding="utf-8")
     assert _render("structured_bench")(raw) != committed
+
+
+def _module(name: str) -> Any:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_the_quiet_rule_is_the_start_load() -> None:
+    reporting = _module("reporting")
+    assert reporting.is_quiet([0.5, 3.0, 9.0])
+    assert not reporting.is_quiet([0.51, 0.0, 0.0])
+    assert not reporting.is_quiet(None)
+    assert reporting.machine_state({"start": [2.0], "end": [0.1]}).startswith("**a machine shared")
+
+
+def test_the_frontier_joins_speed_and_quality_per_row() -> None:
+    """Each phi3 row gets its backend's KL, each llama.cpp row its file type's; direct rows are not points."""
+    report = _module("report")
+
+    def row(key: str, label: str, kind: str, precision: str, tps: float) -> dict[str, Any]:
+        runs = [{"decode_tokens_per_s": tps, "ttft_s": 0.05}]
+        weights = {"total_bytes": 4e6, "embedding_bytes": 1e6, "per_token_bytes": 2**20, "how": "test"}
+        summary = {m: {"median": v, "min": v, "max": v} for m, v in runs[0].items()}
+        return {
+            "key": key,
+            "label": label,
+            "kind": kind,
+            "precision": precision,
+            "error": None,
+            "runs": runs,
+            "summary": summary,
+            "weights": weights,
+        }
+
+    results = {
+        "bandwidth": {"read_bytes_per_s": 100 * 2**20},
+        "rows": [
+            row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", 40.0),
+            row("direct:ov_genai", "openvino_genai.LLMPipeline", "direct", "int4", 41.0),
+            row("peer:llama_cpp_q4_k_m", "llama.cpp Q4_K_M (llama-cpp-python)", "peer", "Q4_K_M", 50.0),
+        ],
+        "parity": {
+            "results": [
+                {"backend": "openvino", "precision": "int4", "mean_kl": 0.13, "top1_agreement": 0.5},
+                {"backend": "llama.cpp", "precision": "Q4_K_M", "mean_kl": 0.05, "top1_agreement": 0.7},
+                {"backend": "llama.cpp", "precision": "Q4_0", "mean_kl": 0.2, "top1_agreement": 0.4},
+            ]
+        },
+    }
+    points = {p["label"]: p for p in report.frontier_rows(results)}
+    assert set(points) == {"phi3 openvino/genai", "llama.cpp Q4_K_M (llama-cpp-python)"}
+    assert points["phi3 openvino/genai"]["mean_kl"] == 0.13
+    assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["mean_kl"] == 0.05
+    assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["fraction"] == 0.5  # 50 tok/s of a 100 tok/s ceiling
+    assert points["phi3 openvino/genai"]["ttft_ms"] == 50.0
