@@ -1215,6 +1215,15 @@ def frontier_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "top1": scored.get("top1_agreement") if scored else None,
             }
         )
+    scored_points = [p for p in points if p["decode_tps"] is not None and p["mean_kl"] is not None]
+    for point in points:  # the rule: on the frontier unless another row is both faster and closer to fp32
+        point["on_frontier"] = (
+            None
+            if point not in scored_points
+            else not any(
+                q["decode_tps"] > point["decode_tps"] and q["mean_kl"] < point["mean_kl"] for q in scored_points
+            )
+        )
     return points
 
 
@@ -1237,6 +1246,7 @@ def render_frontier(results: Mapping[str, Any]) -> list[str]:
             _cell(p["fraction"], ".0f", 100, " %"),
             _cell(p["mean_kl"], ".4f"),
             _cell(p["top1"], ".1f", 100, " %"),
+            {True: "yes", False: "no", None: "-"}[p["on_frontier"]],
         ]
         for p in sorted(points, key=lambda p: -(p["decode_tps"] or 0))
     ]
@@ -1247,7 +1257,20 @@ def render_frontier(results: Mapping[str, Any]) -> list[str]:
         "reached (as in *Roofline*), teacher-forced mean KL(fp32 || row) in nats/token and top-1 agreement with "
         "fp32 (as in *Quality*; '-' where the run did not score that artifact). A row is on the frontier when no "
         "other row is both faster and closer to fp32.\n",
-        _table(["row", "precision", "decode tok/s", "TTFT ms", "bytes/token", "roofline", "mean KL", "top-1"], rows)
+        _table(
+            [
+                "row",
+                "precision",
+                "decode tok/s",
+                "TTFT ms",
+                "bytes/token",
+                "roofline",
+                "mean KL",
+                "top-1",
+                "on frontier",
+            ],
+            rows,
+        )
         + "\n",
     ]
     if results.get("frontier_chart"):

@@ -143,3 +143,6 @@ def test_the_frontier_joins_speed_and_quality_per_row() -> None:
     assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["mean_kl"] == 0.05
     assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["fraction"] == 0.5  # 50 tok/s of a 100 tok/s ceiling
     assert points["phi3 openvino/genai"]["ttft_ms"] == 50.0
+    # the frontier rule: Q4_K_M is faster and closer to fp32 than openvino's int4, so only it is on the frontier
+    assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["on_frontier"] is True
+    assert points["phi3 openvino/genai"]["on_frontier"] is False
