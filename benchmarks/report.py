@@ -680,6 +680,8 @@ def _section_targets(results: Mapping[str, Any], c: _Context) -> list[str]:
     target_rows += speed_rows
     missed += speed_missed
     n_repeats = len(repeat_ids(rows))
+    if not quiet(results):  # the rule: no verdict from a run that started on a busy machine
+        target_rows = [[*row[:3], NO_VERDICT, NO_VERDICT] for row in target_rows]
     w(_table(["target", "goal", "measured", "result (whole run)", "across repeats"], target_rows) + "\n")
     w(
         "Decode overhead = 1 - (phi3 tokens/s / direct tokens/s), computed per round (phi3 and the direct call ran "
@@ -1146,7 +1148,12 @@ def _section_closing_note(results: Mapping[str, Any], c: _Context) -> list[str]:
     w = out.append
     # -- closing note
     w("## Closing note\n")
-    if not missed:
+    if not quiet(results):
+        w(
+            f"No verdicts: this run started above 1-minute load average {reporting.QUIET_LOAD} (`--noisy`). "
+            "Re-run on a quiet machine to decide the targets.\n"
+        )
+    elif not missed:
         w("Every target was met in this run.\n")
     else:
         w("Targets missed in this run, why, and what would fix it:\n")
@@ -1300,6 +1307,9 @@ def plot_frontier(results: Mapping[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+NO_VERDICT = "no verdict (noisy run)"
 
 
 def quiet(results: Mapping[str, Any]) -> bool:
