@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -149,6 +150,22 @@ def installed_versions() -> dict[str, str]:
     return found
 
 
+def tree_versions(root: Path = HERE.parent) -> dict[str, str]:
+    """Each phi3 distribution's version in the checked-out tree (its pyproject's, or its ``_version.py``'s):
+    an editable install's metadata can be stale, and the artifact cache keys on these."""
+    found = {}
+    for pyproject in sorted([root / "core" / "pyproject.toml", *root.glob("plugins/*/pyproject.toml")]):
+        with contextlib.suppress(OSError):
+            text = pyproject.read_text(encoding="utf-8")  # no tomllib: Python 3.10 has none
+            name = re.search(r'^name\s*=\s*"([^"]+)"', text, re.MULTILINE)
+            version = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+            for source in pyproject.parent.glob("src/*/_version.py"):
+                version = version or re.search(r'__version__\s*=\s*"([^"]+)"', source.read_text(encoding="utf-8"))
+            if name:
+                found[name.group(1)] = version.group(1) if version else UNKNOWN
+    return found
+
+
 def imported_versions() -> dict[str, str]:
     """The vendor modules this process imported, with the ``__version__`` they report."""
     found = {}
@@ -176,6 +193,7 @@ def run_metadata(script: str, argv: Sequence[str] | None, load_at_start: list[fl
         "python": platform.python_version(),
         "load_average": {"start": load_at_start, "end": None},
         "versions": installed_versions(),
+        "tree_versions": tree_versions(),
     }
 
 
@@ -201,9 +219,10 @@ def provenance(results: dict[str, Any], script: str) -> str:
 def versions_line(results: dict[str, Any]) -> str:
     installed = ", ".join(f"{k} {v}" for k, v in sorted((results.get("versions") or {}).items()))
     imported = ", ".join(f"{k} {v}" for k, v in sorted((results.get("imported") or {}).items()))
+    tree = ", ".join(f"{k} {v}" for k, v in sorted((results.get("tree_versions") or {}).items()))
     return (
-        f"Versions installed: {installed or UNKNOWN}. Imported in the script's own process (not its measuring "
-        f"children): {imported or UNKNOWN}."
+        f"Versions installed: {installed or UNKNOWN}. In the checked-out tree: {tree or UNKNOWN}. Imported in the "
+        f"script's own process (not its measuring children): {imported or UNKNOWN}."
     )
 
 
