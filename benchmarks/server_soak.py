@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -643,16 +643,13 @@ def _undocumented_5xx(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if (r["status"] or 0) >= 500 and not documented_5xx(r)]
 
 
-def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[dict[str, Any]]:
-    """Each pass/fail criterion (``key``, ``name``, ``passed``, ``detail``), from the raw results alone."""
-    out: list[dict[str, Any]] = []
+def _examples(records: list[dict[str, Any]]) -> str:
+    return "; e.g. " + "; ".join(f"{r['kind']}: {r['failure'] or r['status']}" for r in records[:4])
 
-    def add(key: str, name: str, passed: bool, detail: str) -> None:
-        out.append({"key": key, "name": name, "passed": bool(passed), "detail": detail})
 
-    def examples(records: list[dict[str, Any]]) -> str:
-        return "; e.g. " + "; ".join(f"{r['kind']}: {r['failure'] or r['status']}" for r in records[:4])
-
+def _load_criteria(data: dict[str, Any], add: Callable[[str, str, bool, str], None]) -> None:
+    """Outcomes, 5xx and stream ends under load."""
+    examples = _examples
     before = load_records(data)
     failures = [r for r in before if r.get("failure")]
     add(
@@ -681,6 +678,10 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
         + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["end"] for r in streams).items()))
         + (examples(neither) if neither else ""),
     )
+
+
+def _after_load_criteria(data: dict[str, Any], add: Callable[[str, str, bool, str], None], rss_limit_mb: float) -> None:
+    """No leaked slot, bounded memory."""
     after = data["after_load"]
     gauges = after["gauges_after_fresh"]
     fresh = after["fresh_request"]
@@ -710,6 +711,11 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
         )
     else:
         add("rss", f"server RSS growth under {rss_limit_mb:g} MB", False, "no RSS samples")
+
+
+def _shutdown_criteria(data: dict[str, Any], add: Callable[[str, str, bool, str], None]) -> None:
+    """What SIGTERM under load does."""
+    examples = _examples
     shutdown = data["shutdown"]
     cut = [r for r in shutdown["records"] if r.get("failure")]
     add(
@@ -735,6 +741,18 @@ def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[d
         shutdown["exit_code"] == 0,
         f"exit status {shutdown['exit_code']}",
     )
+
+
+def criteria(data: dict[str, Any], rss_limit_mb: float = RSS_LIMIT_MB) -> list[dict[str, Any]]:
+    """Each pass/fail criterion (``key``, ``name``, ``passed``, ``detail``), from the raw results alone."""
+    out: list[dict[str, Any]] = []
+
+    def add(key: str, name: str, passed: bool, detail: str) -> None:
+        out.append({"key": key, "name": name, "passed": bool(passed), "detail": detail})
+
+    _load_criteria(data, add)
+    _after_load_criteria(data, add, rss_limit_mb)
+    _shutdown_criteria(data, add)
     return out
 
 
