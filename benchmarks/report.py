@@ -1385,10 +1385,9 @@ def closing_notes(results: Mapping[str, Any], measured: Sequence[Mapping[str, An
             notes.append(
                 "**What int4 costs** (teacher-forced top-1 agreement with fp32 / mean KL): "
                 + "; ".join(parts)
-                + ". int8 and fp16 stay close to fp32; int4 is where the distribution moves, more with the "
-                "NPU recipe (all layers int4, ratio 1.0) and llama.cpp's Q4_0 than with phi3-openvino's mixed "
-                "int4/int8 default (ratio 0.6). On a trained model the top tokens are far less tied than on these "
-                "random weights, so greedy output changes much less often than these agreement figures suggest."
+                + ". Recipes: the NPU's is all layers int4 (ratio 1.0), phi3-openvino's default mixes int4 and "
+                "int8 (ratio 0.6). These are random weights, whose top tokens are more often near-ties than a "
+                "trained model's: read the figures as a comparison between rows."
             )
     return notes
 
