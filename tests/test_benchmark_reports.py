@@ -146,3 +146,19 @@ def test_the_frontier_joins_speed_and_quality_per_row() -> None:
     # the frontier rule: Q4_K_M is faster and closer to fp32 than openvino's int4, so only it is on the frontier
     assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["on_frontier"] is True
     assert points["phi3 openvino/genai"]["on_frontier"] is False
+
+
+FIXTURES = Path(__file__).resolve().parent / "benchmark_fixtures"
+
+
+@pytest.mark.parametrize("stem", sorted(path.stem for path in FIXTURES.glob("*.json")))
+def test_each_script_renders_its_own_raw_format(stem: str) -> None:
+    """A smallest-shape noisy run of each script (tests/benchmark_fixtures) renders, the same twice, with no
+    verdict: the start load was above the quiet limit."""
+    raw = json.loads((FIXTURES / f"{stem}.json").read_text(encoding="utf-8"))
+    runs = list(raw["backends"].values()) if stem == "TUNING" else [raw]  # TUNING.json: one run per backend
+    assert all(run["load_average"]["start"][0] > 0.5 for run in runs)
+    render = _render(RENDERERS[stem])
+    text = render(raw)
+    assert text.startswith("# ") and text == render(json.loads(json.dumps(raw)))
+    assert "verdict" in text.lower() and not any(f"| {word} |" in text for word in ("met", "missed"))
