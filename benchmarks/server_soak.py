@@ -538,6 +538,32 @@ def wait_drained(server: Server, timeout: float) -> tuple[float | None, dict[str
 # -- the run -----------------------------------------------------------------------------------
 
 
+def _config(clients: int, seconds: float, seed: int, max_tokens: int) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "kinds": KINDS,
+        "body_limit_bytes": BODY_LIMIT,
+        "oversized_body_bytes": BODY_LIMIT + 64 * 1024,
+        "server": "benchmarks/soak_server.py serve <tiny make_tiny_phi3 model> -b flaky -p fp32 --preload",
+        "max_queue": max(16, 2 * clients),
+    }
+
+
+def _machine(load_before: tuple[float, ...], load_at_sigterm: tuple[float, ...]) -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_at_sigterm": [round(x, 2) for x in load_at_sigterm],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
 def run(
     clients: int = 16,
     seconds: float = 60.0,
@@ -581,26 +607,8 @@ def run(
     suspicious = [line for line in log_lines if "Traceback" in line or " ERROR " in line or "Exception" in line]
     load_samples = [mb for t, mb in sampler.samples if load_started <= t <= load_ended]
     return {
-        "config": {
-            "clients": clients,
-            "seconds": seconds,
-            "seed": seed,
-            "max_tokens": max_tokens,
-            "kinds": KINDS,
-            "body_limit_bytes": BODY_LIMIT,
-            "oversized_body_bytes": BODY_LIMIT + 64 * 1024,
-            "server": "benchmarks/soak_server.py serve <tiny make_tiny_phi3 model> -b flaky -p fp32 --preload",
-            "max_queue": max(16, 2 * clients),
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_at_sigterm": [round(x, 2) for x in load_at_sigterm],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        },
+        "config": _config(clients, seconds, seed, max_tokens),
+        "machine": _machine(load_before, load_at_sigterm),
         "server_ready_s": round(ready_s, 2),
         "load_window_s": [round(load_started, 3), round(load_ended, 3)],
         "warmup": warmup,
