@@ -42,6 +42,7 @@ nox.options.sessions = [
     "tests",
     "server",
     "browser",
+    "lowest",
     "ray",
     "dml_skew",
     "integration",
@@ -238,6 +239,55 @@ def _llama_index_clients(session: nox.Session) -> None:
         env={"PHI3_SERVER_PYTHON": server_python},
         external=True,
     )
+
+
+LOWEST_TESTS = (
+    "test_api.py",
+    "test_cache.py",
+    "test_plugins.py",
+    "test_generation_config.py",
+    "test_option_specs.py",
+    "test_structured_output.py",
+    "test_transformers_structured.py",
+    "test_tiny_model.py",
+    "test_model_close.py",
+    "test_tools.py",
+    "test_cli.py::test_usage_errors_exit_2",
+    "test_cli.py::test_user_errors_exit_1_with_one_line",
+    "server/test_absent_fields.py",
+    "server/test_reference_server.py",
+)
+"""What the ``lowest`` session runs (under core/tests): the fast tests that reach each direct dependency
+(pluggy, click, jsonschema, filelock, platformdirs, the testing extra's transformers/tokenizers, llguidance,
+FastAPI/starlette/uvicorn/pydantic through a real server); the slow CLI subprocess tests are left to
+``tests(core)``. About 2 minutes on two cores, install included."""
+
+
+@nox.session
+@frees_disk
+def lowest(session: nox.Session) -> None:
+    """phi3-core on the lowest version of each of its direct dependencies its pyproject allows (uv's
+    ``--resolution lowest-direct``: transitive ones at their newest compatible), running core's fast
+    tests and the server's: a lower bound too old for the code turns this red (bounds raised for that
+    name the reason in core/pyproject.toml). torch stays the CPU build every session uses (2.13.0):
+    CI's machines have no other, and PyPI's would pull GB of CUDA wheels."""
+    _quiet_env(session)
+    # torch alone (the CPU build, as every session pins it): its dependencies (filelock, jinja2 ...) are
+    # left to uv, which keeps anything already installed, so they must not be there yet
+    session.install("-c", str(COMMON_CONSTRAINTS), "--no-deps", "torch")
+    session.install("uv==0.13.9")
+    links = [arg for link in os.environ.get("PIP_FIND_LINKS", "").split() for arg in ("--find-links", link)]
+    bin_dir = Path(session.virtualenv.location) / ("Scripts" if sys.platform == "win32" else "bin")
+    session.run(
+        "uv", "pip", "install", "--python", str(bin_dir / "python"), "--resolution", "lowest-direct", *links,
+        "torch==2.13.0",  # already installed (the CPU build): kept
+        f"{CORE}[testing,serve,structured]",
+        str(CORE / "tests" / "distributions" / "phi3-reference-backend"),
+        "openai==3.57.0",  # the server tests' client and harness (test tools, as pinned in ci/constraints.txt)
+        "httpx==0.28.1",
+    )  # fmt: skip
+    session.run("uv", "pip", "list", "--python", str(bin_dir / "python"))
+    _pytest(session, *(str(CORE / "tests" / test) for test in LOWEST_TESTS))
 
 
 @nox.session

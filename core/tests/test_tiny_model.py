@@ -153,7 +153,8 @@ def test_special_tokens_and_chat_template(tiny: Path, tokenizer: Any) -> None:
     config = json.loads((tiny / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["chat_template"] == PHI3_CHAT_TEMPLATE
     assert (tiny / "chat_template.jinja").read_text(encoding="utf-8") == PHI3_CHAT_TEMPLATE
-    assert config["tokenizer_class"] == "LlamaTokenizer"
+    # transformers 5 writes LlamaTokenizer, 4.x (phi3-core[testing] allows 4.56) LlamaTokenizerFast: both load
+    assert config["tokenizer_class"] in ("LlamaTokenizer", "LlamaTokenizerFast")
 
 
 def test_model_config_and_generation_config(tiny: Path, tokenizer: Any) -> None:
