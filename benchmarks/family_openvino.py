@@ -91,7 +91,8 @@ def source_versions() -> dict[str, str]:
     return {"phi3-openvino": openvino_version, "phi3-npu": npu_version}
 
 
-def _quality_table(results: dict[str, Any], key: str, precisions: tuple[str, ...]) -> list[str]:
+def _quality_table(results: dict[str, Any], key: str) -> list[str]:
+    precisions = list(next(iter(results[key].values()), {}))  # the precisions measured, as the raw results hold them
     lines = [
         "| variant | " + " | ".join(f"{p} KL | {p} top-1" for p in precisions) + " |",
         "|---|" + "---|---|" * len(precisions),
@@ -135,14 +136,14 @@ def render(results: dict[str, Any]) -> str:
         "continuation tokens",
         "(default quantization options: int8 asymmetric per channel; int4 symmetric, ratio 0.6, group size auto).",
         "",
-        *_quality_table(results, "quality", PRECISIONS),
+        *_quality_table(results, "quality"),
         "",
         "## Teacher-forced quality of phi3-npu's genai artifacts (the NPU recipe)",
         "",
         "The same measure on the IRs phi3-npu exports for the NPU (int8 symmetric per channel; int4",
         "symmetric, ratio 1.0, every eligible weight in int4): what the weights lose, whichever device runs them.",
         "",
-        *_quality_table(results, "npu_quality", NPU_PRECISIONS),
+        *_quality_table(results, "npu_quality"),
         "",
         "## Versions",
         "",
