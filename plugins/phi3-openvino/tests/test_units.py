@@ -12,8 +12,9 @@ import pytest
 
 import phi3
 from phi3.generation_config import GenerationConfig
+from phi3.integrations.transformers_generation import to_transformers
 from phi3_openvino import options
-from phi3_openvino.config_mapping import compile_properties, to_transformers
+from phi3_openvino.config_mapping import compile_properties
 from phi3_openvino.options import ModelShape, resolve_quantization
 from phi3_openvino.streaming import IncrementalDecoder, stream_chunks
 

@@ -7,4 +7,7 @@ Each module here wraps one maintained library for one job and imports it lazily,
 - :mod:`phi3.integrations.transformers_structured`: structured output (``phi3.OutputConstraint``)
   for engines that decode through transformers' ``generate()`` (the reference backend,
   optimum-intel's ``OVModelForCausalLM``), as a logits processor built with llguidance.
+- :mod:`phi3.integrations.detokenize`: token ids -> text pieces while decoding (``IncrementalDecoder``).
+- :mod:`phi3.integrations.transformers_generation`: ``GenerationConfig`` -> transformers
+  ``generate()`` kwargs, the sampling seed, and where a LongRoPE checkpoint switches factors.
 """

@@ -15,6 +15,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from phi3.integrations.transformers_generation import longrope_switch
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -67,19 +69,6 @@ def reference_greedy_ids(
         raise ValueError("the prompt must have at least one token")
     eos = _eos_ids(model, tokenizer)
     return _greedy_loop(model, ids, max_new_tokens, eos, ignore_eos=ignore_eos, recompute=recompute)
-
-
-def longrope_switch(config: Any) -> int | None:
-    """Sequence length above which a LongRoPE model uses its long factors (None: not LongRoPE).
-
-    ``config`` is a transformers config or a config.json mapping.
-    """
-    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
-    rope = get("rope_parameters") or get("rope_scaling") or {}
-    if not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) != "longrope":
-        return None
-    original = rope.get("original_max_position_embeddings", get("original_max_position_embeddings"))
-    return int(original) if original is not None else None
 
 
 def _greedy_loop(

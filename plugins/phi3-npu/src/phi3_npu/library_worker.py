@@ -107,7 +107,7 @@ class Worker:
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context_length = int(context) if context else None
-        from phi3_openvino.api import longrope_switch
+        from phi3.integrations.transformers_generation import longrope_switch
 
         self.longrope_switch = longrope_switch(Path(self.args.artifact))
         driver = None
@@ -146,7 +146,7 @@ class Worker:
 
         from phi3.generation_config import GenerationConfig
         from phi3.integrations.detokenize import IncrementalDecoder
-        from phi3_openvino.api import sampling_seed, to_transformers
+        from phi3.integrations.transformers_generation import sampling_seed, to_transformers
 
         gen_id = int(request["id"])
         config = GenerationConfig.from_options(**request["config"])

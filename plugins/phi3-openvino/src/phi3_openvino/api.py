@@ -23,8 +23,6 @@ Running
     ``SessionHandle.structured_output``; ``apply_chat_template(messages, tools=None)`` passes
     ``tools`` to a template that reads them.
     :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
-    :func:`longrope_switch` ``(folder) -> int | None``: where a LongRoPE checkpoint switches from
-    its short to its long factors (``original_max_position_embeddings``), else None.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
     :data:`DEFAULT_OV_CONFIG`: the compile properties phi3-openvino adds to every session (plus its
     ``CACHE_DIR``), for a caller that compiles the same artifact outside phi3.
@@ -34,21 +32,22 @@ Quality
 Devices
     :func:`available_devices` ``() -> list[str]``: OpenVINO's device names; :func:`ov_core`: the
     process's ``openvino.Core``.
-Decoding outside GenAI (the NPU library engine runs transformers)
-    (token ids -> text pieces: ``phi3.integrations.detokenize.IncrementalDecoder`` in phi3-core)
-    :func:`to_transformers` ``(config, max_new_tokens) -> generate kwargs`` and
-    :func:`sampling_seed` ``(config) -> int``: phi3's ``GenerationConfig`` mapped the way this
-    backend maps it, so both backends sample alike.
+Deprecated (removed in the next release)
+    ``longrope_switch``, ``sampling_seed`` and ``to_transformers`` are not OpenVINO's: they live in
+    :mod:`phi3.integrations.transformers_generation` (phi3-core). Reading them here still works and
+    returns the same functions, with a ``DeprecationWarning`` that names the new import. (Token ids
+    -> text pieces: ``phi3.integrations.detokenize.IncrementalDecoder``.)
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from phi3_openvino.artifact import context_length, longrope_switch
-    from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG, sampling_seed, to_transformers
+    from phi3_openvino.artifact import context_length
+    from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG
     from phi3_openvino.devices import available as available_devices
     from phi3_openvino.devices import ov_core
     from phi3_openvino.export import quantize as export_ir
@@ -63,11 +62,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
     "ir_logprobs": ("phi3_openvino.ir_logprobs", "ir_logprobs"),
-    "longrope_switch": ("phi3_openvino.artifact", "longrope_switch"),
     "ov_core": ("phi3_openvino.devices", "ov_core"),
     "resolve_ov_config": ("phi3_openvino.options", "resolve_ov_config"),
-    "sampling_seed": ("phi3_openvino.config_mapping", "sampling_seed"),
-    "to_transformers": ("phi3_openvino.config_mapping", "to_transformers"),
 }
 
 __all__ = [
@@ -77,16 +73,26 @@ __all__ = [
     "context_length",
     "export_ir",
     "ir_logprobs",
-    "longrope_switch",
     "ov_core",
     "resolve_ov_config",
-    "sampling_seed",
-    "to_transformers",
 ]
 assert sorted(__all__) == sorted(_EXPORTS), "every public name has one lazy import"
 
+_MOVED = "phi3.integrations.transformers_generation"
+_DEPRECATED: dict[str, str] = {name: _MOVED for name in ("longrope_switch", "sampling_seed", "to_transformers")}
+"""Names that moved to phi3-core (new module), kept here as aliases for one release (0.x)."""
+
 
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        module = _DEPRECATED[name]
+        warnings.warn(
+            f"phi3_openvino.api.{name} is deprecated and will be removed in the next release; "
+            f"use 'from {module} import {name}' (phi3-core)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
     try:
         module, attribute = _EXPORTS[name]
     except KeyError:

@@ -68,21 +68,6 @@ def context_length(artifact: Artifact) -> int | None:
     return int(value) if value else None
 
 
-def longrope_switch(folder: Path) -> int | None:
-    """Where a LongRoPE model switches from its short to its long factors, else None.
-
-    ``original_max_position_embeddings`` of config.json when its rope entry (``rope_scaling``, or
-    ``rope_parameters`` as transformers 5 writes it) is LongRoPE: sequences up to that length are
-    computed with the short factors, longer ones with the long factors from position 0.
-    """
-    config = read_json(folder / "config.json")
-    rope = config.get("rope_parameters") or config.get("rope_scaling")
-    if not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) != "longrope":
-        return None
-    original = rope.get("original_max_position_embeddings", config.get("original_max_position_embeddings"))
-    return int(original) if original else None
-
-
 def _one_line(exc: BaseException) -> str:
     """OpenVINO's messages are multi-line C++ traces; keep the lines that say something."""
     lines = [line.strip() for line in str(exc).splitlines()]
@@ -161,7 +146,6 @@ __all__ = [
     "check_files",
     "context_length",
     "explain_load_failure",
-    "longrope_switch",
     "property_error",
     "read_json",
 ]

@@ -9,8 +9,10 @@ AVX512-BF16/AMX that means bf16 (about twice the speed; outputs may differ from 
 in the last digits); pass ``{"INFERENCE_PRECISION_HINT": "f32"}`` for exact fp32 parity, as the
 tests do.
 
-Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` or
-transformers' ``generate`` keyword arguments. The two engines agree on the meaning of every field:
+Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` here, or
+transformers' ``generate`` keyword arguments (the optimum engine, through core's
+:func:`phi3.integrations.transformers_generation.to_transformers`). The two engines agree on the
+meaning of every field:
 
 - greedy unless ``do_sample``; ``top_k=0``, ``top_p=1`` and ``min_p=0`` disable those filters;
 - ``seed`` seeds sampling; without one each call draws a fresh seed (genai would otherwise
@@ -29,13 +31,13 @@ transformers' ``generate`` keyword arguments. The two engines agree on the meani
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phi3.errors import UnsupportedError
 from phi3.generation_config import GenerationConfig
+from phi3.integrations.transformers_generation import sampling_seed
 from phi3_openvino.regex_classes import non_ascii_class
 
 if TYPE_CHECKING:
@@ -49,11 +51,6 @@ def compile_properties(user: Mapping[str, Any], cache_dir: Path) -> dict[str, An
     props: dict[str, Any] = {**DEFAULT_OV_CONFIG, "CACHE_DIR": str(cache_dir)}
     props.update(user)
     return props
-
-
-def sampling_seed(config: GenerationConfig) -> int:
-    """The seed to use: the user's, or a fresh one (never a silent constant)."""
-    return config.seed if config.seed is not None else secrets.randbits(32)
 
 
 def to_genai(
@@ -110,37 +107,9 @@ def structured_output_config(config: GenerationConfig) -> openvino_genai.Structu
     return openvino_genai.StructuredOutputConfig(grammar=schema_ebnf(constraint.spec))
 
 
-def to_transformers(
-    config: GenerationConfig,
-    max_new_tokens: int,
-    eos_token_ids: Sequence[int],
-) -> dict[str, Any]:
-    """Keyword arguments for ``OVModelForCausalLM.generate`` (a transformers ``generate``)."""
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": config.do_sample,
-        "repetition_penalty": float(config.repetition_penalty),
-        "num_beams": 1,
-    }
-    if config.do_sample:
-        kwargs.update(temperature=float(config.temperature), top_p=float(config.top_p), top_k=config.top_k)
-        if config.min_p > 0:
-            kwargs["min_p"] = float(config.min_p)
-    else:  # unset, or transformers warns that sampling flags are ignored
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    if eos_token_ids:
-        kwargs["eos_token_id"] = list(eos_token_ids)
-        kwargs["pad_token_id"] = eos_token_ids[0]
-    if config.ignore_eos and eos_token_ids:
-        kwargs.update(suppress_tokens=list(eos_token_ids), min_new_tokens=max_new_tokens)
-    return kwargs
-
-
 __all__ = [
     "DEFAULT_OV_CONFIG",
     "compile_properties",
-    "sampling_seed",
     "structured_output_config",
     "to_genai",
-    "to_transformers",
 ]

@@ -30,10 +30,11 @@ from typing import Any
 
 from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
+from phi3.integrations.transformers_generation import longrope_switch
 from phi3.probing import module_available
 from phi3.types import Artifact, ChatMessage, Chunk, ConstraintKind
 from phi3_openvino import devices
-from phi3_openvino.artifact import check_files, context_length, explain_load_failure, longrope_switch
+from phi3_openvino.artifact import check_files, context_length, explain_load_failure
 from phi3_openvino.config_mapping import compile_properties, to_genai
 from phi3_openvino.engine import budget
 from phi3_openvino.grammar_vocab import GrammarTokenizer, grammar_tokenizer

@@ -17,11 +17,12 @@ from typing import Any
 from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
 from phi3.integrations import transformers_structured
+from phi3.integrations.transformers_generation import sampling_seed, to_transformers
 from phi3.types import Artifact, ChatMessage, Chunk
 from phi3.vendor_compat import hide_broken_torchvision
 from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure, read_json
-from phi3_openvino.config_mapping import compile_properties, sampling_seed, to_transformers
+from phi3_openvino.config_mapping import compile_properties
 from phi3_openvino.engine import budget
 from phi3_openvino.streaming import Push, stream_chunks
 
