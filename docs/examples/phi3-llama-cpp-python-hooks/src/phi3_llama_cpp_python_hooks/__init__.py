@@ -1,0 +1,1 @@
+"""phi3-llama-cpp-python-hooks: the example backend written against the original hook contract."""
