@@ -25,11 +25,13 @@ import sys
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+import phi3
 from phi3 import plugins
-from phi3.testing.suite import BackendConformanceSuite
+from phi3.testing.suite import PROMPT, BackendConformanceSuite
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 NEW_SHAPE = EXAMPLES / "phi3-llama-cpp-python"
@@ -131,8 +133,40 @@ def _precisions(example: Path) -> tuple[str, ...]:
         sys.path.remove(str(example / "src"))
 
 
+class ParityWithTheReference:
+    """Beyond the suite: at fp32 the example decodes what transformers decodes in fp32, ids and text."""
+
+    backend: ClassVar[str]
+
+    def test_fp32_greedy_ids_are_the_references(self, tiny_phi3: Path) -> None:
+        from phi3.testing.reference import reference_greedy_ids
+
+        with phi3.load(tiny_phi3, backend=self.backend, device="CPU", precision="fp32") as model:
+            result = model.generate(PROMPT, max_new_tokens=16, ignore_eos=True)
+        assert list(result.token_ids) == reference_greedy_ids(tiny_phi3, PROMPT, max_new_tokens=16)
+
+    def test_fp32_chat_answer_is_the_references_on_the_smoke_model(self) -> None:
+        """The trained smoke model answers in words (the random tiny model's bytes are not valid text)."""
+        from transformers import AutoTokenizer
+
+        from phi3 import smoke
+        from phi3.testing.reference import reference_greedy_ids
+
+        folder = smoke.checkpoint()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        messages = [{"role": "user", "content": "Hi"}]  # answered in 16 tokens, then <|end|>
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        expected = reference_greedy_ids(folder, prompt, max_new_tokens=32, ignore_eos=False)
+        with phi3.load(folder, backend=self.backend, device="CPU", precision="fp32") as model:
+            assert model.apply_chat_template(messages) == prompt
+            result = model.generate(prompt, max_new_tokens=32)
+        assert result.finish_reason == "eos" and len(expected) < 32, "the smoke model should end its answer"
+        assert list(result.token_ids) == expected[:-1]
+        assert result.text == tokenizer.decode(expected[:-1]) and result.text.strip()
+
+
 @pytest.mark.usefixtures("example_visible")
-class TestNewShapeExample(BackendConformanceSuite):
+class TestNewShapeExample(ParityWithTheReference, BackendConformanceSuite):
     example = NEW_SHAPE
     backend = "llama-cpp-python"
     device = "CPU"
@@ -142,7 +176,7 @@ class TestNewShapeExample(BackendConformanceSuite):
 
 
 @pytest.mark.usefixtures("example_visible")
-class TestOldShapeExample(BackendConformanceSuite):
+class TestOldShapeExample(ParityWithTheReference, BackendConformanceSuite):
     example = OLD_SHAPE
     backend = "llama-cpp-python-hooks"
     device = "CPU"
@@ -170,3 +204,10 @@ def test_code_lines_counts_code_and_docstrings_not_comments_or_blanks(tmp_path: 
     sample = tmp_path / "sample.py"
     sample.write_text('"""Doc\nstring."""\n\n# a comment\nx = (\n    1,  # trailing\n)\n', encoding="utf-8")
     assert code_lines(sample) == 5
+
+
+def test_the_tutorial_shows_the_example_plugin_verbatim() -> None:
+    """docs/writing-a-backend.md includes plugin.py as it is (the code the suite runs), not a paraphrase."""
+    plugin = (NEW_SHAPE / "src" / "phi3_llama_cpp_python" / "plugin.py").read_text(encoding="utf-8")
+    tutorial = (EXAMPLES.parent / "writing-a-backend.md").read_text(encoding="utf-8")
+    assert f"```python\n{plugin}```\n" in tutorial, "copy plugin.py into docs/writing-a-backend.md's code block"

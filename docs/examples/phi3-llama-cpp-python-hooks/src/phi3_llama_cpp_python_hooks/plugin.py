@@ -47,7 +47,7 @@ def phi3_backend_info() -> BackendInfo:
         description="llama.cpp through llama-cpp-python: GGUF on the CPU (hand-written hooks)",
         engines=(EngineInfo("llama.cpp", artifact_format="gguf"),),
         devices=(DeviceInfo("CPU", "cpu"),) if ready else (),
-        precisions=("int8", "fp16", "fp32"),
+        precisions=("int4", "int8", "fp16", "fp32"),
         status=BackendStatus.AVAILABLE if ready else BackendStatus.MISSING_DEPENDENCY,
         detail="" if ready else "pip install llama-cpp-python gguf",
         library_versions=installed_versions("llama-cpp-python", "gguf"),
@@ -123,11 +123,12 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig) -> Itera
         llama.reset()
         llama.eval(ids)  # the prefill
         yield Chunk("", (), prompt_tokens=len(ids))
-        for _ in range(min(config.max_new_tokens, runtime.context_length - len(ids))):
+        for n in range(min(config.max_new_tokens, runtime.context_length - len(ids))):
             token = lc.llama_sampler_sample(sampler, llama.ctx, -1)
             if token in runtime.eog and not config.ignore_eos:
                 break
-            yield Chunk(utf8.decode(llama.detokenize([token])), (token,))
+            piece = llama.detokenize([token])  # the text starts without the first word's space, as in HF
+            yield Chunk(utf8.decode(piece[1:] if n == 0 and piece[:1] == b" " else piece), (token,))
             llama.eval([token])
         yield Chunk(utf8.decode(b"", final=True))  # a character left incomplete at the end
     finally:

@@ -5,7 +5,10 @@ its converter). It covers the Phi-3 layout with a Llama-style byte-fallback BPE 
 Phi-3.5 and their 128k LongRoPE variants), as llama.cpp's ``convert_hf_to_gguf.py`` writes it:
 
 - tensors renamed by gguf's own Phi-3 name map (fused ``qkv_proj`` and ``gate_up_proj`` stay fused);
-  2-D weights in the precision's type (``F32``, ``F16``, ``Q8_0``), norms and RoPE factors in F32;
+  2-D weights in the precision's type (``F32``, ``F16``, ``Q8_0``, ``Q4_0``), norms and RoPE factors in F32.
+  gguf's quantizers give the bytes llama.cpp's ``llama_model_quantize`` gives (checked on the tiny
+  model); like it, int4 keeps the output head finer (Q8_0 here; llama.cpp takes Q6_K where the width
+  allows, which gguf cannot write);
 - hyperparameters under ``phi3.*``; LongRoPE as ``rope_factors_long/short`` tensors plus the
   attention factor ``sqrt(1 + ln(scale) / ln(original))``;
 - the vocabulary from ``tokenizer.json``, scored the way llama.cpp's SentencePiece tokenizer
@@ -27,9 +30,9 @@ from typing import Any
 
 from phi3.errors import ArtifactError, UnsupportedError
 
-QUANT_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "Q8_0"}
+QUANT_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "Q8_0", "int4": "Q4_0"}
 """phi3 precision -> GGML tensor type of the 2-D weights."""
-FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7}
+FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7}
 """``general.file_type`` (llama.cpp's ``LLAMA_FTYPE_*``) of each."""
 SAMPLES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -71,6 +74,8 @@ def _rope(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hyperparameters(writer: Any, config: dict[str, Any], file_type: int) -> None:
+    import gguf
+
     heads, hidden = int(config["num_attention_heads"]), int(config["hidden_size"])
     rope = _rope(config)
     writer.add_name("Phi3")
@@ -86,6 +91,7 @@ def _hyperparameters(writer: Any, config: dict[str, Any], file_type: int) -> Non
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_sliding_window(int(config.get("sliding_window") or 0))
     writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
 def _vocabulary(writer: Any, model_dir: Path, vocab_size: int) -> None:
@@ -143,8 +149,10 @@ def _tensors(writer: Any, model_dir: Path, config: dict[str, Any], qtype: Any) -
             raise ArtifactError(f"{model_dir} has a tensor this converter does not know: {name}")
         array = tensor.to(torch.float32).numpy()
         kind = qtype if array.ndim == 2 else gguf.GGMLQuantizationType.F32
-        if kind == gguf.GGMLQuantizationType.Q8_0 and array.shape[-1] % 32:
-            kind = gguf.GGMLQuantizationType.F16  # Q8_0 blocks are 32 wide (llama.cpp falls back alike)
+        if kind == gguf.GGMLQuantizationType.Q4_0 and gguf_name == "output.weight":
+            kind = gguf.GGMLQuantizationType.Q8_0  # llama-quantize keeps the head finer (Q6_K, else Q8_0)
+        if kind in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0) and array.shape[-1] % 32:
+            kind = gguf.GGMLQuantizationType.F16  # their blocks are 32 wide (llama.cpp falls back alike)
         writer.add_tensor(gguf_name, gguf.quants.quantize(array, kind), raw_dtype=kind)
     _rope_factors(writer, config)
 

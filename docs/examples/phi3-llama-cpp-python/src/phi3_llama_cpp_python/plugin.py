@@ -22,7 +22,7 @@ def phi3_backend_info() -> phi3.BackendInfo:
         description="llama.cpp through llama-cpp-python: GGUF on the CPU",
         engines=(phi3.EngineInfo("llama.cpp", artifact_format="gguf"),),
         devices=(phi3.DeviceInfo("CPU", "cpu"),) if ready else (),
-        precisions=("int8", "fp16", "fp32"),
+        precisions=("int4", "int8", "fp16", "fp32"),
         status=phi3.BackendStatus.AVAILABLE if ready else phi3.BackendStatus.MISSING_DEPENDENCY,
         detail="" if ready else "pip install llama-cpp-python gguf",
         library_versions=installed_versions("llama-cpp-python", "gguf"),
@@ -58,7 +58,7 @@ class LlamaEngine:
         model_context = request.artifact.context_length or 4096
         n_ctx, threads = request.options.get("n_ctx", model_context), request.options.get("n_threads")
         if n_ctx > model_context:
-            raise phi3.ConfigError(f"n_ctx={n_ctx} is over the model's context", hint=f"use n_ctx <= {model_context}")
+            raise phi3.ConfigError(f"n_ctx={n_ctx} is over this model's context", hint=f"use n_ctx <= {model_context}")
         self.lc, path = llama_cpp, str(request.artifact.path / GGUF)
         llama = self.llama = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, verbose=False)
         # llama.cpp attends past Phi-3's sliding window: a session stops at the window
@@ -82,18 +82,19 @@ class LlamaEngine:
             self.llama.reset()
             self.llama.eval(ids)  # the prefill
             yield phi3.Chunk("", (), prompt_tokens=len(ids))
-            for _ in range(min(config.max_new_tokens, self.context_length - len(ids))):
+            for n in range(min(config.max_new_tokens, self.context_length - len(ids))):
                 token = self.lc.llama_sampler_sample(sampler, self.llama.ctx, -1)
                 if token in self.eog and not config.ignore_eos:
                     break
-                yield phi3.Chunk(utf8.decode(self.llama.detokenize([token])), (token,))
+                piece = self.llama.detokenize([token])  # the text starts without the first word's space, as in HF
+                yield phi3.Chunk(utf8.decode(piece[1:] if n == 0 and piece[:1] == b" " else piece), (token,))
                 self.llama.eval([token])
             yield phi3.Chunk(utf8.decode(b"", final=True))  # a character left incomplete at the end
         finally:
             self.lc.llama_sampler_free(sampler)
 
     def _sampler(self, config: phi3.GenerationConfig, prompt: Sequence[int]) -> Any:
-        """phi3's order: EOS ban, repetition penalty, greedy or temperature, top-k, top-p, min-p, seeded draw."""
+        # phi3's order: EOS ban, repetition penalty, then greedy or temperature, top-k, top-p, min-p, seeded draw
         lc, eog, n_vocab = self.lc, self.eog if config.ignore_eos else [], self.llama.n_vocab()
         bias = (lc.llama_logit_bias * len(eog))(*(lc.llama_logit_bias(t, float("-inf")) for t in eog))
         penalties = lc.llama_sampler_init_penalties(n_vocab, self.context_length, config.repetition_penalty, 0, 0)
