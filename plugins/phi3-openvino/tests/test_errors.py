@@ -96,8 +96,8 @@ def test_group_size_that_does_not_divide_the_hidden_size(tiny_phi3: Path) -> Non
         ("int4", {"group_size": "big"}, "group_size"),
         ("int4", {"ratio": 1.5}, "ratio"),
         ("int4", {"sym": "maybe"}, "sym"),
-        ("int8", {"group_size": 64}, "do not apply to int8"),
-        ("fp16", {"sym": True}, "do not apply to fp16"),
+        ("int8", {"group_size": 64}, "applies to precision int4 only, not int8"),
+        ("fp16", {"sym": True}, "applies to precision int4 or int8 only, not fp16"),
     ],
 )
 def test_bad_artifact_options_are_config_errors(

@@ -35,10 +35,58 @@ def test_named_recipes_and_explicit_overrides() -> None:
     all_int4 = resolve_quantization("int4", {"recipe": "all-int4"}, MINI)
     assert (all_int4.ratio, all_int4.manifest()["recipe"]) == (1.0, "all-int4")
     assert resolve_quantization("int4", {"recipe": "all-int4", "ratio": 0.8}, MINI).ratio == 0.8
-    with pytest.raises(phi3.ConfigError, match="recipe must be one of guide, all-int4"):
+    with pytest.raises(phi3.ConfigError, match="recipe='fastest' is not allowed: it takes one of guide, all-int4"):
         resolve_quantization("int4", {"recipe": "fastest"}, MINI)
-    with pytest.raises(phi3.ConfigError, match="do not apply to int8"):
-        resolve_quantization("int8", {"recipe": "guide"}, MINI)
+
+
+def _validate(options: dict[str, object], precision: str | None = None) -> dict[str, object]:
+    """What phi3-core does with the user's options before any hook runs (the backend's declared specs)."""
+    from phi3.options import validate_options
+    from phi3_openvino import plugin
+
+    return validate_options(plugin.phi3_backend_info(), options, None, precision)
+
+
+@pytest.mark.parametrize(
+    ("options", "precision", "expected"),
+    [
+        ({"group_size": "AUTO"}, "int4", {"group_size": "auto"}),
+        ({"group_size": "-1", "ratio": "0.8", "sym": "asym"}, "int4", {"group_size": -1, "ratio": 0.8, "sym": False}),
+        ({"recipe": "All-Int4"}, "int4", {"recipe": "all-int4"}),
+        (
+            {"ov_config": '{"NUM_STREAMS": 2}', "max_concurrent_generations": "4"},
+            None,
+            {"ov_config": {"NUM_STREAMS": 2}, "max_concurrent_generations": 4},
+        ),
+        ({"context_length": "MAX"}, None, {"context_length": "max"}),
+    ],
+)
+def test_options_are_declared_specs_that_phi3_core_coerces(
+    options: dict[str, object], precision: str | None, expected: dict[str, object]
+) -> None:
+    assert _validate(options, precision) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "precision", "words"),
+    [
+        ({"group_size": 0}, "int4", "group_size=0 is not allowed: it takes a whole number >= 1, or auto or -1"),
+        ({"ratio": 0}, "int4", "ratio=0 is not allowed: it takes a number > 0 and <= 1"),
+        ({"sym": "maybe"}, "int8", "sym='maybe' is not allowed: it takes true or false"),
+        ({"recipe": "guide"}, "int8", "recipe applies to precision int4 only, not int8"),
+        ({"sym": True}, "fp16", "sym applies to precision int4 or int8 only, not fp16"),
+        ({"max_concurrent_generations": 257}, None, "it takes a whole number >= 1 and <= 256"),
+        ({"ov_config": {"A": [1]}}, None, "ov_config=.* is not allowed: it takes a mapping"),
+        ({"context_length": 1}, None, "context_length=1 is not allowed: it takes a whole number >= 2, or max"),
+        ({"num_threads": 4}, None, "does not accept option"),
+    ],
+)
+def test_bad_options_are_refused_by_phi3_core_in_one_line(
+    options: dict[str, object], precision: str | None, words: str
+) -> None:
+    with pytest.raises(phi3.ConfigError, match=words) as caught:
+        _validate(options, precision)
+    assert "\n" not in str(caught.value) and caught.value.hint
 
 
 def test_the_default_recipe_keys_the_artifact_cache(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,14 +111,14 @@ def test_group_size_error_names_working_sizes_for_both_widths() -> None:
     assert "16, 32, 64, -1" in str(info.value) and "128" not in str(info.value).split("work")[1]
 
 
-@pytest.mark.parametrize(("given", "expected"), [(-1, -1), ("32", 32), ("AUTO", 64), (64, 64)])
+@pytest.mark.parametrize(("given", "expected"), [(-1, -1), (32, 32), ("auto", 64), (64, 64)])
 def test_group_size_spellings(given: object, expected: int) -> None:
     assert resolve_quantization("int4", {"group_size": given}, TINY).group_size == expected
 
 
 def test_int8_and_fp16_settings() -> None:
     assert resolve_quantization("int8", {}, TINY).sym is False
-    assert resolve_quantization("int8", {"sym": "true"}, TINY).sym is True
+    assert resolve_quantization("int8", {"sym": True}, TINY).sym is True
     assert resolve_quantization("fp16", {}, TINY).bits is None
     with pytest.raises(phi3.ConfigError, match="cannot build precision"):
         resolve_quantization("int2", {}, TINY)

@@ -24,6 +24,7 @@ from typing import Any
 from phi3.errors import ConfigError
 from phi3.types import Artifact
 from phi3_openvino.artifact import context_length, read_json
+from phi3_openvino.options import checked
 
 DEFAULT_CONTEXT_LENGTH = 8192
 KV_BYTES_PER_VALUE = 2
@@ -53,20 +54,19 @@ def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 
 
 def _requested(value: Any, model: int | None) -> int | None:
+    """The context asked for: ``value`` is the ``context_length`` option (checked by phi3-core
+    against its spec: a whole number >= 2 or "max") or None for the default."""
     if value is None:
         return min(model, DEFAULT_CONTEXT_LENGTH) if model else None
-    if isinstance(value, str) and value.strip().lower() == "max":
+    value = checked({"context_length": value})["context_length"]
+    if value == "max":
         return model
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ConfigError(f"context_length must be a whole number of tokens (>= 2) or 'max', got {value!r}")
     if model and value > model:
         raise ConfigError(
             f"context_length {value} is more than the model supports ({model} tokens)",
             hint=f"use at most {model}, or context_length=max",
         )
-    return value
+    return int(value)
 
 
 def session_context(artifact: Artifact, value: Any, available: int | None = None) -> int | None:

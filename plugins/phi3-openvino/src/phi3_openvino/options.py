@@ -1,8 +1,11 @@
-"""Validating the backend options users pass (``-O group_size=64``), before any slow work.
+"""The backend options users pass (``-O group_size=64``), declared as typed specs that phi3 checks.
 
-Pure Python on purpose: :func:`phi3_openvino.plugin.phi3_quantize` checks options before importing
-optimum/NNCF/torch (seconds), so a typo costs milliseconds, and ``phi3.hookspecs`` asks for a
-``ConfigError`` "before heavy work".
+Pure Python on purpose: ``phi3 list-backends`` reads :data:`OPTIONS` without importing OpenVINO,
+and phi3-core validates every value against these specs (:mod:`phi3.options`: type, range,
+choices, the precision an option applies to) before any model is resolved or any hook runs, so a
+typo costs milliseconds and one line naming the option. What needs the model stays here: a group
+size must divide the model's widths (:func:`resolve_quantization`), a context must fit the model
+and the memory (:mod:`phi3_openvino.context`).
 
 Artifact options (they change the artifact's bytes, so phi3 puts them in the cache key):
 
@@ -33,7 +36,6 @@ phi3-openvino's defaults, see :mod:`phi3_openvino.config_mapping`); ``max_concur
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -42,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from phi3.errors import ConfigError, ModelNotFoundError
+from phi3.options import check_value
+from phi3.types import OptionSpec
 
 PRECISIONS = ("int4", "int8", "fp16")
-ARTIFACT_OPTIONS = ("group_size", "ratio", "sym", "recipe")
-LOAD_OPTIONS = ("ov_config", "max_concurrent_generations", "context_length")
 
 DEFAULT_INT4_GROUP_SIZE = 128
 DEFAULT_INT4_RATIO = 0.6
@@ -61,7 +63,72 @@ INT4_RECIPES: dict[str, dict[str, Any]] = {
 DEFAULT_INT4_RECIPE = "guide"
 """Kept after benchmarks/TUNING.md: all-int4 was not measured faster across every repeat, and its KL is larger."""
 
-_OPTIONS_BY_PRECISION = {"int4": {"group_size", "ratio", "sym", "recipe"}, "int8": {"sym"}, "fp16": set()}
+MAX_CONCURRENT_LIMIT = 256
+
+OV_CONFIG = OptionSpec(
+    "ov_config",
+    "mapping",
+    "OpenVINO compile properties (PROPERTY: value), over phi3-openvino's defaults",
+)
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "group_size",
+        "int",
+        "input channels per int4 quantization group; auto: 128 where it divides the model's widths",
+        default=AUTO,
+        min=1,
+        choices=(AUTO, -1),
+        artifact=True,
+        precisions=("int4",),
+    ),
+    OptionSpec(
+        "ratio",
+        "float",
+        "share of the weights quantized to int4 (the rest int8)",
+        default=DEFAULT_INT4_RATIO,
+        min=0,
+        max=1,
+        exclusive_min=True,
+        artifact=True,
+        precisions=("int4",),
+    ),
+    OptionSpec(
+        "sym",
+        "bool",
+        "symmetric quantization (default: true for int4, false for int8)",
+        aliases={"sym": True, "asym": False},
+        artifact=True,
+        precisions=("int4", "int8"),
+    ),
+    OptionSpec(
+        "recipe",
+        "choice",
+        "guide: the product guide's int4 (ratio 0.6); all-int4: every weight int4",
+        default=DEFAULT_INT4_RECIPE,
+        choices=tuple(INT4_RECIPES),
+        artifact=True,
+        precisions=("int4",),
+    ),
+    OV_CONFIG,
+    OptionSpec(
+        "max_concurrent_generations",
+        "int",
+        "generations run at once; above 1 the genai engine batches continuously",
+        default=1,
+        min=1,
+        max=MAX_CONCURRENT_LIMIT,
+    ),
+    OptionSpec(
+        "context_length",
+        "int",
+        "tokens the session holds (max: the model's whole context)",
+        min=2,
+        choices=("max",),
+    ),
+)
+"""Every option phi3-openvino takes, for ``BackendInfo.options`` (phi3 validates them)."""
+ARTIFACT_OPTIONS = tuple(spec.name for spec in OPTIONS if spec.artifact)
+LOAD_OPTIONS = tuple(spec.name for spec in OPTIONS if not spec.artifact)
 
 
 @dataclass(frozen=True)
@@ -125,11 +192,12 @@ def _describe_widths(shape: ModelShape) -> str:
     return f"hidden size {shape.hidden_size} and intermediate size {shape.intermediate_size}"
 
 
-def _group_size(value: Any, shape: ModelShape) -> tuple[int, str]:
+def _group_size(value: int | str, shape: ModelShape) -> tuple[int, str]:
+    """The group size for ``value`` (already a checked option: a whole number >= 1, -1 or "auto")."""
     sizes = working_group_sizes(shape)
     choices = ", ".join(str(s) for s in sizes)
     working = f"group sizes that work for this model: {choices + ', ' if choices else ''}-1 (per channel), or auto"
-    if isinstance(value, str) and value.strip().lower() == AUTO:
+    if value == AUTO:
         if DEFAULT_INT4_GROUP_SIZE in sizes:
             return DEFAULT_INT4_GROUP_SIZE, ""
         picked = sizes[-1] if sizes else -1
@@ -137,107 +205,67 @@ def _group_size(value: Any, shape: ModelShape) -> tuple[int, str]:
             f"group_size auto: {DEFAULT_INT4_GROUP_SIZE} does not divide the model's "
             f"{_describe_widths(shape)}, using {picked}"
         )
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
-        raise ConfigError(f"group_size must be a positive whole number, -1 or 'auto', got {value!r}", hint=working)
+    assert isinstance(value, int)
     if value != -1 and (shape.hidden_size % value or shape.intermediate_size % value):
         raise ConfigError(f"group_size {value} does not divide the model's {_describe_widths(shape)}", hint=working)
     return value, ""
 
 
-def _ratio(value: Any) -> float:
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"ratio must be a number in (0, 1] (the share of weights quantized to int4), got {value!r}")
-    return float(value)
+def checked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` coerced by phi3-core's validator against :data:`OPTIONS` (unknown names kept as given).
 
-
-def _sym(value: Any) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "sym", "asym"):
-        return value.strip().lower() in ("true", "sym")
-    if not isinstance(value, bool):
-        raise ConfigError(f"sym must be true (symmetric) or false (asymmetric), got {value!r}")
-    return value
+    phi3 has already done this for options that came through ``phi3.load``/``phi3.quantize``; it is
+    idempotent, and makes a direct caller (phi3-npu through :mod:`phi3_openvino.api`) get the same
+    checks and the same one-line errors.
+    """
+    specs = {spec.name: spec for spec in OPTIONS}
+    return {k: check_value("openvino", specs[k], v) if k in specs else v for k, v in options.items()}
 
 
 def resolve_quantization(precision: str, options: Mapping[str, Any], shape: ModelShape) -> QuantSettings:
-    """Check ``options`` for ``precision`` and apply the defaults; raise ConfigError on any problem."""
+    """The settings for ``precision`` with the defaults applied; ConfigError where the model refuses them.
+
+    ``options`` are the artifact options phi3 has checked against :data:`OPTIONS` (type, range,
+    the precision each applies to); what is left to check needs the model (the group size).
+    """
     if precision not in PRECISIONS:
         raise ConfigError(
             f"phi3-openvino cannot build precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
         )
-    allowed = _OPTIONS_BY_PRECISION[precision]
-    misplaced = sorted(set(options) - allowed)
-    if misplaced:
-        fits = ", ".join(sorted(allowed)) or "none"
-        raise ConfigError(
-            f"option(s) {', '.join(misplaced)} do not apply to {precision}", hint=f"{precision} takes: {fits}"
-        )
+    values = checked(options)
     if precision == "fp16":
         return QuantSettings(precision, None, None, None, None)
     if precision == "int8":
-        sym = _sym(options["sym"]) if "sym" in options else DEFAULT_INT8_SYM
-        return QuantSettings(precision, 8, sym, -1, 1.0)
-    recipe = options.get("recipe", DEFAULT_INT4_RECIPE)
-    if recipe not in INT4_RECIPES:
-        raise ConfigError(
-            f"recipe must be one of {', '.join(INT4_RECIPES)}, got {recipe!r}",
-            hint="guide: the product guide's int4 (ratio 0.6); all-int4: every weight int4",
-        )
+        return QuantSettings(precision, 8, bool(values.get("sym", DEFAULT_INT8_SYM)), -1, 1.0)
+    recipe = str(values.get("recipe", DEFAULT_INT4_RECIPE))
     base = INT4_RECIPES[recipe]
-    requested = options.get("group_size", base["group_size"])
+    requested = values.get("group_size", base["group_size"])
     group_size, note = _group_size(requested, shape)
-    ratio = _ratio(options["ratio"]) if "ratio" in options else float(base["ratio"])
-    sym = _sym(options["sym"]) if "sym" in options else bool(base["sym"])
+    ratio = float(values.get("ratio", base["ratio"]))
+    sym = bool(values.get("sym", base["sym"]))
     return QuantSettings(precision, 4, sym, group_size, ratio, requested_group_size=requested, note=note, recipe=recipe)
-
-
-_OV_VALUE_TYPES = (str, int, float, bool)
 
 
 def resolve_max_concurrent(options: Mapping[str, Any]) -> int:
     """``max_concurrent_generations`` (default 1): above 1 the genai engine batches continuously."""
-    value = options.get("max_concurrent_generations", 1)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
-        raise ConfigError(
-            f"max_concurrent_generations must be a whole number from 1 to 256, got {value!r}",
-            hint="e.g. -O max_concurrent_generations=4",
-        )
-    return value
+    return int(checked(options).get("max_concurrent_generations", 1))
 
 
 def resolve_ov_config(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The user's ``ov_config`` (or ``{}``), checked to be ``{PROPERTY: scalar}``."""
-    value = options.get("ov_config")
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigError(
-                "ov_config must be a mapping of OpenVINO properties",
-                hint='e.g. -O \'ov_config={"INFERENCE_PRECISION_HINT": "f32"}\'',
-            ) from None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"ov_config must be a mapping of OpenVINO properties, got {type(value).__name__}")
-    bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, _OV_VALUE_TYPES)]
-    if bad:
-        raise ConfigError(f"ov_config entries must map property names to strings or numbers; bad: {bad!r}")
-    return dict(value)
+    """The user's ``ov_config`` (or ``{}``), checked by phi3-core to be ``{PROPERTY: scalar}``."""
+    value = checked(options).get("ov_config")
+    return {} if value is None else dict(value)
 
 
 __all__ = [
     "ARTIFACT_OPTIONS",
     "LOAD_OPTIONS",
+    "OPTIONS",
+    "OV_CONFIG",
     "PRECISIONS",
     "ModelShape",
     "QuantSettings",
+    "checked",
     "resolve_max_concurrent",
     "resolve_ov_config",
     "resolve_quantization",

@@ -33,9 +33,8 @@ from phi3.types import (
 from phi3_openvino._version import __version__
 from phi3_openvino.artifact import ARTIFACT_FORMAT
 from phi3_openvino.options import (
-    ARTIFACT_OPTIONS,
     DEFAULT_INT4_RECIPE,
-    LOAD_OPTIONS,
+    OPTIONS,
     PRECISIONS,
     resolve_max_concurrent,
     resolve_ov_config,
@@ -140,8 +139,7 @@ def phi3_backend_info() -> BackendInfo:
         status=status,
         detail=detail,
         library_versions=versions,
-        artifact_options=ARTIFACT_OPTIONS,
-        load_options=LOAD_OPTIONS,
+        options=OPTIONS,  # phi3 validates them (types, ranges, precisions) before any hook runs
         api_version=1,
         chat_template_tools=True,
         sampling=SAMPLING,
