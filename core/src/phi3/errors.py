@@ -37,6 +37,12 @@ class ConfigError(Phi3Error, ValueError):
     """An invalid generation or backend option, caught before any backend runs."""
 
 
+class AdapterError(ConfigError):
+    """A LoRA adapter phi3 cannot apply: not a LoRA peft folder (DoRA, IA3 ...), made for another base
+    (shapes, layer count, ``base_model_name_or_path``), a target module phi3 cannot adapt, damaged
+    files, or a request naming an adapter the model has not loaded. The server answers 400."""
+
+
 class PluginError(Phi3Error):
     """A plugin failed to import, register, or answered outside the contract."""
 
@@ -83,6 +89,7 @@ class UnsupportedError(Phi3Error, ValueError):
 
 
 __all__ = [
+    "AdapterError",
     "ArtifactError",
     "BackendError",
     "BackendNotFoundError",

@@ -73,6 +73,11 @@ class GenerationConfig:
         it short: ``finish_reason="length"``). A backend that cannot enforce the kind asked for is
         refused with :class:`phi3.errors.UnsupportedError` before decoding starts (which backends
         can: ``BackendInfo.structured_output``). Backends read :attr:`output_constraint`.
+    ``adapter``
+        The name of the LoRA adapter (loaded with ``phi3.load(..., adapters=...)``) this one
+        generation uses; ``None`` is the base model. phi3 refuses a name the model has not loaded
+        (:class:`phi3.errors.AdapterError`) before the backend runs; a backend applies exactly this
+        adapter to this generation and nothing of the previous one's.
     """
 
     max_new_tokens: int = 256
@@ -88,6 +93,7 @@ class GenerationConfig:
     json_schema: str | None = None
     json_object: bool = False
     regex: str | None = None
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.json_schema, Mapping):
@@ -188,6 +194,8 @@ def _validate(config: GenerationConfig) -> None:
         )
     if not isinstance(config.ignore_eos, bool):
         problems.append(f"ignore_eos must be true or false, got {config.ignore_eos!r}")
+    if config.adapter is not None and (not isinstance(config.adapter, str) or not config.adapter.strip()):
+        problems.append(f"adapter must be the name of a loaded adapter or None, got {config.adapter!r}")
     problems.extend(structured_output.problems(config.json_schema, config.json_object, config.regex))
     if problems:
         raise ConfigError("invalid generation config: " + "; ".join(problems))

@@ -40,8 +40,10 @@ from typing import Any
 
 import pluggy
 
+from phi3.adapters import LoraAdapter
 from phi3.generation_config import GenerationConfig
 from phi3.types import (
+    Artifact,
     BackendInfo,
     ChatMessage,
     Chunk,
@@ -172,6 +174,25 @@ def phi3_apply_chat_template(
     ``BackendInfo.chat_template_tools``: pass it to the template's ``tools`` variable (templates
     that follow the Hugging Face convention read it). An implementation may leave the parameter out
     of its signature when it does not declare the capability.
+    """
+
+
+@hookspec(firstresult=True)
+def phi3_convert_adapter(
+    artifact: Artifact, adapter: LoraAdapter, output_dir: Path, progress: Progress
+) -> Mapping[str, Any]:
+    """Optional: convert a LoRA adapter for this base ``artifact`` into what the runtime loads.
+
+    Only backends that declare ``BackendInfo.adapters`` are asked. ``adapter`` is already checked
+    against the base model (:func:`phi3.adapters.read_lora_adapter`); build from its normalised
+    weights (``adapter.weights()``: ``W + B @ A`` per module) or a canonical peft folder
+    (:func:`phi3.adapters.write_peft_folder`). Write ONLY into ``output_dir`` (an empty temp folder):
+    as with ``phi3_quantize``, phi3 renames it into its cache (keyed by backend, ``artifact.key`` and
+    ``adapter.content_hash``, under a lock) after this returns, so it runs once per adapter and base,
+    and nothing is cached when it raises. Raise :class:`phi3.errors.AdapterError` for an adapter the
+    runtime cannot apply. Return extra manifest fields; ``phi3_load`` receives the folder and them
+    as ``LoadRequest.adapters[name].path`` / ``.manifest``. Without this hook ``path`` is None and the
+    backend reads ``adapter`` itself.
     """
 
 

@@ -13,7 +13,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from phi3.adapters import PreparedAdapter
 
 DeviceKind = Literal["npu", "gpu", "cpu"]
 """What kind of silicon a device is. ``backend="auto"`` prefers npu > gpu > cpu."""
@@ -110,6 +113,9 @@ class EngineInfo:
     sampling: tuple[SamplingControl, ...] | None = None
     """The optional sampling controls this engine applies, when they differ from the backend's
     (``BackendInfo.sampling``); ``None`` inherits the backend's."""
+    adapters: bool | None = None
+    """Whether this engine applies LoRA adapters, when it differs from the backend's
+    (``BackendInfo.adapters``); ``None`` inherits the backend's."""
 
 
 OptionType = Literal["int", "float", "bool", "str", "choice", "mapping"]
@@ -248,6 +254,10 @@ class BackendInfo:
     family does not need it: Phi-4-mini's template reads the tools from the system message's own
     ``tools`` field, which :mod:`phi3.tools` fills, so every backend must pass message fields other
     than ``role``/``content`` through to the template unchanged."""
+    adapters: bool = False
+    """The backend applies LoRA adapters (``phi3.load(..., adapters=...)``, ``LoadRequest.adapters``,
+    ``GenerationConfig.adapter``; see :mod:`phi3.adapters`). phi3 refuses adapters for a backend or
+    engine that does not declare it, naming those that do. ``phi3 list-backends`` shows it."""
 
     def __post_init__(self) -> None:
         if self.options:
@@ -336,6 +346,11 @@ class LoadRequest:
     cache_dir: Path
     """A per-backend folder inside phi3's cache for compiled blobs and the like: a backend must not
     write anywhere else (never into the user's working directory)."""
+    adapters: Mapping[str, PreparedAdapter] = field(default_factory=dict)
+    """Every LoRA adapter of this model by name, checked against the base and converted by the
+    backend's ``phi3_convert_adapter`` (when it has one): set the runtime up for all of them here;
+    ``GenerationConfig.adapter`` picks one per generation. Empty unless the backend declares
+    ``BackendInfo.adapters``."""
 
 
 @dataclass(frozen=True)
