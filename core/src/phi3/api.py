@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from phi3 import adapter_loading
+from phi3.adapters import LoraAdapter
 from phi3.cache import ArtifactCache, ArtifactSpec, is_artifact, read_artifact
 from phi3.checkpoint import check_checkpoint
 from phi3.errors import ConfigError, ModelNotFoundError, PluginError
@@ -22,7 +24,7 @@ from phi3.plugins import PluginRegistry, get_registry
 from phi3.selection import Selection, select, split_options
 from phi3.sources import resolve_model
 from phi3.speed_records import MeasuredSpeeds
-from phi3.types import Artifact, LoadRequest, Progress, QuantizeRequest, SessionHandle
+from phi3.types import Artifact, LoadRequest, ModelSource, Progress, QuantizeRequest, SessionHandle
 
 log = logging.getLogger("phi3")
 
@@ -178,8 +180,9 @@ def _build_artifact(
     output: Path | None,
     trust_remote_code: bool,
     overwrite: bool = False,
+    source: ModelSource | None = None,
 ) -> Artifact:
-    source = resolve_model(model, cache.root, revision)
+    source = source or resolve_model(model, cache.root, revision)
     spec = ArtifactSpec(
         backend=selection.backend,
         source=source,
@@ -214,6 +217,31 @@ def _build_artifact(
     return cache.get_or_build(spec, build, on_wait=waiting)
 
 
+def _read_adapters(
+    registry: PluginRegistry,
+    cache: ArtifactCache,
+    selection: Selection,
+    model: str | os.PathLike[str],
+    revision: str | None,
+    prebuilt: Artifact | None,
+    specs: Mapping[str, str],
+) -> tuple[ModelSource | None, dict[str, LoraAdapter]]:
+    """The adapters checked against the base's config.json (the source's, or a prebuilt artifact's),
+    and the resolved source when it had to be resolved for that (so it is resolved once)."""
+    if not specs:
+        return None, {}
+    adapter_loading.check_backend_applies_adapters(registry, selection)
+    if prebuilt is None:
+        source = resolve_model(model, cache.root, revision)
+        config = adapter_loading.base_config([source.path])
+        return source, adapter_loading.read_adapters(specs, config, source.model_id)
+    origin = prebuilt.manifest.get("source")
+    model_id = origin.get("model_id") if isinstance(origin, Mapping) else None
+    folders = [prebuilt.path] + ([Path(model_id)] if isinstance(model_id, str) and Path(model_id).is_dir() else [])
+    config = adapter_loading.base_config(folders)
+    return None, adapter_loading.read_adapters(specs, config, model_id if isinstance(model_id, str) else None)
+
+
 def load(
     model: str | os.PathLike[str],
     backend: str = "auto",
@@ -224,6 +252,7 @@ def load(
     revision: str | None = None,
     trust_remote_code: bool = False,
     progress: Progress | None = None,
+    adapters: Mapping[str, str | os.PathLike[str]] | None = None,
     **backend_options: Any,
 ) -> Model:
     """Load a Phi-3 model on a backend, quantizing it into the cache first if needed.
@@ -233,9 +262,14 @@ def load(
     ``precision`` defaults to ``int4`` (or the artifact's own). ``backend_options`` are passed to
     the backend; names it does not declare are refused. The returned model says what was picked:
     ``model.backend``, ``model.engine``, ``model.device`` and ``model.selection_reason``.
+
+    ``adapters`` maps names to LoRA adapters (peft folders or Hugging Face ids) for backends that
+    declare ``adapters``: each is checked against the base before anything slow, converted once for
+    the backend (cached), and picked per generation with ``generate(..., adapter=NAME)``.
     """
     model = _check_model(model)
     progress = _check_progress(progress) or _quiet_progress
+    specs = adapter_loading.check_adapter_specs(adapters)
     registry = get_registry()
     cache = ArtifactCache()
     cache.ensure_usable(writable=False)
@@ -244,10 +278,12 @@ def load(
     )
     if selection.reason:
         log.info("%s", selection.reason)
+    source, lora = _read_adapters(registry, cache, selection, model, revision, artifact, specs)
     if artifact is None:
         artifact = _build_artifact(
-            registry, cache, selection, model, revision, artifact_opts, progress, None, trust_remote_code
+            registry, cache, selection, model, revision, artifact_opts, progress, None, trust_remote_code, source=source
         )
+    prepared = adapter_loading.prepare_adapters(registry, cache, selection.backend, artifact, lora, progress)
     progress(f"loading on {selection.backend}/{selection.engine.name} ({selection.device})")
     request = LoadRequest(
         artifact=artifact,
@@ -255,13 +291,14 @@ def load(
         device=selection.device,
         options=load_opts,
         cache_dir=cache.compiled_dir(selection.backend),
+        adapters=prepared,
     )
     session = registry.call(selection.backend, "phi3_load", request=request)
     if not isinstance(session, SessionHandle):
         raise PluginError(
             f"backend {selection.backend!r} returned {type(session).__name__} from phi3_load, not phi3.SessionHandle"
         )
-    return Model(registry, session, artifact, selection)
+    return Model(registry, session, artifact, selection, adapters=tuple(prepared))
 
 
 def quantize(

@@ -18,6 +18,7 @@ import click
 
 import phi3
 from phi3 import __version__
+from phi3.adapter_cli import adapter_options, parse_adapter_args
 from phi3.bench_cli import bench
 from phi3.cache import ArtifactCache
 from phi3.cli_support import flush_stdout, handle_errors, parse_options, table
@@ -140,6 +141,7 @@ def _load(
     revision: str | None,
     trust_remote_code: bool,
     quiet: bool = False,
+    adapters: Mapping[str, str] | None = None,
 ) -> Model:
     progress = CliProgress(enabled=not quiet)
     try:
@@ -152,6 +154,7 @@ def _load(
             revision=revision,
             trust_remote_code=trust_remote_code,
             progress=progress,
+            adapters=adapters or None,
             **parse_options(options),
         )
     finally:
@@ -179,8 +182,9 @@ def _read_stdin(what: str = "PROMPT is '-'") -> str:
 
 
 def _stats_line(result: GenerationResult) -> str:
+    adapter = f", adapter {result.adapter}" if result.adapter else ""
     return (
-        f"[{result.backend}/{result.engine} on {result.device}, {result.precision}] "
+        f"[{result.backend}/{result.engine} on {result.device}, {result.precision}{adapter}] "
         f"{result.prompt_tokens} prompt + {result.new_tokens} new tokens, "
         f"first token {result.time_to_first_token_s * 1000:.0f} ms, "
         f"{result.decode_tokens_per_s:.1f} tokens/s, stop: {result.finish_reason}"
@@ -221,7 +225,7 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     info = entry.info
     origin = f"{entry.distribution} {entry.version}" if entry.distribution else "(not installed)"
     if info is None:
-        return [entry.name, entry.status.value, origin, "-", "-", "-", "-"]
+        return [entry.name, entry.status.value, origin, "-", "-", "-", "-", "-"]
     default = info.default_engine
     engines = ", ".join(
         f"{e.name}{'*' if e.name == default else ''}{'' if e.available else ' (unusable)'}" for e in info.engines
@@ -229,7 +233,26 @@ def _entry_row(entry: BackendEntry) -> list[str]:
     devices = ", ".join(d.name for d in info.devices) or "none"
     if info.override_devices:
         devices += " (override: " + ", ".join(d.name for d in info.override_devices) + ")"
-    return [entry.name, entry.status.value, origin, engines, devices, ", ".join(info.precisions), _structured(info)]
+    return [
+        entry.name,
+        entry.status.value,
+        origin,
+        engines,
+        devices,
+        ", ".join(info.precisions),
+        _structured(info),
+        _adapters(info),
+    ]
+
+
+def _adapters(info: BackendInfo) -> str:
+    """Whether a backend applies LoRA adapters, and where an engine differs."""
+    differ = [
+        f"{e.name}: {'yes' if e.adapters else 'no'}"
+        for e in info.engines
+        if e.adapters is not None and e.adapters != info.adapters
+    ]
+    return ("yes" if info.adapters else "no") + (f" ({'; '.join(differ)})" if differ else "")
 
 
 def _structured(info: BackendInfo) -> str:
@@ -269,7 +292,16 @@ def list_backends(as_json: bool) -> None:
         if registry.disabled:
             click.echo(f"(disabled by PHI3_LOAD_PLUGINS/PHI3_DISABLE_PLUGINS: {', '.join(registry.disabled)})")
         return
-    headers = ["BACKEND", "STATUS", "DISTRIBUTION", "ENGINES (*default)", "DEVICES", "PRECISIONS", "STRUCTURED OUTPUT"]
+    headers = [
+        "BACKEND",
+        "STATUS",
+        "DISTRIBUTION",
+        "ENGINES (*default)",
+        "DEVICES",
+        "PRECISIONS",
+        "STRUCTURED OUTPUT",
+        "LORA ADAPTERS",
+    ]
     click.echo(table(headers, [_entry_row(e) for e in entries]))
     for entry in entries:
         if entry.detail:
@@ -398,6 +430,7 @@ def quantize(
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the model's chat template.")
 @click.option("--no-stream", is_flag=True, help="Print the answer only when it is complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (implies --no-stream).")
+@adapter_options
 @handle_errors
 def generate(
     model: str,
@@ -414,6 +447,8 @@ def generate(
     no_stream: bool,
     as_json: bool,
     json_schema_file: str | None,
+    adapters: Sequence[str],
+    use_adapter: str | None,
     **generation: Any,
 ) -> None:
     """Generate an answer to PROMPT ('-' reads it from stdin); streams by default.
@@ -429,11 +464,12 @@ def generate(
         raise ConfigError("the prompt is empty", hint="pass some text, or '-' to read it from stdin")
     if json_schema_file is not None:
         generation["json_schema"] = _read_json_schema(json_schema_file)
-    config = _generation_config(**generation)
+    lora, active = parse_adapter_args(adapters, use_adapter)
+    config = _generation_config(**generation, adapter=active)
     if raw and system:
         raise ConfigError("--system needs the chat template; drop --raw")
     with _load(
-        model, backend, device, precision, engine, options, revision, trust_remote_code, quiet=as_json
+        model, backend, device, precision, engine, options, revision, trust_remote_code, quiet=as_json, adapters=lora
     ) as loaded:
         loaded.check_supported(config)  # before the chat template and any decoding
         if raw:
@@ -468,6 +504,7 @@ Start a message with // to send one that begins with /."""
 @generation_options
 @click.option("--system", default=None, help="System message for the conversation.")
 @click.option("--stats/--no-stats", default=True, help="Print timings after each answer (stderr).")
+@adapter_options
 @handle_errors
 def chat(
     model: str,
@@ -480,6 +517,8 @@ def chat(
     trust_remote_code: bool,
     system: str | None,
     stats: bool,
+    adapters: Sequence[str],
+    use_adapter: str | None,
     **generation: Any,
 ) -> None:
     """Chat with MODEL; keeps the conversation. Type /help for the commands (/reset, /exit; Ctrl-D quits).
@@ -487,11 +526,14 @@ def chat(
     Works with a pipe too: each line of stdin is one user message. A line starting with / is a
     command, never sent to the model; start a message with // to send one that begins with /.
     """
-    config = _generation_config(**generation)
+    lora, active = parse_adapter_args(adapters, use_adapter)
+    config = _generation_config(**generation, adapter=active)
     interactive = sys.stdin is not None and sys.stdin.isatty()
     start: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
     history = list(start)
-    with _load(model, backend, device, precision, engine, options, revision, trust_remote_code) as loaded:
+    with _load(
+        model, backend, device, precision, engine, options, revision, trust_remote_code, adapters=lora
+    ) as loaded:
         if interactive:
             click.echo("Chatting; /help lists the commands, /exit or Ctrl-D quits.", err=True)
         while True:

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from phi3.errors import BackendError, ConfigError, ModelBusyError, PluginError, UnsupportedError
+from phi3.errors import AdapterError, BackendError, ConfigError, ModelBusyError, PluginError, UnsupportedError
 from phi3.generation_config import GenerationConfig, coerce_config, find_stop
 from phi3.messages import check_messages, check_unicode
 from phi3.plugins import PluginRegistry
@@ -207,6 +207,7 @@ class TextStream:
             engine=model.engine,
             device=model.device,
             precision=model.precision,
+            adapter=config.adapter,
         )
 
 
@@ -279,9 +280,15 @@ class ModelCore:
     """A loaded model's primitives; :class:`phi3.Model` adds chat. Create one with :func:`phi3.load`."""
 
     def __init__(
-        self, registry: PluginRegistry, session: SessionHandle, artifact: Artifact, selection: Selection
+        self,
+        registry: PluginRegistry,
+        session: SessionHandle,
+        artifact: Artifact,
+        selection: Selection,
+        adapters: Sequence[str] = (),
     ) -> None:
         self._registry = registry
+        self._adapters = tuple(adapters)
         self.session = session
         self.artifact = artifact
         self.selection = selection
@@ -297,6 +304,12 @@ class ModelCore:
             )
         self._slots = threading.BoundedSemaphore(concurrency)
         _live_models.add(self)
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The names of the LoRA adapters loaded with the model (``phi3.load(..., adapters=...)``),
+        in the order given; ``generate(..., adapter=NAME)`` picks one per generation."""
+        return self._adapters
 
     @property
     def max_concurrent_generations(self) -> int:
@@ -385,9 +398,19 @@ class ModelCore:
         return tuple(self.selection.info.sampling)
 
     def check_supported(self, config: GenerationConfig) -> None:
-        """Refuse ``config`` before any decoding if it asks for a constraint this model cannot
+        """Refuse ``config`` before any decoding if it names an adapter the model has not loaded
+        (``AdapterError`` listing the loaded ones), asks for a constraint this model cannot
         enforce, or a sampling control its runtime does not have (``UnsupportedError`` naming it).
         ``phi3 serve`` calls it up front so a client gets a 400 instead of a failed stream."""
+        if config.adapter is not None and config.adapter not in self._adapters:
+            loaded = ", ".join(self._adapters)
+            raise AdapterError(
+                f"no adapter named {config.adapter!r} is loaded"
+                + (f"; this model has {loaded}" if loaded else "; this model has none"),
+                hint="pick a loaded adapter, or load it with phi3.load(..., adapters={NAME: PATH})"
+                if loaded
+                else "load it with phi3.load(..., adapters={NAME: PATH}) (CLI: --adapter NAME=PATH)",
+            )
         if config.do_sample and config.min_p > 0 and "min_p" not in self.sampling:
             raise UnsupportedError(
                 f"backend {self.backend!r} (engine {self.engine!r}) has no min_p sampler",

@@ -73,6 +73,7 @@ class BackendEntry:
             "precisions": list(info.precisions) if info else [],
             "structured_output": list(info.structured_output) if info else [],
             "sampling": list(info.sampling) if info else [],
+            "adapters": info.adapters if info else False,
             "library_versions": dict(info.library_versions) if info else {},
             "options": [spec.as_dict() for spec in info.options] if info else [],
             "artifact_options": list(info.artifact_options) if info else [],

@@ -399,6 +399,8 @@ class GenerationResult:
     precision: str
     tool_calls: tuple[ToolCall, ...] = ()
     """The tools the model called (chat with ``tools``); ``text`` is then what it said besides."""
+    adapter: str | None = None
+    """The LoRA adapter this generation used (``GenerationConfig.adapter``); None: the base model."""
 
     @property
     def new_tokens(self) -> int:
@@ -420,6 +422,7 @@ class GenerationResult:
             "device": self.device,
             "precision": self.precision,
             "tool_calls": [call.as_dict() for call in self.tool_calls],
+            "adapter": self.adapter,
         }
 
 

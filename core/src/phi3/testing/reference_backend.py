@@ -11,10 +11,16 @@ implementation of every hook. Register it with::
 
 The artifact option ``pause_after_write`` (seconds) sleeps after the weights are written and
 before ``phi3_quantize`` returns: tests use it to kill a quantization at a known point.
+
+LoRA adapters are applied for real with peft: ``phi3_convert_adapter`` writes the canonical peft
+folder (:func:`phi3.adapters.write_peft_folder`, so llama-style q/k/v adapters arrive fused), and the
+session is a ``PeftModel`` holding every adapter by name; each generation activates the one its config
+names (``set_adapter``) or none (``disable_adapter``), so nothing carries over between requests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -22,12 +28,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from phi3.errors import ArtifactError, DeviceNotFoundError, PromptTooLongError
+from phi3.adapters import LoraAdapter, PreparedAdapter, write_peft_folder
+from phi3.errors import AdapterError, ArtifactError, DeviceNotFoundError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import hookimpl
 from phi3.integrations import transformers_structured
 from phi3.probing import installed_versions, module_available
 from phi3.types import (
+    Artifact,
     BackendInfo,
     BackendStatus,
     ChatMessage,
@@ -81,6 +89,7 @@ def phi3_backend_info() -> BackendInfo:
         # enforced by a logits processor (llguidance) when phi3-core[structured] is installed
         structured_output=transformers_structured.enforced_kinds() if ready else (),
         sampling=("min_p",),  # transformers' MinPLogitsWarper
+        adapters=ready and module_available("peft"),  # peft applies them
     )
 
 
@@ -127,7 +136,46 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
         ) from None
     model.eval()
     context = int(model.config.max_position_embeddings)
+    if request.adapters:
+        model = _with_adapters(model, request.adapters)
     return SessionHandle(NAME, "transformers", "cpu", (model, tokenizer), context_length=context)
+
+
+@hookimpl
+def phi3_convert_adapter(
+    artifact: Artifact, adapter: LoraAdapter, output_dir: Path, progress: Progress
+) -> Mapping[str, Any]:
+    progress(f"writing adapter {adapter.name!r} as a canonical peft folder")
+    write_peft_folder(adapter, output_dir)
+    return {"rank": adapter.rank}
+
+
+def _with_adapters(model: Any, adapters: Mapping[str, PreparedAdapter]) -> Any:
+    """``model`` as a PeftModel holding every adapter under its name (the base stays unmerged)."""
+    import peft
+
+    peft_model: Any = None
+    for name, prepared in adapters.items():
+        if prepared.path is None:  # phi3 always converts for this backend (it has the hook)
+            raise AdapterError(f"adapter {name!r} was not converted for backend {NAME}")
+        if peft_model is None:
+            peft_model = peft.PeftModel.from_pretrained(model, str(prepared.path), adapter_name=name)
+        else:
+            peft_model.load_adapter(str(prepared.path), adapter_name=name)
+    peft_model.eval()
+    return peft_model
+
+
+def _adapter_scope(model: Any, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+    """Within it, ``model`` computes with exactly ``adapter`` (None: the base model)."""
+    import peft
+
+    if not isinstance(model, peft.PeftModel):
+        return contextlib.nullcontext()
+    if adapter is None:
+        return model.disable_adapter()  # type: ignore[no-any-return]
+    model.set_adapter(adapter)
+    return contextlib.nullcontext()
 
 
 @hookimpl
@@ -228,7 +276,7 @@ def _stream(model: Any, tokenizer: Any, ids: Any, config: GenerationConfig, proc
         try:
             if config.seed is not None:
                 torch.manual_seed(config.seed)
-            with torch.inference_mode():
+            with torch.inference_mode(), _adapter_scope(model, config.adapter):
                 model.generate(
                     ids,
                     attention_mask=torch.ones_like(ids),
