@@ -24,6 +24,10 @@ Structured output: every kind your backend declares (``BackendInfo.structured_ou
 on every schema of :mod:`phi3.testing.structured` over greedy and many seeded samples (the output
 parses and validates with ``jsonschema``), and every kind it does not declare must be refused with
 ``UnsupportedError`` before decoding. ``structured_max_tokens`` bounds each constrained decode.
+
+LoRA adapters (:mod:`phi3.testing.adapter_suite`): a backend that declares ``adapters`` gives the
+fp32 merged reference's greedy ids on its high-fidelity precisions and never leaks one adapter into
+the next request; one that does not refuses them with ``AdapterError``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import pytest
 import phi3
 from phi3.plugins import get_registry
 from phi3.testing import structured
+from phi3.testing.adapter_suite import AdapterConformanceTests
 from phi3.testing.overrides import OVERRIDE_ATTRIBUTE
 from phi3.types import CONSTRAINT_KINDS, BackendStatus, ConstraintKind, GenerationResult
 
@@ -64,7 +69,7 @@ PROMPT = "The quick brown fox"
 MESSAGES = [{"role": "user", "content": "Hello, who are you?"}]
 
 
-class BackendConformanceSuite:
+class BackendConformanceSuite(AdapterConformanceTests):
     """Standard tests for a backend; configure with the class attributes below."""
 
     backend: ClassVar[str]
@@ -107,6 +112,8 @@ class BackendConformanceSuite:
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "precision" in metafunc.fixturenames:
             metafunc.parametrize("precision", self._precisions())
+        if "adapter_precision" in metafunc.fixturenames:
+            metafunc.parametrize("adapter_precision", self._exact())
 
     @classmethod
     def load(cls, model: Path, precision: str | None = None, **options: Any) -> phi3.Model:
