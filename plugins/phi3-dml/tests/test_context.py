@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import phi3
 import pytest
+from phi3.options import validate_options
 
 from conftest import PROMPT, LoadDml
-from phi3_dml import session
+from phi3_dml import plugin, session
 
 GIB = 1024**3
 PHI3_MINI_128K_FP16 = 32 * 2 * 32 * 96 * 2  # bytes of KV cache per token: 393216
@@ -41,8 +42,9 @@ def test_asking_for_more_than_fits_names_the_memory() -> None:
 
 @pytest.mark.parametrize("bad", [0, 1, True, "4k", 3.5])
 def test_context_length_must_be_a_token_count(bad: object) -> None:
-    with pytest.raises(phi3.ConfigError, match="context_length must be"):
-        session._context(bad, 4096, 100, None, True)
+    """Checked by phi3 against the backend's option spec, before any hook runs."""
+    with pytest.raises(phi3.ConfigError, match=r"context_length=.* is not allowed: it takes a whole number >= 2"):
+        validate_options(plugin.phi3_backend_info(), {"context_length": bad})
 
 
 def test_a_user_context_is_reported_and_enforced(load_dml: LoadDml) -> None:

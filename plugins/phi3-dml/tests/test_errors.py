@@ -16,6 +16,7 @@ from phi3.types import Artifact, LoadRequest, ModelSource, QuantizeRequest
 
 from conftest import PROMPT, LoadDml
 from phi3_dml import builder, probe, providers, session
+from phi3_dml.options import max_threads
 
 
 def _quick_refusal(
@@ -49,12 +50,16 @@ def _built_files() -> set[Path]:
         ("bf16", {}, "bf16 cannot be built for execution_provider=cpu.*no bf16 kernels"),
         ("fp32", {"execution_provider": "dml"}, "fp32 cannot be built for execution_provider=dml.*invalid"),
         ("int8", {"execution_provider": "dml"}, "int8 cannot be built for execution_provider=dml"),
-        ("int4", {"execution_provider": "tpu"}, "execution_provider must be one of cpu, dml, cuda"),
-        ("int4", {"block_size": 48}, "block_size must be one of 16, 32, 64, 128, 256"),
-        ("int4", {"accuracy_level": 7}, "accuracy_level must be one of"),
-        ("fp16", {"block_size": 32}, "block_size and accuracy_level apply to int4/int8"),
-        ("int4", {"lm_head": "fp8"}, "lm_head must be one of int4, int8"),
-        ("int8", {"lm_head": "int8"}, "lm_head applies to int4 only"),
+        (
+            "int4",
+            {"execution_provider": "tpu"},
+            "execution_provider='tpu' is not allowed: it takes one of cpu, dml, cuda",
+        ),
+        ("int4", {"block_size": 48}, "block_size=48 is not allowed: it takes one of 16, 32, 64, 128, 256"),
+        ("int4", {"accuracy_level": 7}, "accuracy_level=7 is not allowed: it takes one of 0, 1, 2, 3, 4"),
+        ("fp16", {"block_size": 32}, "block_size applies to precision int4 or int8 only, not fp16"),
+        ("int4", {"lm_head": "fp8"}, "lm_head='fp8' is not allowed: it takes one of int4, int8"),
+        ("int8", {"lm_head": "int8"}, "lm_head applies to precision int4 only, not int8"),
     ],
 )
 def test_refused_builds_fail_fast(
@@ -112,11 +117,14 @@ def test_bad_device_names_and_load_options(load_dml: LoadDml) -> None:
         session.load(_request(artifact, "cpu:1"))
     with pytest.raises(phi3.ConfigError, match="provider_options apply to dml and cuda"):
         session.load(_request(artifact, "cpu", provider_options={"enable_graph_capture": "0"}))
-    with pytest.raises(phi3.ConfigError, match="intra_op_num_threads"):
-        session.load(_request(artifact, "cpu", intra_op_num_threads=0))
-    for too_many in (session.max_threads() + 1, 100_000):  # ONNX Runtime would start them all and hang
-        with pytest.raises(phi3.ConfigError, match="logical CPUs"):
-            session.load(_request(artifact, "cpu", intra_op_num_threads=too_many))
+    # values are checked by phi3 against the backend's option specs, before the backend is called
+    with pytest.raises(phi3.ConfigError, match="intra_op_num_threads=0 is not allowed"):
+        phi3.load(artifact.path, backend="dml", device="cpu", intra_op_num_threads=0)
+    for too_many in (max_threads() + 1, 100_000):  # ONNX Runtime would start them all and hang
+        with pytest.raises(phi3.ConfigError, match=f"<= {max_threads()}.*logical CPUs"):
+            phi3.load(artifact.path, backend="dml", device="cpu", intra_op_num_threads=too_many)
+    with pytest.raises(phi3.ConfigError, match=r"provider_options=.* is not allowed: it takes a mapping"):
+        phi3.load(artifact.path, backend="dml", device="cpu", provider_options=["enable_graph_capture"])
 
 
 @pytest.fixture

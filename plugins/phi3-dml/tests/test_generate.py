@@ -52,7 +52,7 @@ def test_streaming_yields_each_token_and_the_first_chunk_counts_the_prompt(load_
     from phi3_dml.generate import generate
 
     model = load_dml("int4")
-    chunks = list(generate(model.session, PROMPT, GenerationConfig(max_new_tokens=6, ignore_eos=True)))
+    chunks = list(generate(model.session.native, PROMPT, GenerationConfig(max_new_tokens=6, ignore_eos=True)))
     # one chunk per token, then at most one with no token: text the decoder held back (an unfinished
     # character) until the end
     assert [len(c.token_ids) for c in chunks[:6]] == [1] * 6

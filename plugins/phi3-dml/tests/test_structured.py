@@ -87,15 +87,13 @@ def test_tools_are_refused_not_mangled(load_dml: LoadDml) -> None:
     "cannot render. Red = upstream passes them as given: set BackendInfo.chat_template_tools for dml.",
 )
 def test_tools_reach_the_template_upstream(tiny_phi3: Path, tmp_path: Path) -> None:
-    from phi3_dml.session import apply_chat_template
-
     checkpoint = with_chat_template(tiny_phi3, tmp_path / "tiny-tools", TOOLS_VARIABLE_TEMPLATE)
     with phi3.load(checkpoint, backend="dml", device="cpu", precision="fp32") as model:
         plain = model.apply_chat_template(MESSAGES)
         if plain != "<|user|>\nHi<|end|>\n<|assistant|>\n":  # the template itself works without tools
             pytest.fail(f"the test template renders {plain!r} without tools: the setup is wrong, not upstream")
         with upstream_bug(phi3.ConfigError, match=r"Trying to access property ''name'' on null"):
-            rendered = apply_chat_template(model.session, MESSAGES, TEMPLATE_TOOLS)
+            rendered = model.session.native.apply_chat_template(MESSAGES, TEMPLATE_TOOLS)
         assert rendered == "<|system|>\ntools: get_weather add<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
 
 

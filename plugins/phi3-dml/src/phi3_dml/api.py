@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     import phi3
 
 
-def teacher_forced_logprobs(model: phi3.Model, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
-    """Log-probabilities ``[len(input_ids), vocab]`` of a phi3-dml model from ONE prefill.
+def teacher_forced_logprobs(
+    model: phi3.Model, input_ids: Sequence[int], adapter: str | None = None
+) -> npt.NDArray[np.float32]:
+    """Log-probabilities ``[len(input_ids), vocab]`` of a phi3-dml model from ONE prefill
+    (``adapter``: one of the LoRA adapters the model was loaded with; None: the base model).
 
     Row ``i`` scores the token after ``input_ids[: i + 1]``: ONNX Runtime GenAI returns the whole
     ``[1, len, vocab]`` logits of a prefill through ``Generator.get_output("logits")``.
@@ -31,6 +34,8 @@ def teacher_forced_logprobs(model: phi3.Model, input_ids: Sequence[int]) -> npt.
     params = og.GeneratorParams(runtime.model)
     params.set_search_options(max_length=len(input_ids) + 1, do_sample=False)
     generator = og.Generator(runtime.model, params)
+    if adapter is not None:
+        generator.set_active_adapter(runtime.adapters, adapter)
     try:
         generator.append_tokens(np.asarray(list(input_ids), dtype=np.int32))
         logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]

@@ -30,7 +30,7 @@ from phi3.errors import (
 )
 from phi3.types import Progress, QuantizeRequest
 
-from phi3_dml import compat, probe, targets
+from phi3_dml import compat, lora, probe, targets
 
 SCRATCH = ".builder-scratch"
 LAYER_LINE = re.compile(r"Reading (?:decoder )?layer (\d+)")
@@ -295,6 +295,8 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
         shutil.rmtree(scratch, ignore_errors=True)
     progress(f"writing configs that onnxruntime-genai >= {compat.OLDEST_RUNTIME} reads")
     report = compat.downlevel_artifact(output_dir, source, builder_version)
+    progress("writing the graph with LoRA adapter inputs")
+    adapter_ready = lora.add_lora_graph(output_dir, hf_config)
     genai = json.loads((output_dir / "genai_config.json").read_text(encoding="utf-8"))
     model = genai.get("model", {})
     return {
@@ -308,6 +310,7 @@ def quantize(request: QuantizeRequest, output_dir: Path, progress: Progress) -> 
         "vocab_size": model.get("vocab_size"),
         "longrope_switch": longrope_switch(hf_config),
         **report.manifest_fields(),
+        **adapter_ready,
     }
 
 

@@ -11,20 +11,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from phi3.errors import ConfigError, PromptTooLongError
+from phi3.errors import AdapterError, ConfigError, PromptTooLongError
 from phi3.generation_config import GenerationConfig
 from phi3.integrations.detokenize import IncrementalDecoder
-from phi3.types import Chunk, SessionHandle
+from phi3.types import Chunk
 
 from phi3_dml import guidance
+from phi3_dml.runtime import Runtime
 from phi3_dml.search_options import search_options
-from phi3_dml.session import Runtime
 
 
-def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+def generate(runtime: Runtime, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
     """Validate, then return the lazy token stream."""
-    runtime: Runtime | None = session.native
-    if runtime is None or runtime.model is None:
+    if runtime.model is None:
         raise ConfigError("this model has been unloaded; load it again")
     ids = runtime.encode(prompt)
     if not ids:
@@ -48,11 +47,33 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
     context = runtime.context_length or len(ids) + config.max_new_tokens
     params.set_search_options(**search_options(config, len(ids), context))
     guidance.apply(params, config.output_constraint)
+    adapter = _adapter(runtime, config)
     generator = guidance.generator(runtime.og, runtime.model, params, config.output_constraint)
-    return _stream(runtime, ids, config, params, generator)
+    _activate(runtime, generator, adapter)
+    return _stream(runtime, ids, config, params, generator, adapter)
 
 
-def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: Any, generator: Any) -> Iterator[Chunk]:
+def _adapter(runtime: Runtime, config: GenerationConfig) -> str | None:
+    """The LoRA adapter this generation uses (phi3 has checked the name is one the model loaded)."""
+    adapter = getattr(config, "adapter", None)
+    if adapter is not None and runtime.adapters is None:
+        raise AdapterError(
+            f"adapter {adapter!r} is not loaded: this model was loaded without adapters",
+            hint="load it with adapters={...} (phi3 generate --adapter NAME=PATH)",
+        )
+    return adapter
+
+
+def _activate(runtime: Runtime, generator: Any, adapter: str | None) -> None:
+    """Each generation gets a fresh ``og.Generator``: with no adapter set it runs the graph's rank-0
+    default (the base model), so nothing carries over from the previous request."""
+    if adapter is not None:
+        generator.set_active_adapter(runtime.adapters, adapter)
+
+
+def _stream(
+    runtime: Runtime, ids: list[int], config: GenerationConfig, params: Any, generator: Any, adapter: str | None
+) -> Iterator[Chunk]:
     og = runtime.og
     # Under a grammar the recompute below would feed the output so far back as prompt, and the
     # grammar would start over: a constrained generation runs straight through the switch.
@@ -73,6 +94,7 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, params: 
                 # search options). Tracked by test_longrope_crossing_still_needs_a_recompute.
                 del generator
                 generator = og.Generator(runtime.model, params)
+                _activate(runtime, generator, adapter)
                 generator.append_tokens(np.asarray(tokens, dtype=np.int32))
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])

@@ -1,24 +1,29 @@
 """The phi3 hooks of the dml backend (entry point ``dml = "phi3_dml.plugin"``) and its cheap probe.
 
+The backend is an engine object (:class:`phi3_dml.engine.DmlEngine`) that ``phi3_load`` returns
+through :func:`phi3.engine_hooks.engine_session`; generation, chat templates and unloading are
+phi3's forwarding hooks, re-exported below. Options are typed specs (:mod:`phi3_dml.options`) that
+phi3 validates before any hook runs.
+
 This module must stay importable without onnxruntime, torch or transformers: ``phi3 list-backends``
 imports it for every listing. Each heavy hook imports its module lazily.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phi3 import hookimpl, probing
-from phi3.generation_config import GenerationConfig
+from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload  # noqa: F401
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.types import (
     CONSTRAINT_KINDS,
+    Artifact,
     BackendInfo,
     BackendStatus,
-    ChatMessage,
-    Chunk,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -27,8 +32,10 @@ from phi3.types import (
     SessionHandle,
 )
 
-from phi3_dml import ARTIFACT_FORMAT, BACKEND_NAME, ENGINE_NAME, probe, providers, targets
-from phi3_dml.session import LOAD_OPTIONS
+from phi3_dml import ARTIFACT_FORMAT, BACKEND_NAME, ENGINE_NAME, options, probe, providers, targets
+
+if TYPE_CHECKING:
+    from phi3.adapters import LoraAdapter
 
 DESCRIPTION = "ONNX Runtime GenAI: DirectML GPUs on Windows, the CPU provider elsewhere, CUDA when installed"
 
@@ -48,33 +55,33 @@ def _detail(installation: probe.Installation, devices: list[DeviceInfo]) -> str:
     return "; ".join(parts)
 
 
+def _missing(installation: probe.Installation) -> BackendInfo:
+    package = probe.DIRECTML_PACKAGE if probing.is_windows() else probe.CPU_PACKAGE
+    detail = f"onnxruntime-genai is not installed: pip install {package}"
+    engine = EngineInfo(
+        ENGINE_NAME, "model builder + og.Generator", available=False, detail=detail, artifact_format=ARTIFACT_FORMAT
+    )
+    return BackendInfo(
+        name=BACKEND_NAME,
+        description=DESCRIPTION,
+        engines=(engine,),
+        devices=(),
+        precisions=targets.PRECISIONS,
+        status=BackendStatus.MISSING_DEPENDENCY,
+        detail=detail,
+        library_versions=installation.library_versions,
+        options=options.options(),
+        api_version=PLUGIN_API_VERSION,
+        adapters=True,
+    )
+
+
 @hookimpl
 def phi3_backend_info() -> BackendInfo:
     """Cheap: distribution metadata and device nodes only (see :mod:`phi3_dml.probe`)."""
     installation = probe.installation()
     if installation.runtime is None:
-        package = probe.DIRECTML_PACKAGE if probing.is_windows() else probe.CPU_PACKAGE
-        detail = f"onnxruntime-genai is not installed: pip install {package}"
-        return BackendInfo(
-            name=BACKEND_NAME,
-            description=DESCRIPTION,
-            engines=(
-                EngineInfo(
-                    ENGINE_NAME,
-                    "model builder + og.Generator",
-                    available=False,
-                    detail=detail,
-                    artifact_format=ARTIFACT_FORMAT,
-                ),
-            ),
-            devices=(),
-            precisions=targets.PRECISIONS,
-            status=BackendStatus.MISSING_DEPENDENCY,
-            detail=detail,
-            library_versions=installation.library_versions,
-            artifact_options=targets.ARTIFACT_OPTIONS,
-            api_version=PLUGIN_API_VERSION,
-        )
+        return _missing(installation)
     devices = providers.cheap_devices(installation)
     return BackendInfo(
         name=BACKEND_NAME,
@@ -87,8 +94,7 @@ def phi3_backend_info() -> BackendInfo:
         status=BackendStatus.AVAILABLE,
         detail=_detail(installation, devices),
         library_versions=installation.library_versions,
-        artifact_options=targets.ARTIFACT_OPTIONS,
-        load_options=LOAD_OPTIONS,
+        options=options.options(),
         api_version=PLUGIN_API_VERSION,
         # set_guidance (llguidance) in every runtime phi3-dml supports; a session narrows this to
         # nothing where the installed runtime's guidance does not work (phi3_dml.guidance.enforced)
@@ -96,6 +102,7 @@ def phi3_backend_info() -> BackendInfo:
         # not chat_template_tools: onnxruntime-genai's template engine hands the template tools in a
         # shape of its own ({name, description, parameters}; tool['function'] is null), so a template
         # written for OpenAI's tools fails to render (test_structured.py, strict xfail)
+        adapters=True,  # multi-LoRA through og.Adapters on every artifact's model.lora.onnx (phi3_dml.lora)
     )
 
 
@@ -115,30 +122,18 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
 
 
 @hookimpl
+def phi3_convert_adapter(
+    artifact: Artifact, adapter: LoraAdapter, output_dir: Path, progress: Progress
+) -> Mapping[str, Any]:
+    from phi3_dml.adapters import convert
+
+    return convert(artifact, adapter, output_dir, progress)
+
+
+@hookimpl
 def phi3_load(request: LoadRequest) -> SessionHandle:
     from phi3_dml.session import load
 
-    return load(request)
-
-
-@hookimpl
-def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-    from phi3_dml.generate import generate
-
-    return generate(session, prompt, config)
-
-
-@hookimpl
-def phi3_apply_chat_template(
-    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None
-) -> str:
-    from phi3_dml.session import apply_chat_template
-
-    return apply_chat_template(session, messages, tools)
-
-
-@hookimpl
-def phi3_unload(session: SessionHandle) -> None:
-    from phi3_dml.session import unload
-
-    unload(session)
+    engine = load(request)
+    # what this session really enforces (nothing where the installed runtime's guidance does not work)
+    return dataclasses.replace(engine_session(BACKEND_NAME, engine), structured_output=engine.structured_output)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,52 +24,12 @@ from typing import Any
 from phi3 import probing
 from phi3.cache import rebuild_hint
 from phi3.errors import ArtifactError, BackendError, BackendUnavailableError, ConfigError, DeviceNotFoundError
-from phi3.types import ChatMessage, LoadRequest, SessionHandle
+from phi3.types import LoadRequest
 
-from phi3_dml import BACKEND_NAME, compat, guidance, probe, providers
-
-LOAD_OPTIONS = ("provider_options", "intra_op_num_threads", "context_length")
-"""Backend options ``phi3_load`` accepts: extra execution-provider options for dml/cuda (e.g.
-``{"enable_graph_capture": "0"}``, which works around DirectML drivers that replay captured graphs
-wrongly), the CPU thread count, and the context (tokens) phi3 lets one generation reach."""
+from phi3_dml import adapters, compat, guidance, probe, providers
+from phi3_dml.engine import DmlEngine
 
 GIB = 1024**3
-
-
-@dataclass
-class Runtime:
-    """The live objects and the facts about them that generation needs."""
-
-    og: ModuleType
-    model: Any
-    tokenizer: Any
-    context_length: int
-    eos_ids: frozenset[int]
-    bos_id: int | None
-    add_bos: bool
-    chat_template: str | None
-    runtime_version: str
-    longrope_switch: int | None = None
-    """LongRoPE's original_max_position_embeddings, where the graph switches RoPE tables (or None)."""
-    detokenizer: Any = None
-    """The artifact's tokenizer.json in the ``tokenizers`` library, which output text is decoded with.
-
-    Workaround for onnxruntime-genai 0.18.0: its tokenizer (ort-extensions) drops every character
-    after a byte-fallback token that does not complete a UTF-8 sequence ([<0xC7>, "u", <0xF9>, "u"]
-    decodes to "\ufffd", not "\ufffdu\ufffdu"), in ``decode`` and in its stream decoder alike.
-    ``tests/test_detokenize.py::test_runtime_decoder_still_drops_text_after_an_invalid_byte_upstream``
-    turns red when it stops; then decode with the runtime again."""
-
-    def decode(self, ids: Sequence[int]) -> str:
-        if self.detokenizer is not None:
-            return str(self.detokenizer.decode(list(ids), skip_special_tokens=True))
-        return str(self.tokenizer.decode(list(ids)))
-
-    def encode(self, text: str) -> list[int]:
-        ids = [int(i) for i in self.tokenizer.encode(text)]
-        if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
-            ids.insert(0, self.bos_id)
-        return ids
 
 
 def _detokenizer(folder: Path) -> Any:
@@ -142,7 +100,7 @@ def _check_files(folder: Path, genai: Mapping[str, Any], manifest: Mapping[str, 
             raise ArtifactError(f"the artifact {folder} is missing {name}", hint=_fix(folder))
 
 
-def _translate(exc: Exception, folder: Path, device: providers.Device, key: str) -> Exception:
+def _translate(exc: Exception, folder: Path, device: providers.Device) -> Exception:
     """A phi3 error for a runtime failure while opening the model."""
     text = " ".join(str(exc).split())
     if "not been built with DML" in text or "not been built with CUDA" in text:
@@ -248,8 +206,7 @@ def _context(
     default the model's whole context where the KV cache for it fits in the available memory (CPU
     provider only: GPU memory is not measured), else the largest multiple of 1024 tokens that fits.
     """
-    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 2):
-        raise ConfigError(f"context_length must be a whole number of tokens >= 2, got {requested!r}")
+    # the type and lower bound are checked by phi3 (phi3_dml.options.OPTIONS); the model's length here
     if model_context and requested is not None and requested > model_context:
         raise ConfigError(
             f"context_length={requested} is longer than this model's context ({model_context} tokens)",
@@ -274,39 +231,42 @@ def _context(
     )
 
 
-def max_threads() -> int:
-    """The most intra-op threads worth starting: the CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _load_options(options: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
+    """provider_options (as the runtime takes them: text) and the thread count, both checked by phi3."""
     provider_options = options.get("provider_options") or {}
-    if not isinstance(provider_options, Mapping) or not all(isinstance(k, str) for k in provider_options):
-        raise ConfigError(f"provider_options must be a mapping of option names to values, got {provider_options!r}")
-    threads = options.get("intra_op_num_threads")
-    most = max_threads()
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= most):
-        # ONNX Runtime starts every thread it is told to: 100000 of them hangs the process for minutes
-        raise ConfigError(
-            f"intra_op_num_threads must be a whole number from 1 to {most} (this machine's logical CPUs), "
-            f"got {threads!r}"
-        )
-    return {k: str(v) for k, v in provider_options.items()}, threads
+    return {k: str(v) for k, v in provider_options.items()}, options.get("intra_op_num_threads")
 
 
-def load(request: LoadRequest) -> SessionHandle:
-    """Open the artifact on the requested device; report the provider really used."""
+def _open(og: ModuleType, folder: Path, device: providers.Device, options: Mapping[str, Any], graph: str | None) -> Any:
+    """``og.Model`` on ``device``; ``graph``: the decoder file to load instead of genai_config's."""
+    provider_options, threads = _load_options(options)
+    try:
+        config = og.Config(str(folder))
+        providers.configure(config, device, provider_options)
+        decoder: dict[str, Any] = {}
+        if threads is not None:
+            decoder["session_options"] = {"intra_op_num_threads": threads}
+        if graph is not None:
+            decoder["filename"] = graph
+        if decoder:
+            config.overlay(json.dumps({"model": {"decoder": decoder}}))
+        return og.Model(config)
+    except ConfigError:
+        raise
+    except RuntimeError as exc:
+        raise _translate(exc, folder, device) from exc
+
+
+def load(request: LoadRequest) -> DmlEngine:
+    """Open the artifact on the requested device (with its LoRA adapters); report the provider really used."""
     device = providers.parse_device(request.device)
-    provider_options, threads = _load_options(request.options)
     artifact = request.artifact
     folder, key, manifest = artifact.path, artifact.key, artifact.manifest
     genai = _read_json(folder / "genai_config.json", key)
     _check_files(folder, genai, manifest, key)
     tokenizer_config = _read_json(folder / "tokenizer_config.json", key)
     providers.check_artifact_target(device, manifest.get("execution_provider"), artifact.precision)
+    graph = adapters.graph_for(artifact, request.adapters)
     genai_model: dict[str, Any] = genai["model"] if isinstance(genai.get("model"), dict) else {}
     model_context = int(genai_model.get("context_length") or manifest.get("context_length") or 0)
     context, context_source = _context(
@@ -319,40 +279,27 @@ def load(request: LoadRequest) -> SessionHandle:
     og = import_runtime()
     compat.check_runtime(manifest, og.__version__, key)
     providers.check_available(device, og)
+    model = _open(og, folder, device, request.options, graph)
     try:
-        config = og.Config(str(folder))
-        providers.configure(config, device, provider_options)
-        if threads is not None:
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        model = og.Model(config)
         tokenizer = og.Tokenizer(model)
-    except ConfigError:
-        raise
     except RuntimeError as exc:
-        raise _translate(exc, folder, device, key) from exc
-    model_section = genai.get("model", {})
-    eos = model_section.get("eos_token_id")
-    eos_ids = frozenset(int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None)
-    bos = model_section.get("bos_token_id")
-    runtime = Runtime(
+        raise _translate(exc, folder, device) from exc
+    eos = genai_model.get("eos_token_id")
+    bos = genai_model.get("bos_token_id")
+    return DmlEngine(
         og=og,
         model=model,
         tokenizer=tokenizer,
-        context_length=context,
-        eos_ids=eos_ids,
+        context_length=context or None,
+        eos_ids=frozenset(int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None),
         bos_id=int(bos) if isinstance(bos, int) else None,
         add_bos=_adds_bos(folder, tokenizer_config),
         chat_template=_chat_template(folder, tokenizer_config),
         runtime_version=og.__version__,
         longrope_switch=_longrope_switch(manifest),
         detokenizer=_detokenizer(folder),
-    )
-    return SessionHandle(
-        backend=BACKEND_NAME,
-        engine=request.engine,
+        adapters=adapters.load_all(og, model, request.adapters),
         device=device.name,
-        native=runtime,
-        context_length=context or None,
         # the backend declares every kind; a runtime without working guidance enforces none
         structured_output=guidance.enforced(og, model),
         details={
@@ -360,42 +307,9 @@ def load(request: LoadRequest) -> SessionHandle:
             "runtime": f"onnxruntime-genai {og.__version__}",
             "built_for": manifest.get("execution_provider"),
             "context": f"{context} tokens ({context_source})",
+            **({"adapters": ", ".join(request.adapters)} if request.adapters else {}),
         },
     )
 
 
-def apply_chat_template(
-    session: SessionHandle, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] | None = None
-) -> str:
-    """Render with the model's own template through the runtime tokenizer's template engine;
-    ``tools`` (JSON text, as the runtime takes them) reach the template's ``tools`` variable."""
-    runtime: Runtime = session.native
-    if not runtime.chat_template:
-        raise ConfigError("this model ships no chat template", hint="send a raw prompt instead (phi3 generate --raw)")
-    payload = json.dumps([dict(m) for m in messages], ensure_ascii=False)
-    extra: dict[str, str] = {}
-    if tools is not None:
-        extra["tools"] = json.dumps([dict(tool) for tool in tools], ensure_ascii=False)
-    try:
-        return str(
-            runtime.tokenizer.apply_chat_template(
-                payload, template_str=runtime.chat_template, add_generation_prompt=True, **extra
-            )
-        )
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"the model's chat template failed to render these messages: {' '.join(str(exc).split())}",
-            hint="send a raw prompt instead (phi3 generate --raw)",
-        ) from exc
-
-
-def unload(session: SessionHandle) -> None:
-    """Drop the runtime objects so their native memory is freed now, not at interpreter exit."""
-    runtime: Runtime | None = session.native
-    if runtime is not None:
-        runtime.tokenizer = None
-        runtime.model = None
-    session.native = None
-
-
-__all__ = ["LOAD_OPTIONS", "Runtime", "apply_chat_template", "import_runtime", "load", "unload"]
+__all__ = ["DmlEngine", "import_runtime", "load"]

@@ -1,4 +1,5 @@
-"""Which precision/execution-provider pairs we build, and the artifact options, checked up front.
+"""Which precision/execution-provider pairs we build, checked up front (the options' own values are
+checked by phi3 against :mod:`phi3_dml.options`).
 
 The model builder accepts every ``-p``/``-e`` pair, but some of them produce artifacts that do not
 work, which a user would only find out after minutes of quantizing (checked with builder 0.18.0):
@@ -11,13 +12,6 @@ work, which a user would only find out after minutes of quantizing (checked with
 ``fp16`` for cpu is not on the builder's list either, but it builds and runs correctly (greedy ids
 equal fp32's) on onnxruntime-genai 0.13.1 and 0.18.0; it is allowed because it is the only way to
 check an fp16 graph on a machine without a GPU, and it is slow on CPUs, which the docs say.
-
-The int4/int8 options use the names the builder honours today, ``block_size`` and
-``accuracy_level`` (the old ``int4_block_size``/``int4_accuracy_level`` are only deprecated aliases).
-``lm_head`` (int4 only): ``int4`` (the builder's default: every MatMul int4) or ``int8``, the
-builder's ``matmul_mixed_precision=last_matmul:int8`` (the output projection, the single largest
-and most output-sensitive matrix, kept at int8: closer to fp32, more bytes read per token).
-``benchmarks/TUNING.md`` measures what each costs.
 """
 
 from __future__ import annotations
@@ -28,10 +22,11 @@ from typing import Any
 
 from phi3.errors import ConfigError
 
+from phi3_dml.options import ARTIFACT_OPTIONS as ARTIFACT_SPECS
+from phi3_dml.options import DEFAULT_BLOCK_SIZE, EXECUTION_PROVIDERS, QUANTIZED
+
 PRECISIONS = ("int4", "int8", "fp16", "fp32", "bf16")
 """Everything the backend builds somewhere, best default first."""
-
-EXECUTION_PROVIDERS = ("cpu", "dml", "cuda")
 
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "cpu": ("int4", "int8", "fp16", "fp32"),
@@ -46,15 +41,8 @@ WHY_NOT: dict[tuple[str, str], str] = {
     ("int8", "dml"): "the model builder has no int8 DirectML quantization",
 }
 
-BLOCK_SIZES = (16, 32, 64, 128, 256)
-ACCURACY_LEVELS = (0, 1, 2, 3, 4)
-QUANTIZED = ("int4", "int8")
-
-ARTIFACT_OPTIONS = ("execution_provider", "block_size", "accuracy_level", "lm_head")
+ARTIFACT_OPTIONS = tuple(spec.name for spec in ARTIFACT_SPECS)
 """Backend options that shape the artifact (and so go into the cache key)."""
-
-DEFAULT_BLOCK_SIZE = 32
-LM_HEAD_TYPES = ("int4", "int8")
 
 
 @dataclass(frozen=True)
@@ -80,12 +68,6 @@ class BuildPlan:
         return options
 
 
-def _whole(name: str, value: Any, allowed: tuple[int, ...]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
-
-
 def plan_build(precision: str, options: Mapping[str, Any], default_provider: str) -> BuildPlan:
     """Check ``precision`` and the artifact options; raise ConfigError naming the fix."""
     unknown = sorted(set(options) - set(ARTIFACT_OPTIONS))
@@ -94,10 +76,7 @@ def plan_build(precision: str, options: Mapping[str, Any], default_provider: str
             f"unknown build option(s) {', '.join(unknown)}",
             hint=f"the dml backend builds with: {', '.join(ARTIFACT_OPTIONS)}",
         )
-    provider = options.get("execution_provider", default_provider)
-    if not isinstance(provider, str) or provider.lower() not in EXECUTION_PROVIDERS:
-        raise ConfigError(f"execution_provider must be one of {', '.join(EXECUTION_PROVIDERS)}, got {provider!r}")
-    provider = provider.lower()
+    provider = str(options.get("execution_provider") or default_provider).lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"the dml backend has no precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if precision not in SUPPORTED[provider]:
@@ -108,24 +87,11 @@ def plan_build(precision: str, options: Mapping[str, Any], default_provider: str
             hint=f"for {provider} use precision {' or '.join(SUPPORTED[provider])}"
             + (f"; {precision} works with execution_provider={' or '.join(others)}" if others else ""),
         )
-    block_size = options.get("block_size")
-    accuracy_level = options.get("accuracy_level")
-    if precision in QUANTIZED:
-        block_size = _whole("block_size", block_size if block_size is not None else DEFAULT_BLOCK_SIZE, BLOCK_SIZES)
-        if accuracy_level is not None:
-            accuracy_level = _whole("accuracy_level", accuracy_level, ACCURACY_LEVELS)
-    elif block_size is not None or accuracy_level is not None:
-        raise ConfigError(
-            f"block_size and accuracy_level apply to int4/int8 weights only, not {precision}",
-            hint="drop those options or quantize to int4",
-        )
-    lm_head = options.get("lm_head")
-    if lm_head is not None:
-        if precision != "int4":
-            raise ConfigError(f"lm_head applies to int4 only, not {precision}", hint="drop lm_head or use -p int4")
-        if lm_head not in LM_HEAD_TYPES:
-            raise ConfigError(f"lm_head must be one of {', '.join(LM_HEAD_TYPES)}, got {lm_head!r}")
-        lm_head = None if lm_head == "int4" else lm_head  # int4 is the builder's default: the same build
+    quantized = precision in QUANTIZED
+    block_size = options.get("block_size", DEFAULT_BLOCK_SIZE) if quantized else None
+    accuracy_level = options.get("accuracy_level") if quantized else None
+    lm_head = options.get("lm_head") if precision == "int4" else None
+    lm_head = None if lm_head == "int4" else lm_head  # int4 is the builder's default: the same build
     return BuildPlan(precision, provider, block_size, accuracy_level, lm_head)
 
 
