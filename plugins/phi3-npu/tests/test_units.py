@@ -27,20 +27,32 @@ def test_group_size(options: dict[str, object], widths: tuple[int, int], expecte
     assert resolve_group_size("genai", "int4", options, widths) == expected
 
 
+def _validate(engine: str, precision: str | None, options: dict[str, object]) -> dict[str, object]:
+    """What phi3-core does with the user's options before any hook runs (the backend's declared specs)."""
+    from phi3.options import validate_options
+    from phi3_npu import plugin
+
+    return validate_options(plugin.phi3_backend_info(), options, engine, precision)
+
+
 @pytest.mark.parametrize(
-    ("engine", "precision", "options", "widths", "match"),
+    ("engine", "precision", "options", "match"),
     [
-        ("genai", "int4", {"group_size": 64}, PHI3_MINI, "128, -1"),
-        ("genai", "int4", {"group_size": 128}, TINY, "does not divide"),
-        ("genai", "int8", {"group_size": 128}, PHI3_MINI, "int4 only"),
-        ("npu-library", "int4", {"group_size": -1}, PHI3_MINI, "int4 only"),
+        ("genai", "int4", {"group_size": 64}, "group_size=64 is not allowed: it takes one of auto, 128, -1"),
+        ("genai", "int8", {"group_size": 128}, "applies to precision int4 only, not int8"),
+        ("npu-library", "int4", {"group_size": -1}, "applies to engine genai only, not npu-library"),
     ],
 )
-def test_bad_group_size(
-    engine: str, precision: str, options: dict[str, object], widths: tuple[int, int], match: str
+def test_bad_group_size_is_refused_by_phi3_core(
+    engine: str, precision: str, options: dict[str, object], match: str
 ) -> None:
     with pytest.raises(phi3.ConfigError, match=match):
-        resolve_group_size(engine, precision, options, widths)
+        _validate(engine, precision, options)
+
+
+def test_group_size_128_must_divide_the_model() -> None:
+    with pytest.raises(phi3.ConfigError, match="does not divide"):
+        resolve_group_size("genai", "int4", {"group_size": 128}, TINY)
 
 
 def test_recipe() -> None:
@@ -50,7 +62,9 @@ def test_recipe() -> None:
 
 
 def test_load_options() -> None:
-    settings = resolve_load_options("genai", {"max_prompt_len": "2048", "generate_hint": "best_perf"})
+    checked = _validate("genai", None, {"max_prompt_len": "2048", "generate_hint": "best_perf"})
+    assert checked == {"max_prompt_len": 2048, "generate_hint": "BEST_PERF"}
+    settings = resolve_load_options("genai", checked)
     assert settings == GenAISettings(max_prompt_len=2048, min_response_len=128, hints={"GENERATE_HINT": "BEST_PERF"})
     assert settings.npu_properties() == {"MAX_PROMPT_LEN": 2048, "MIN_RESPONSE_LEN": 128, "GENERATE_HINT": "BEST_PERF"}
     assert resolve_load_options("npu-library", {}) is None
@@ -59,17 +73,22 @@ def test_load_options() -> None:
 @pytest.mark.parametrize(
     ("engine", "options", "match"),
     [
-        ("genai", {"max_prompt_len": 0}, "max_prompt_len"),
-        ("genai", {"min_response_len": True}, "min_response_len"),
-        ("genai", {"prefill_hint": "FAST"}, "DYNAMIC, STATIC"),
-        ("genai", {"ov_config": {"MAX_PROMPT_LEN": 4}}, "-O max_prompt_len"),
-        ("genai", {"ov_config": "not json"}, "mapping"),
-        ("npu-library", {"max_prompt_len": 4}, "takes no load options"),
+        ("genai", {"max_prompt_len": 0}, "max_prompt_len=0 is not allowed: it takes a whole number >= 1"),
+        ("genai", {"min_response_len": True}, "min_response_len=True is not allowed"),
+        ("genai", {"prefill_hint": "FAST"}, "it takes one of DYNAMIC, STATIC"),
+        ("genai", {"ov_config": "not json"}, "it takes a mapping"),
+        ("npu-library", {"max_prompt_len": 4}, "applies to engine genai only, not npu-library"),
     ],
 )
-def test_bad_load_options(engine: str, options: dict[str, object], match: str) -> None:
-    with pytest.raises(phi3.ConfigError, match=match):
-        resolve_load_options(engine, options)
+def test_bad_load_options_are_refused_by_phi3_core(engine: str, options: dict[str, object], match: str) -> None:
+    with pytest.raises(phi3.ConfigError, match=match) as caught:
+        _validate(engine, None, options)
+    assert "\n" not in str(caught.value) and caught.value.hint
+
+
+def test_npu_knobs_have_one_spelling() -> None:
+    with pytest.raises(phi3.ConfigError, match="-O max_prompt_len"):
+        resolve_load_options("genai", {"ov_config": {"MAX_PROMPT_LEN": 4}})
 
 
 def test_token_budget() -> None:

@@ -20,13 +20,14 @@ artifact checks are phi3-openvino's, through its public API (:mod:`phi3_openvino
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from phi3.errors import PromptTooLongError
 from phi3.types import Artifact, ConstraintKind
 from phi3_npu.devices import NPU, resolve_genai_device
-from phi3_npu.options import GenAISettings
+from phi3_npu.options import GENAI_STRUCTURED_OUTPUT, GenAISettings
 from phi3_openvino.api import GenAIEngine as OpenVINOGenAIEngine
 from phi3_openvino.api import context_length
 
@@ -51,22 +52,51 @@ def token_budget(prompt_tokens: int, max_new_tokens: int, context: int | None, s
     return min(max_new_tokens, room)  # >= 1: the prompt fits both limits
 
 
+class NPUPolicy:
+    """What differs on the NPU (a ``DevicePolicy`` for phi3-openvino's public ``GenAIEngine``): the device names
+    phi3-npu accepts, the NPU compile properties, the static-shape token budget, and no structured
+    output claimed on a real NPU."""
+
+    def __init__(self, settings: GenAISettings) -> None:
+        self.settings = settings
+
+    def resolve_device(self, device: str) -> str:
+        return resolve_genai_device(device)
+
+    def compile_properties(self, device: str, ov_config: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+        properties: dict[str, Any] = {"CACHE_DIR": str(cache_dir / "genai"), **ov_config}
+        if device == NPU:
+            properties.update(self.settings.npu_properties())
+        return properties
+
+    def structured_output(self, device: str, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
+        """Nothing on a real NPU: its pipeline (static shapes) runs genai's sampler, grammars included,
+        but phi3 has not seen a grammar hold on an NPU, so it does not claim it. The CPU override
+        enforces what phi3-openvino's genai engine does, within this plugin's declaration
+        (:data:`phi3_npu.options.GENAI_STRUCTURED_OUTPUT`)."""
+        return () if device == NPU else tuple(kind for kind in kinds if kind in GENAI_STRUCTURED_OUTPUT)
+
+    def token_budget(self, prompt_tokens: int, requested: int, model_context: int | None) -> int:
+        return token_budget(prompt_tokens, requested, model_context, self.settings)
+
+
 class GenAIEngine(OpenVINOGenAIEngine):
     """phi3-openvino's LLMPipeline engine compiled for the NPU (or the CPU override), with the NPU's limits.
 
-    Only what differs on the NPU is here: device resolution, the NPU compile properties, and the
-    token budget; pipeline, streaming, decoding and chat templates are phi3-openvino's.
+    Only what differs on the NPU is here (:class:`NPUPolicy`); pipeline, streaming, decoding and
+    chat templates are phi3-openvino's, used through its public API only.
     """
 
     name = "genai"
 
     def __init__(self, artifact: Artifact, device: str, settings: GenAISettings, cache_dir: Path) -> None:
         self.settings = settings
-        super().__init__(artifact, device, dict(settings.ov_config), cache_dir)
-        self.model_context_length = context_length(artifact)
+        model_context = context_length(artifact)
         # The NPU pipeline's KV cache is its context: phi3 reports a stream it ends as "length".
-        model_context = self.model_context_length
-        self.context_length = min(model_context, settings.kv_cache_len) if model_context else settings.kv_cache_len
+        context = min(model_context, settings.kv_cache_len) if model_context else settings.kv_cache_len
+        super().__init__(
+            artifact, device, dict(settings.ov_config), cache_dir, context=context, policy=NPUPolicy(settings)
+        )
         self.details = {
             "ov_config": dict(self.properties),
             "model_context_length": self.model_context_length,
@@ -79,30 +109,9 @@ class GenAIEngine(OpenVINOGenAIEngine):
             },
         }
 
-    def _enforced_structured_output(self, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
-        """Nothing on a real NPU: its pipeline (static shapes) runs genai's sampler, grammars included,
-        but phi3 has not seen a grammar hold on an NPU, so it does not claim it. The CPU override
-        enforces what phi3-openvino's genai engine does, within this plugin's declaration
-        (``plugin.GENAI_STRUCTURED_OUTPUT``)."""
-        from phi3_npu.plugin import GENAI_STRUCTURED_OUTPUT
-
-        return () if self.device == NPU else tuple(kind for kind in kinds if kind in GENAI_STRUCTURED_OUTPUT)
-
-    def _resolve_device(self, device: str) -> str:
-        return resolve_genai_device(device)
-
-    def _properties(self, ov_config: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
-        properties: dict[str, Any] = {"CACHE_DIR": str(cache_dir / "genai"), **ov_config}
-        if self.device == NPU:
-            properties.update(self.settings.npu_properties())
-        return properties
-
-    def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
-        return token_budget(prompt_tokens, requested, self.model_context_length, self.settings)
-
     def count_tokens(self, prompt: str) -> Any:
         """The prompt's token ids (with BOS) as genai's ``TokenizedInputs``; never truncated."""
-        return self._encode(prompt)
+        return self.encode(prompt)
 
 
-__all__ = ["GenAIEngine", "token_budget"]
+__all__ = ["GenAIEngine", "NPUPolicy", "token_budget"]

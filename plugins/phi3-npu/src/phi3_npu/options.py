@@ -1,7 +1,10 @@
-"""The options users pass to the NPU backend (``-O key=value``), checked before any slow work.
+"""The options users pass to the NPU backend (``-O key=value``), declared as typed specs phi3 checks.
 
-Pure Python on purpose: the hooks validate options before importing OpenVINO, optimum or torch,
-so a typo costs milliseconds and ``phi3.hookspecs`` gets its ``ConfigError`` "before heavy work".
+Pure Python on purpose: ``phi3 list-backends`` reads :data:`OPTIONS` without importing OpenVINO,
+and phi3-core validates every value against them (type, range, choices, the engine and precision
+each applies to; :mod:`phi3.options`) before any hook runs, so a typo costs milliseconds. What
+needs the model or several options at once stays here (a group size of 128 must divide the
+model's widths; an NPU knob has one spelling, not a second one inside ``ov_config``).
 
 Artifact option (part of the cache key):
 
@@ -36,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from phi3.errors import ConfigError
+from phi3.options import check_value
+from phi3.types import ConstraintKind, OptionSpec
 
 GENAI = "genai"
 LIBRARY = "npu-library"
@@ -44,10 +49,11 @@ GENAI_FORMAT = "openvino-ir-npu"
 LIBRARY_FORMAT = "hf-checkpoint-npu-library"
 """Artifact formats: each engine has its own, so their artifacts have their own cache keys."""
 PRECISIONS = ("int4", "int8", "fp16")
+GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
+"""What the genai engine enforces on the CPU override: phi3-openvino's genai engine declares the
+same (JSON is refused there, see phi3-openvino's README). A session on a real NPU claims nothing."""
 
-ARTIFACT_OPTIONS = ("group_size",)
 NPU_KNOBS = ("max_prompt_len", "min_response_len", "generate_hint", "prefill_hint")
-LOAD_OPTIONS = (*NPU_KNOBS, "ov_config")
 
 NPU_GROUP_SIZE = 128
 CHANNEL_WISE = -1
@@ -59,38 +65,81 @@ HINTS = {"generate_hint": ("FAST_COMPILE", "BEST_PERF"), "prefill_hint": ("DYNAM
 PROPERTY_NAMES = {name: name.upper() for name in NPU_KNOBS}
 """phi3 option name -> OpenVINO GenAI property name."""
 
+_GENAI_ONLY = (GENAI,)
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "group_size",
+        "choice",
+        "int4 weights in groups of 128 input channels or per output channel (-1), what the NPU compiler "
+        "supports; auto: 128 where it divides the model's widths",
+        default=AUTO,
+        choices=(AUTO, NPU_GROUP_SIZE, CHANNEL_WISE),
+        artifact=True,
+        engines=_GENAI_ONLY,
+        precisions=("int4",),
+    ),
+    OptionSpec(
+        "max_prompt_len",
+        "int",
+        "longest prompt the NPU pipeline is compiled for (MAX_PROMPT_LEN)",
+        default=DEFAULT_MAX_PROMPT_LEN,
+        min=1,
+        engines=_GENAI_ONLY,
+    ),
+    OptionSpec(
+        "min_response_len",
+        "int",
+        "tokens the NPU's KV cache holds beyond the prompt (MIN_RESPONSE_LEN)",
+        default=DEFAULT_MIN_RESPONSE_LEN,
+        min=1,
+        engines=_GENAI_ONLY,
+    ),
+    OptionSpec(
+        "generate_hint",
+        "choice",
+        "how hard the NPU compiler optimizes the decode model",
+        default="FAST_COMPILE",
+        choices=HINTS["generate_hint"],
+        engines=_GENAI_ONLY,
+    ),
+    OptionSpec(
+        "prefill_hint",
+        "choice",
+        "the prefill model's shape strategy",
+        choices=HINTS["prefill_hint"],
+        engines=_GENAI_ONLY,
+    ),
+    OptionSpec(
+        "ov_config",
+        "mapping",
+        "further OpenVINO properties (PROPERTY: value); CACHE_DIR defaults to phi3's cache",
+        engines=_GENAI_ONLY,
+    ),
+)
+"""Every option phi3-npu takes, for ``BackendInfo.options`` (phi3 validates them)."""
+ARTIFACT_OPTIONS = tuple(spec.name for spec in OPTIONS if spec.artifact)
+LOAD_OPTIONS = tuple(spec.name for spec in OPTIONS if not spec.artifact)
 
-def _whole(name: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number of tokens >= 1, got {value!r}")
-    return value
+
+def checked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` coerced by phi3-core's validator against :data:`OPTIONS` (idempotent: phi3 has
+    done it for options that came through ``phi3.load``/``phi3.quantize``)."""
+    specs = {spec.name: spec for spec in OPTIONS}
+    return {k: check_value("npu", specs[k], v) if k in specs else v for k, v in options.items()}
 
 
 def resolve_group_size(engine: str, precision: str, options: Mapping[str, Any], widths: tuple[int, int]) -> int | None:
     """The int4 group size the NPU recipe uses (None where no group size applies).
 
-    ``widths`` are the checkpoint's hidden and intermediate sizes.
+    ``options`` are the artifact options (``group_size`` checked by phi3 against its spec: auto,
+    128 or -1, genai + int4 only); ``widths`` are the checkpoint's hidden and intermediate sizes.
     """
-    requested = options.get("group_size", AUTO)
-    if "group_size" in options and (engine != GENAI or precision != "int4"):
-        raise ConfigError(
-            f"group_size applies to engine {GENAI} with precision int4 only, not {engine} {precision}",
-            hint="the npu-library engine always quantizes per channel",
-        )
     if engine != GENAI or precision != "int4":
         return None
+    requested = checked(options).get("group_size", AUTO)
     divides = all(width % NPU_GROUP_SIZE == 0 for width in widths)
-    if isinstance(requested, str) and requested.strip().lower() == AUTO:
+    if requested == AUTO:
         return NPU_GROUP_SIZE if divides else CHANNEL_WISE
-    if isinstance(requested, str) and requested.strip().lstrip("-").isdigit():
-        requested = int(requested)
-    if requested not in (NPU_GROUP_SIZE, CHANNEL_WISE) or isinstance(requested, bool):
-        raise ConfigError(
-            f"group_size must be {NPU_GROUP_SIZE}, {CHANNEL_WISE} (per channel) or auto for the NPU, got {requested!r}",
-            hint="the NPU compiler supports int4 weights in groups of 128 or per output channel",
-        )
     if requested == NPU_GROUP_SIZE and not divides:
         raise ConfigError(
             f"group_size {NPU_GROUP_SIZE} does not divide the model's widths {widths[0]} and {widths[1]}",
@@ -119,39 +168,28 @@ class GenAISettings:
         return {"MAX_PROMPT_LEN": self.max_prompt_len, "MIN_RESPONSE_LEN": self.min_response_len, **self.hints}
 
 
-def _ov_config(value: Any) -> dict[str, Any]:
-    """phi3-openvino's ``ov_config`` check, plus: NPU knobs belong in phi3 options, not in ov_config."""
-    from phi3_openvino.api import resolve_ov_config
-
-    checked = resolve_ov_config({"ov_config": value})
-    knobs = sorted(name for name in checked if name.upper() in PROPERTY_NAMES.values())
+def _ov_config(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The checked ``ov_config``; NPU knobs belong in phi3 options (one spelling each), not in it."""
+    config = dict(value or {})
+    knobs = sorted(name for name in config if name.upper() in PROPERTY_NAMES.values())
     if knobs:
         spelled = ", ".join(f"-O {name.lower()}=..." for name in knobs)
         raise ConfigError(f"set {', '.join(knobs)} as phi3 options, not inside ov_config", hint=f"use {spelled}")
-    return checked
+    return config
 
 
 def resolve_load_options(engine: str, options: Mapping[str, Any]) -> GenAISettings | None:
-    """Check the load options for ``engine``; the genai settings, or None for the library engine."""
+    """The genai settings from the load options (checked by phi3 against :data:`OPTIONS`, which
+    scopes every one to the genai engine), or None for the library engine."""
     if engine == LIBRARY:
-        if options:
-            raise ConfigError(
-                f"engine {LIBRARY} takes no load options, got {', '.join(sorted(options))}",
-                hint=f"{', '.join(LOAD_OPTIONS)} configure the {GENAI} engine",
-            )
         return None
-    hints: dict[str, str] = {}
-    for name, allowed in HINTS.items():
-        if name in options:
-            value = str(options[name]).strip().upper()
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {options[name]!r}")
-            hints[PROPERTY_NAMES[name]] = value
+    values = checked(options)
+    hints = {PROPERTY_NAMES[name]: str(values[name]) for name in HINTS if name in values}
     return GenAISettings(
-        max_prompt_len=_whole("max_prompt_len", options.get("max_prompt_len", DEFAULT_MAX_PROMPT_LEN)),
-        min_response_len=_whole("min_response_len", options.get("min_response_len", DEFAULT_MIN_RESPONSE_LEN)),
+        max_prompt_len=int(values.get("max_prompt_len", DEFAULT_MAX_PROMPT_LEN)),
+        min_response_len=int(values.get("min_response_len", DEFAULT_MIN_RESPONSE_LEN)),
         hints=hints,
-        ov_config=_ov_config(options.get("ov_config")),
+        ov_config=_ov_config(values.get("ov_config")),
     )
 
 
@@ -160,11 +198,14 @@ __all__ = [
     "ENGINES",
     "GENAI",
     "GENAI_FORMAT",
+    "GENAI_STRUCTURED_OUTPUT",
     "LIBRARY",
     "LIBRARY_FORMAT",
     "LOAD_OPTIONS",
+    "OPTIONS",
     "PRECISIONS",
     "GenAISettings",
+    "checked",
     "resolve_group_size",
     "resolve_load_options",
 ]

@@ -31,7 +31,6 @@ from phi3.probing import installed_versions, is_windows, module_available
 from phi3.types import (
     BackendInfo,
     BackendStatus,
-    ConstraintKind,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -42,12 +41,12 @@ from phi3.types import (
 from phi3_npu._version import __version__
 from phi3_npu.devices import CPU_OVERRIDE, NO_NPU, probe_npus
 from phi3_npu.options import (
-    ARTIFACT_OPTIONS,
     GENAI,
     GENAI_FORMAT,
+    GENAI_STRUCTURED_OUTPUT,
     LIBRARY,
     LIBRARY_FORMAT,
-    LOAD_OPTIONS,
+    OPTIONS,
     PRECISIONS,
     resolve_load_options,
 )
@@ -57,9 +56,6 @@ LIBRARIES = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel
 """Distributions whose versions key the artifact cache (they shape the exported IR)."""
 LIBRARY_ENGINE_LIBRARIES = ("intel-npu-acceleration-library", "torch", "transformers")
 """What the library engine's artifacts depend on instead."""
-GENAI_STRUCTURED_OUTPUT: tuple[ConstraintKind, ...] = ("regex",)
-"""What the genai engine enforces on the CPU override: phi3-openvino's genai engine declares the
-same (JSON is refused there, see phi3-openvino's README)."""
 PRIORITY = 10
 """Above phi3-openvino (0): on a machine with an NPU, ``backend="auto"`` picks the backend the guide
 recommends for AI PCs."""
@@ -132,8 +128,7 @@ def phi3_backend_info() -> BackendInfo:
         detail=detail,
         override_devices=(CPU_OVERRIDE,),
         library_versions=versions,
-        artifact_options=ARTIFACT_OPTIONS,
-        load_options=LOAD_OPTIONS,
+        options=OPTIONS,  # phi3 validates them (types, ranges, engine/precision scope) before any hook runs
         api_version=1,
         priority=PRIORITY,
         chat_template_tools=True,

@@ -26,9 +26,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from phi3.errors import ArtifactError, BackendError, ConfigError, Phi3Error
+from phi3.errors import AdapterError, ArtifactError, BackendError, ConfigError, Phi3Error
 from phi3.generation_config import GenerationConfig
 from phi3.integrations.transformers_generation import longrope_switch
 from phi3.probing import module_available
@@ -66,8 +66,59 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:400] or type(exc).__name__
 
 
+class DevicePolicy(Protocol):
+    """What a device family changes in :class:`GenAIEngine`: the public extension point.
+
+    phi3-openvino's engine uses :class:`OpenVINOPolicy`. A distribution that runs the same pipeline
+    on another device (phi3-npu: the NPU, with its static shapes) passes an object with these four
+    methods as ``GenAIEngine(..., policy=...)`` (subclassing :class:`OpenVINOPolicy` is one way);
+    the engine calls nothing else of it. Every method gets what it needs as arguments, so a policy
+    holds no engine state.
+    """
+
+    def resolve_device(self, device: str) -> str:
+        """The concrete device to compile for (``AUTO`` and friends resolved); raise DeviceNotFoundError."""
+        ...
+
+    def compile_properties(self, device: str, ov_config: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+        """The properties the pipeline is compiled with, from the user's ``ov_config`` (checked)."""
+        ...
+
+    def structured_output(self, device: str, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
+        """The structured-output kinds a session declares, given those the pipeline enforces
+        (narrow them on a device where they are not known to hold)."""
+        ...
+
+    def token_budget(self, prompt_tokens: int, requested: int, model_context: int | None) -> int | None:
+        """New tokens this prompt may get (raise PromptTooLongError when it cannot run), or None to
+        use the engine's own rule (the session's context and, on an NPU, ``MAX_PROMPT_LEN``)."""
+        ...
+
+
+class OpenVINOPolicy:
+    """phi3-openvino's own :class:`DevicePolicy`: OpenVINO's device names, phi3-openvino's compile
+    defaults, every kind the pipeline enforces, the engine's token rule."""
+
+    def resolve_device(self, device: str) -> str:
+        return devices.resolve(device)
+
+    def compile_properties(self, device: str, ov_config: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+        return compile_properties(dict(ov_config), cache_dir)
+
+    def structured_output(self, device: str, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
+        return kinds
+
+    def token_budget(self, prompt_tokens: int, requested: int, model_context: int | None) -> int | None:
+        return None
+
+
 class GenAIEngine:
-    """An ``LLMPipeline`` plus its tokenizer, compiled for one concrete device."""
+    """An ``LLMPipeline`` plus its tokenizer, compiled for one concrete device.
+
+    ``adapters`` (name -> LoRA safetensors file, peft key names, scaling folded into B) are given
+    to the pipeline at construction; each generation then applies exactly the one its config names
+    (``GenerationConfig.adapter``; None = the base model).
+    """
 
     name = "genai"
 
@@ -75,14 +126,18 @@ class GenAIEngine:
         self,
         artifact: Artifact,
         device: str,
-        ov_config: dict[str, Any],
+        ov_config: Mapping[str, Any],
         cache_dir: Path,
         *,
         context: int | None = None,
+        policy: DevicePolicy | None = None,
+        adapters: Mapping[str, Path] | None = None,
     ) -> None:
         check_files(artifact)
-        self.device = self._resolve_device(device)
-        self.properties = self._properties(ov_config, cache_dir)
+        self.policy: DevicePolicy = policy if policy is not None else OpenVINOPolicy()
+        self.adapters: dict[str, Path] = dict(adapters or {})
+        self.device = self.policy.resolve_device(device)
+        self.properties = self.policy.compile_properties(self.device, ov_config, cache_dir)
         self.longrope_switch = longrope_switch(artifact.path)
         self._open_pipeline(artifact)
         self.model_context_length = context_length(artifact)
@@ -92,16 +147,11 @@ class GenAIEngine:
             self._prompt_limit = int(self.properties.get("MAX_PROMPT_LEN", NPU_DEFAULT_MAX_PROMPT_LEN))
         self.details: dict[str, object] = {"ov_config": dict(self.properties)}
 
-    # -- what a subclass (phi3-npu's NPU engine) changes ---------------------------------------
-
-    def _resolve_device(self, device: str) -> str:
-        return devices.resolve(device)
-
-    def _properties(self, ov_config: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
-        return compile_properties(ov_config, cache_dir)
-
     def max_new_tokens(self, prompt_tokens: int, requested: int) -> int:
         """New tokens this prompt leaves room for; PromptTooLongError when it does not fit."""
+        budget_by_policy = self.policy.token_budget(prompt_tokens, requested, self.model_context_length)
+        if budget_by_policy is not None:
+            return budget_by_policy
         return budget(
             prompt_tokens,
             requested,
@@ -111,7 +161,9 @@ class GenAIEngine:
             model_context=self.model_context_length,
         )
 
-    # -- shared --------------------------------------------------------------------------------
+    def encode(self, prompt: str) -> Any:
+        """The prompt's token ids (special tokens added, never truncated) as genai ``TokenizedInputs``."""
+        return self._encode(prompt)
 
     def _grammar_tokenizer(self, artifact: Artifact) -> Any | None:
         """The tokenizer to build the pipeline with so that its grammars are right, or None.
@@ -126,22 +178,20 @@ class GenAIEngine:
             if isinstance(error, ArtifactError):  # a damaged tokenizer file: the pipeline would fail too
                 raise error from exc
             found = GrammarTokenizer(None, f"the grammar vocabulary could not be built: {_one_line(exc)}")
-        self.structured_output: tuple[ConstraintKind, ...] = self._enforced_structured_output(
-            enforced_kinds() if found.tokenizer is not None else ()
+        self.structured_output: tuple[ConstraintKind, ...] = self.policy.structured_output(
+            self.device, enforced_kinds() if found.tokenizer is not None else ()
         )
         self.structured_output_note = found.reason
         return found.tokenizer
-
-    def _enforced_structured_output(self, kinds: tuple[ConstraintKind, ...]) -> tuple[ConstraintKind, ...]:
-        """The kinds this session declares, given those the pipeline can enforce (a subclass narrows)."""
-        return kinds
 
     def _open_pipeline(self, artifact: Artifact) -> None:
         import openvino_genai
 
         extra: dict[str, Any] = {}
-        if self.longrope_switch is not None and devices.kind_of(self.device) != "npu":
+        if (self.longrope_switch is not None or self.adapters) and devices.kind_of(self.device) != "npu":
             extra["scheduler_config"] = no_prefix_cache()
+        if self.adapters:
+            extra["adapters"] = self._load_adapters()
         tokenizer = self._grammar_tokenizer(artifact)
         try:
             if tokenizer is not None:
@@ -154,6 +204,48 @@ class GenAIEngine:
             raise explain_load_failure(artifact, self.device, exc) from exc
         self._tokenizer = self._pipe.get_tokenizer()
         self._busy = threading.Lock()
+
+    def _load_adapters(self) -> Any:
+        """Every adapter as an ``openvino_genai.Adapter``, all given to the pipeline at construction.
+
+        Prefix caching is off in a session with adapters (:func:`no_prefix_cache`): openvino-genai
+        2026.4.1 keys cached KV blocks by tokens only, so a prompt would reuse blocks another adapter
+        (or the base) computed (``test_prefix_cache_mixes_adapters_upstream``).
+        """
+        import openvino_genai
+
+        if devices.kind_of(self.device) == "npu":
+            raise AdapterError(
+                "phi3-openvino runs no LoRA adapters on the NPU (its static pipeline cannot switch them per request)",
+                hint="load with -d CPU or -d GPU, or without --adapter",
+            )
+        self._genai_adapters: dict[str, Any] = {}
+        for name, path in self.adapters.items():
+            try:
+                self._genai_adapters[name] = openvino_genai.Adapter(str(path))
+            except Exception as exc:
+                raise AdapterError(
+                    f"adapter {name!r}: OpenVINO GenAI cannot read {path}: {_one_line(exc)}",
+                    hint="check the adapter folder (adapter_model.safetensors), or drop it",
+                ) from exc
+        return openvino_genai.AdapterConfig(list(self._genai_adapters.values()))
+
+    def adapter_config(self, name: str | None) -> Any:
+        """The ``AdapterConfig`` for one generation: exactly adapter ``name`` (alpha 1: its scaling is
+        already in B, see :func:`phi3.adapters.write_peft_folder`), or none for the base model.
+
+        Always set explicitly: a generation config without one makes genai apply what the pipeline
+        was built with (every adapter at once).
+        """
+        import openvino_genai
+
+        if name is None:
+            return openvino_genai.AdapterConfig()
+        adapter = getattr(self, "_genai_adapters", {}).get(name)
+        if adapter is None:
+            loaded = ", ".join(self.adapters) or "none"
+            raise AdapterError(f"this model has no adapter {name!r}", hint=f"loaded adapters: {loaded}")
+        return openvino_genai.AdapterConfig(adapter, 1.0)
 
     def _encode(self, prompt: str) -> Any:
         try:
@@ -169,6 +261,8 @@ class GenAIEngine:
         prompt_tokens = int(inputs.input_ids.get_shape()[-1])
         max_new = self.max_new_tokens(prompt_tokens, config.max_new_tokens)
         gen_config = to_genai(config, self._pipe.get_generation_config(), max_new)
+        if self.adapters or config.adapter is not None:
+            gen_config.adapters = self.adapter_config(config.adapter)
         pipe = self._pipe
 
         class _Streamer(openvino_genai.StreamerBase):  # type: ignore[misc]
@@ -289,4 +383,4 @@ def _translate(exc: BaseException) -> BaseException:
     )
 
 
-__all__ = ["GenAIEngine", "no_prefix_cache"]
+__all__ = ["DevicePolicy", "GenAIEngine", "OpenVINOPolicy", "no_prefix_cache"]
