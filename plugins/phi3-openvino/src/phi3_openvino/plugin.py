@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from phi3 import hookimpl
+from phi3.adapters import WEIGHTS_FILE, LoraAdapter, write_peft_folder
 from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload  # noqa: F401
-from phi3.errors import ConfigError
+from phi3.errors import AdapterError, ConfigError
 from phi3.integrations import transformers_structured
 from phi3.probing import installed_versions, is_windows, linux_gpus, linux_npus, module_available
 from phi3.types import (
+    Artifact,
     BackendInfo,
     BackendStatus,
     ConstraintKind,
@@ -81,6 +83,9 @@ def _engines() -> tuple[EngineInfo, ...]:
             artifact_format=ARTIFACT_FORMAT,
             # a logits processor (llguidance) in transformers' generate(); none without llguidance
             structured_output=transformers_structured.enforced_kinds(),
+            # optimum-intel compiles the IR's weights as constants and has no LoRA for OpenVINO models:
+            # applying an adapter would mean a merged model per adapter, not a switch per request
+            adapters=False,
         ),
     )
 
@@ -143,6 +148,7 @@ def phi3_backend_info() -> BackendInfo:
         api_version=1,
         chat_template_tools=True,
         sampling=SAMPLING,
+        adapters=True,  # the genai engine (LLMPipeline and continuous batching); see phi3_convert_adapter
     )
 
 
@@ -174,6 +180,30 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
 
 
 @hookimpl
+def phi3_convert_adapter(
+    artifact: Artifact, adapter: LoraAdapter, output_dir: Path, progress: Progress
+) -> Mapping[str, Any]:
+    """A canonical peft folder (:func:`phi3.adapters.write_peft_folder`): OpenVINO GenAI's ``Adapter``
+    reads its safetensors and matches ``base_model.model.<module>`` to the IR's weights by name, which
+    optimum-intel's export keeps (``model.layers.N.self_attn.qkv_proj`` ...), on fp16, int8 and int4
+    IRs alike. The folder has peft's scaling folded into B, so every generation applies it with alpha 1;
+    q/k/v or gate/up adapters of llama-fied fine-tunes arrive fused for Phi-3's fused projections."""
+    progress(f"openvino: writing adapter {adapter.name} for OpenVINO GenAI")
+    write_peft_folder(adapter, output_dir)
+    return {"format": "peft-safetensors", "file": WEIGHTS_FILE, "alpha": 1.0}
+
+
+def _adapter_files(request: LoadRequest) -> dict[str, Path]:
+    """name -> the safetensors file :func:`phi3_convert_adapter` wrote for it."""
+    files: dict[str, Path] = {}
+    for name, prepared in request.adapters.items():
+        if prepared.path is None:
+            raise AdapterError(f"adapter {name!r} was not converted for OpenVINO", hint="load it again")
+        files[name] = prepared.path / WEIGHTS_FILE
+    return files
+
+
+@hookimpl
 def phi3_load(request: LoadRequest) -> SessionHandle:
     """Open the artifact with the requested engine on the resolved device."""
     from phi3_openvino.context import session_context
@@ -183,17 +213,30 @@ def phi3_load(request: LoadRequest) -> SessionHandle:
     if request.engine not in ("genai", "optimum"):
         raise ConfigError(f"phi3-openvino has no engine {request.engine!r}", hint="engines: genai, optimum")
     context = session_context(request.artifact, request.options.get("context_length"))
+    adapters = _adapter_files(request)
+    if adapters and request.engine != "genai":
+        raise AdapterError(
+            f"the {request.engine} engine of openvino cannot apply LoRA adapters", hint="use -e genai (the default)"
+        )
     engine: Any
     if request.engine == "genai" and concurrent > 1:
         from phi3_openvino.batching import BatchingEngine
 
         engine = BatchingEngine(
-            request.artifact, request.device, ov_config, request.cache_dir, concurrent, context=context
+            request.artifact,
+            request.device,
+            ov_config,
+            request.cache_dir,
+            concurrent,
+            context=context,
+            adapters=adapters,
         )
     elif request.engine == "genai":
         from phi3_openvino.genai_engine import GenAIEngine
 
-        engine = GenAIEngine(request.artifact, request.device, ov_config, request.cache_dir, context=context)
+        engine = GenAIEngine(
+            request.artifact, request.device, ov_config, request.cache_dir, context=context, adapters=adapters
+        )
     elif concurrent > 1:
         raise ConfigError(
             f"max_concurrent_generations={concurrent} needs the genai engine (continuous batching)",
