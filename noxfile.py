@@ -130,10 +130,21 @@ def _prebuilt_wheels(session: nox.Session, names: list[str]) -> list[str]:
     return links
 
 
+def _without_torchvision(session: nox.Session) -> None:
+    """Uninstall torchvision after anything that may pull optimum-intel (phi3-openvino, phi3-npu).
+
+    optimum-intel declares torchvision, and with the CPU torch pip picks PyPI's CUDA torchvision, whose
+    native ops cannot load: ``import peft`` (the test kit's LoRA adapters, the reference backend's
+    adapters) then fails with "operator torchvision::nms does not exist". Phi-3 never uses torchvision;
+    pip only warns when it is absent."""
+    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "torchvision")
+
+
 def _install_plugin(session: nox.Session, name: str, extras: str = "test") -> None:
     folder = PLUGINS[name]
     wheels = _prebuilt_wheels(session, [name])
     session.install(*wheels, *_constraints(CORE, folder), f"{CORE}[testing]", *_plugin_requirements(name, extras))
+    _without_torchvision(session)
     _run_setup(session, name)
 
 
@@ -143,6 +154,7 @@ def _install_all(session: nox.Session, present: list[str], setup: bool) -> None:
     requirements = [req for name in present for req in _plugin_requirements(name, extras.get(name, "test"))]
     wheels = _prebuilt_wheels(session, present)
     session.install(*wheels, "-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[testing]", *dict.fromkeys(requirements))
+    _without_torchvision(session)
     if setup:
         for name in present:
             _run_setup(session, name)
@@ -211,6 +223,7 @@ def server(session: nox.Session) -> None:
         "psutil",  # test_soak_short.py samples the server's RSS
         *REAL_CLIENTS,
     )
+    _without_torchvision(session)  # phi3-openvino pulls optimum-intel
     _pytest(session, str(CORE / "tests" / "server"), str(CORE / "tests" / "test_imports.py"))
     _llama_index_clients(session)
 
@@ -409,8 +422,7 @@ def benchmarks(session: nox.Session) -> None:
     _install_all(session, present, setup=False)
     # llama-cpp-python builds llama.cpp from source here (~4 min)
     session.install("-c", str(INTEGRATION_CONSTRAINTS), f"{CORE}[bench,serve]", "llama-cpp-python[server]==0.3.36")
-    # optimum-intel pulls a CUDA torchvision that cannot load next to the CPU torch; Phi-3 never uses it
-    session.run("python", "-m", "pip", "uninstall", "--yes", "torchvision")
+    _without_torchvision(session)
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
 
 
@@ -479,6 +491,7 @@ def browser(session: nox.Session) -> None:
         "httpx",
         PLAYWRIGHT,
     )
+    _without_torchvision(session)  # phi3-openvino pulls optimum-intel
     shutil.rmtree(BROWSER_ARTIFACTS, ignore_errors=True)
     session.env.update({"PHI3_CHROMIUM": chromium, "PHI3_BROWSER_ARTIFACTS": str(BROWSER_ARTIFACTS)})
     _pytest(session, str(CORE / "tests" / "browser"))

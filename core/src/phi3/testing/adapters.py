@@ -107,10 +107,10 @@ def make_lora_adapter(
     any module name of the base). ``strength`` scales the update relative to the base weights.
     Raises RuntimeError when no seed in :data:`SEED_TRIES` gives a discriminating adapter.
     """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    base = _load_base(model_dir)  # first: it hides a broken torchvision, which `import peft` would trip on
     import peft
 
-    model_dir, out = Path(model_dir), Path(out_dir)
-    base = _load_base(model_dir)
     probe = encode_prompt(model_dir, PROBE_PROMPT)
     base_ids, _ = top1_margins(base, probe, PROBE_TOKENS)
     config = peft.LoraConfig(
@@ -175,8 +175,9 @@ def _version(adapter_dir: str | os.PathLike[str]) -> tuple[int, int]:
 def _merged(model_dir: str, adapter_dir: str, version: tuple[int, int]) -> Any:
     """The base with the adapter merged, loaded once per adapter content; ``version`` only keys the cache."""
     del version
+    base = _load_base(Path(model_dir))  # first: it hides a broken torchvision
     import peft
 
-    merged = peft.PeftModel.from_pretrained(_load_base(Path(model_dir)), adapter_dir).merge_and_unload()
+    merged = peft.PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.eval()
     return merged

@@ -152,6 +152,7 @@ def phi3_convert_adapter(
 
 def _with_adapters(model: Any, adapters: Mapping[str, PreparedAdapter]) -> Any:
     """``model`` as a PeftModel holding every adapter under its name (the base stays unmerged)."""
+    hide_broken_torchvision()  # `import peft` fails on a broken torchvision (operator torchvision::nms)
     import peft
 
     peft_model: Any = None
