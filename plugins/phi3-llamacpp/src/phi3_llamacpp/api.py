@@ -23,14 +23,16 @@ def gguf_path(artifact_dir: str | Path) -> Path:
     return Path(artifact_dir) / GGUF_NAME
 
 
-def prefill_logprobs(model: Any, input_ids: Sequence[int]) -> npt.NDArray[np.float32]:
+def prefill_logprobs(model: Any, input_ids: Sequence[int], adapter: str | None = None) -> npt.NDArray[np.float32]:
     """``[len(input_ids), vocab]`` log-probabilities from ONE ``llama_decode`` of ``input_ids``.
 
     ``model`` is a :class:`phi3.Model` (or its ``SessionHandle``) loaded with backend llamacpp.
-    Row ``i`` scores the token after ``input_ids[: i + 1]``. The session's KV cache is cleared.
+    Row ``i`` scores the token after ``input_ids[: i + 1]``, with LoRA ``adapter`` (one the model
+    loaded) or the base model (None). The session's KV cache is cleared.
     """
     import numpy as np
 
+    from phi3_llamacpp.generate import start_fresh
     from phi3_llamacpp.session import _runtime
 
     session = getattr(model, "session", model)
@@ -42,8 +44,7 @@ def prefill_logprobs(model: Any, input_ids: Sequence[int]) -> npt.NDArray[np.flo
         raise PromptTooLongError(f"{len(ids)} tokens do not fit one batch of {runtime.n_batch} / the context")
     lc, llama = runtime.llama_cpp, runtime.llama
     ctx = llama.ctx
-    llama.reset()
-    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    start_fresh(runtime, adapter)
     batch = lc.llama_batch_init(len(ids), 0, 1)
     try:
         for pos, token in enumerate(ids):

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from phi3.errors import BackendError, ConfigError, PromptTooLongError, UnsupportedError
+from phi3.errors import AdapterError, BackendError, ConfigError, PromptTooLongError, UnsupportedError
 from phi3.generation_config import GenerationConfig
 from phi3.types import Chunk, SessionHandle
 from phi3_llamacpp.grammar import Guide
@@ -56,6 +56,11 @@ def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> I
             f"the prompt has {len(ids)} tokens, but this session's context is {runtime.context_length} tokens "
             "(and at least one must be left to generate)",
             hint=runtime.context_hint,
+        )
+    if config.adapter is not None and config.adapter not in runtime.adapters:
+        raise AdapterError(
+            f"no adapter named {config.adapter!r} is loaded",
+            hint=f"use one of: {', '.join(runtime.adapters) or 'none'}",
         )
     matcher = None
     if config.output_constraint is not None:
@@ -108,6 +113,22 @@ def build_sampler(
     seed = config.seed if config.seed is not None else secrets.randbits(32)
     lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
     return chain
+
+
+def start_fresh(runtime: Runtime, adapter: str | None) -> None:
+    """An empty KV cache computed under exactly ``adapter`` (None: the base model).
+
+    Every prefill starts from an empty cache, so no key or value computed under the previous
+    request's adapter (or none) can reach this one; the adapter set is this request's alone.
+    """
+    lc = runtime.llama_cpp
+    ctx = runtime.llama.ctx
+    if runtime.adapters or adapter is not None:
+        from phi3_llamacpp.lora import activate
+
+        activate(lc, ctx, runtime.adapters, adapter)
+    runtime.llama.reset()  # the Llama object's own prefix bookkeeping: this loop owns the context now
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
 
 
 def _decode(runtime: Runtime, ctx: Any, tokens: Sequence[int]) -> None:
@@ -171,8 +192,7 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, matcher:
     budget = min(config.max_new_tokens, runtime.context_length - len(ids))
     produced = 0
     try:
-        llama.reset()  # the Llama object's own prefix bookkeeping: this loop owns the context now
-        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        start_fresh(runtime, config.adapter)
         _decode(runtime, ctx, ids)
         while produced < budget:
             if mask is not None:
@@ -198,4 +218,4 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, matcher:
         lc.llama_sampler_free(chain)
 
 
-__all__ = ["build_sampler", "encode", "generate"]
+__all__ = ["build_sampler", "encode", "generate", "start_fresh"]

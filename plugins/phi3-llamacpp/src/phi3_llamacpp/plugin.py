@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from phi3 import hookimpl
+from phi3.adapters import LoraAdapter
 from phi3.generation_config import GenerationConfig
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.types import (
+    Artifact,
     BackendInfo,
     BackendStatus,
     ChatMessage,
@@ -76,6 +78,7 @@ def phi3_backend_info() -> BackendInfo:
         detail=_detail(install, devices),
         structured_output=enforced_kinds(),
         sampling=SAMPLING,
+        adapters=True,
         **common,
     )
 
@@ -94,6 +97,17 @@ def phi3_quantize(request: QuantizeRequest, output_dir: Path, progress: Progress
     from phi3_llamacpp.quantize import quantize
 
     return quantize(request, output_dir, progress, phi3_home() / "llamacpp-converter")
+
+
+@hookimpl
+def phi3_convert_adapter(
+    artifact: Artifact, adapter: LoraAdapter, output_dir: Path, progress: Progress
+) -> Mapping[str, Any]:
+    """A GGUF LoRA adapter for this base GGUF (see :mod:`phi3_llamacpp.lora`)."""
+    from phi3.cache import phi3_home
+    from phi3_llamacpp.lora import convert_adapter
+
+    return convert_adapter(artifact, adapter, output_dir, phi3_home() / "llamacpp-converter", progress)
 
 
 @hookimpl

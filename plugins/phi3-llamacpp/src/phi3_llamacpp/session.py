@@ -56,6 +56,8 @@ class Runtime:
     """What a too-long prompt's error suggests (a window-limited session names full_attention)."""
     guide: Any = None
     """The session's :class:`phi3_llamacpp.grammar.Guide` (structured output; built lazily)."""
+    adapters: dict[str, Any] = field(default_factory=dict)
+    """LoRA adapters loaded on the model, by name (:func:`phi3_llamacpp.lora.load_adapters`)."""
 
 
 def _positive_int(options: Mapping[str, Any], name: str) -> int | None:
@@ -180,6 +182,16 @@ def load(request: LoadRequest) -> SessionHandle:
             f"llama.cpp could not open {gguf.name} with a {n_ctx}-token context on {device.info.name}{memory}: {exc}",
             hint="pass a smaller n_ctx, free memory, or rebuild the artifact",
         ) from exc
+    if request.adapters:
+        from phi3_llamacpp.lora import load_adapters
+
+        try:
+            loaded = load_adapters(llama_cpp, llama, request.adapters)
+        except BaseException:
+            llama.close()
+            raise
+    else:
+        loaded = {}
     context = min(n_ctx, model_context)
     eos = set(int(i) for i in metadata.get("eos_token_ids", []))
     eos.add(int(llama.token_eos()))
@@ -200,6 +212,7 @@ def load(request: LoadRequest) -> SessionHandle:
         chat_template=chat_template,
         bos_text=_token_text(llama, llama.token_bos()),
         eos_text=_token_text(llama, llama.token_eos()),
+        adapters=loaded,
     )
     if hint:
         runtime.context_hint = hint
@@ -212,6 +225,8 @@ def load(request: LoadRequest) -> SessionHandle:
         "ggml_device": device.ggml_name,
         "rope_factors": _rope_factors(metadata, int(llama.n_ctx())),
     }
+    if loaded:
+        details["lora_adapters"] = ", ".join(loaded)
     if window_limited:
         details["sliding_window"] = f"enforced: the context stops at the {window}-token window"
     elif 0 < window < model_context:
