@@ -279,3 +279,24 @@ def test_batching_adapters_upstream(
     while pipe.has_non_finished_requests():
         pipe.step()
     assert list(handle.read_all()[0].generated_ids) == expected
+
+
+@pytest.mark.parametrize("options", [{}, BATCHING], ids=["llm-pipeline", "continuous-batching"])
+def test_an_adapted_longrope_model_crosses_the_switch_exactly(
+    tmp_path_factory: pytest.TempPathFactory, options: dict[str, Any]
+) -> None:
+    """Phi-3-mini-128k's layout: a generation that crosses the LongRoPE switch runs in two genai calls
+    (see genai_engine); the adapter must be applied to both."""
+    from phi3.testing.parity import parity_prompt
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    root = tmp_path_factory.getbasetemp() / "adapters-longrope"
+    model_dir = make_tiny_phi3(root / "phi3-mini-128k", variant="phi3-mini-128k")
+    adapter = root / "lora"
+    if not adapter.exists():
+        make_lora_adapter(model_dir, adapter, seed=3)
+    prompt = parity_prompt(model_dir, "phi3-mini-128k", "longrope_decode")  # generation crosses the switch
+    expected = reference_adapter_ids(model_dir, adapter, encode_prompt(model_dir, prompt), N)
+    with _load(model_dir, {"tuned": adapter}, **options) as model:
+        assert model.session.native.longrope_switch is not None
+        assert list(model.generate(prompt, max_new_tokens=N, ignore_eos=True, adapter="tuned").token_ids) == expected
