@@ -6,6 +6,7 @@ but discriminating: applied wrongly, or not at all, the greedy ids change).
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,12 @@ def test_the_gguf_adapter_is_what_llama_cpp_expects(tiny_phi3: Path, adapters: d
     import llama_cpp
 
     from phi3_llamacpp.lora import LORA_GGUF_NAME
+    from phi3_llamacpp.session import _runtime
 
     with _load(tiny_phi3, "fp32", {"a": adapters["a"]}) as model:
-        runtime = model.session.native
+        runtime = _runtime(model.session)
         handle = runtime.adapters["a"]
-        buf = __import__("ctypes").create_string_buffer(256)
+        buf = ctypes.create_string_buffer(256)
 
         def meta(key: str) -> str:
             size = llama_cpp.llama_adapter_meta_val_str(handle, key.encode(), buf, len(buf))
@@ -185,3 +187,26 @@ def test_cli_generate_with_an_adapter_gives_the_reference_ids(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["adapter"], result["token_ids"]) == ("second", wanted["b"])
+
+
+class _OtherShapes:
+    """An adapter-like object whose qkv A/B fit another model (phi3-core refuses real ones earlier)."""
+
+    name, rank = "wrong", 4
+
+    def weights(self) -> dict[str, tuple[Any, Any]]:
+        a = np.zeros((4, 96), dtype=np.float32)
+        return {"model.layers.0.self_attn.qkv_proj": (a, np.zeros((288, 4), dtype=np.float32))}
+
+
+def test_a_lora_that_does_not_fit_the_base_gguf_is_refused_naming_the_tensor(tiny_phi3: Path, tmp_path: Path) -> None:
+    from phi3.cache import phi3_home
+    from phi3.errors import AdapterError
+    from phi3_llamacpp.lora import LORA_GGUF_NAME, convert_adapter
+
+    artifact = phi3.quantize(str(tiny_phi3), backend="llamacpp", precision="fp32")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AdapterError, match=r"'wrong' does not fit this GGUF: blk\.0\.attn_qkv\.weight: LoRA A"):
+        convert_adapter(artifact, _OtherShapes(), out, phi3_home() / "llamacpp-converter", lambda *a: None)  # type: ignore[arg-type]
+    assert not (out / LORA_GGUF_NAME).exists()

@@ -36,9 +36,9 @@ import numpy as np
 
 from phi3.errors import AdapterError, BackendError, ConfigError, PromptTooLongError, UnsupportedError
 from phi3.generation_config import GenerationConfig
-from phi3.types import Chunk, SessionHandle
+from phi3.types import Chunk
 from phi3_llamacpp.grammar import Guide
-from phi3_llamacpp.session import Runtime, _runtime
+from phi3_llamacpp.session import Runtime, live
 
 
 def encode(runtime: Runtime, prompt: str) -> list[int]:
@@ -46,8 +46,9 @@ def encode(runtime: Runtime, prompt: str) -> list[int]:
     return [int(t) for t in runtime.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)]
 
 
-def generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-    runtime = _runtime(session)
+def generate(runtime: Runtime, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
+    """Checks now (prompt length, adapter name, the output constraint); decodes as the caller iterates."""
+    live(runtime)
     ids = encode(runtime, prompt)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens", hint="pass a non-empty prompt")

@@ -6,20 +6,18 @@ imports it for every listing. Each heavy hook imports its module lazily.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from phi3 import hookimpl
 from phi3.adapters import LoraAdapter
-from phi3.generation_config import GenerationConfig
+from phi3.engine_hooks import engine_session, phi3_apply_chat_template, phi3_generate, phi3_unload
 from phi3.hookspecs import PLUGIN_API_VERSION
 from phi3.types import (
     Artifact,
     BackendInfo,
     BackendStatus,
-    ChatMessage,
-    Chunk,
     DeviceInfo,
     EngineInfo,
     LoadRequest,
@@ -59,8 +57,7 @@ def phi3_backend_info() -> BackendInfo:
         "description": DESCRIPTION,
         "precisions": PRECISIONS,
         "library_versions": install.library_versions,
-        "artifact_options": ARTIFACT_OPTIONS,
-        "load_options": LOAD_OPTIONS,
+        "options": (*ARTIFACT_OPTIONS, *LOAD_OPTIONS),
         "api_version": PLUGIN_API_VERSION,
     }
     if not install.ready:
@@ -112,27 +109,20 @@ def phi3_convert_adapter(
 
 @hookimpl
 def phi3_load(request: LoadRequest) -> SessionHandle:
-    from phi3_llamacpp.session import load
+    """A :class:`phi3_llamacpp.engine.LlamaEngine`; generate, the chat template and unload are the
+    forwarding hooks of :mod:`phi3.engine_hooks` imported above."""
+    from phi3_llamacpp.engine import LlamaEngine
 
-    return load(request)
-
-
-@hookimpl
-def phi3_generate(session: SessionHandle, prompt: str, config: GenerationConfig) -> Iterator[Chunk]:
-    from phi3_llamacpp.generate import generate
-
-    return generate(session, prompt, config)
+    return engine_session(BACKEND_NAME, LlamaEngine(request))
 
 
-@hookimpl
-def phi3_apply_chat_template(session: SessionHandle, messages: Sequence[ChatMessage]) -> str:
-    from phi3_llamacpp.session import apply_chat_template
-
-    return apply_chat_template(session, messages)
-
-
-@hookimpl
-def phi3_unload(session: SessionHandle) -> None:
-    from phi3_llamacpp.session import unload
-
-    unload(session)
+__all__ = [
+    "phi3_apply_chat_template",
+    "phi3_backend_info",
+    "phi3_convert_adapter",
+    "phi3_devices",
+    "phi3_generate",
+    "phi3_load",
+    "phi3_quantize",
+    "phi3_unload",
+]

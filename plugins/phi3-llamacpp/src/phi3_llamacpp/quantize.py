@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from phi3.errors import ArtifactError, ConfigError
-from phi3.types import Progress, QuantizeRequest
+from phi3.types import OptionSpec, Progress, QuantizeRequest
 from phi3_llamacpp import GGUF_NAME, METADATA_NAME
 from phi3_llamacpp.converter import convert, converter_sources
 
@@ -29,7 +29,16 @@ QUANTS: Mapping[str, tuple[str, ...]] = {
 }
 """precision -> llama.cpp file types it accepts, default first."""
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
-ARTIFACT_OPTIONS = ("quant",)
+ARTIFACT_OPTIONS = (
+    OptionSpec(
+        "quant",
+        "choice",
+        "llama.cpp file type (int4: Q4_0 or Q4_K_M; default the precision's first)",
+        choices=("Q4_0", "Q4_K_M", "Q8_0", "F16", "F32"),
+        artifact=True,
+    ),
+)
+"""The artifact option, typed (phi3 checks it); :func:`quant_type` checks it fits the precision."""
 FTYPE_NAMES = {
     "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
     "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
@@ -50,7 +59,7 @@ def quant_type(precision: str, options: Mapping[str, Any]) -> str:
     value = options.get("quant")
     if value is None:
         return allowed[0]
-    if not isinstance(value, str) or value.upper() not in allowed:
+    if not isinstance(value, str) or value.upper() not in allowed:  # phi3 checked the name, not the precision
         raise ConfigError(
             f"quant={value!r} is not available for precision {precision}",
             hint=f"use one of {', '.join(allowed)} (int4: Q4_0 or Q4_K_M)",
