@@ -210,3 +210,22 @@ def test_a_lora_that_does_not_fit_the_base_gguf_is_refused_naming_the_tensor(tin
     with pytest.raises(AdapterError, match=r"'wrong' does not fit this GGUF: blk\.0\.attn_qkv\.weight: LoRA A"):
         convert_adapter(artifact, _OtherShapes(), out, phi3_home() / "llamacpp-converter", lambda *a: None)  # type: ignore[arg-type]
     assert not (out / LORA_GGUF_NAME).exists()
+
+
+def test_a_grouped_query_layout_gives_the_merged_fp32_greedy_ids(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Phi-3-medium's layout (one KV head: q, k, v blocks of unequal width in qkv_proj): the fused
+    LoRA rows land on llama.cpp's attn_qkv as transformers' do. (The LongRoPE layouts are not compared
+    exactly: llama.cpp uses the long factors there already without adapters, see test_family_parity.)"""
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    root = tmp_path_factory.mktemp("medium")
+    tiny = make_tiny_phi3(root / "tiny", variant="phi3-medium-4k")
+    adapter = make_lora_adapter(tiny, root / "lora", seed=2, rank=6)
+    ids = encode_prompt(tiny, PROMPT)
+    expected = reference_adapter_ids(tiny, adapter, ids, NEW)
+    assert expected != reference_greedy_ids(tiny, input_ids=ids, max_new_tokens=NEW)
+    with _load(tiny, "fp32", {"m": adapter}) as model:
+        assert [_ids(model, "m"), _ids(model, None)] == [
+            expected,
+            reference_greedy_ids(tiny, input_ids=ids, max_new_tokens=NEW),
+        ]
