@@ -229,3 +229,27 @@ def test_a_grouped_query_layout_gives_the_merged_fp32_greedy_ids(tmp_path_factor
             expected,
             reference_greedy_ids(tiny, input_ids=ids, max_new_tokens=NEW),
         ]
+
+
+def test_loading_on_a_repacked_q4_base_is_quiet_and_a_damaged_file_is_one_adapter_error(
+    tiny_phi3: Path, adapters: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """On Q4_0 llama.cpp warns once per tensor (its repacked buffer cannot hold the adapter): not on the
+    terminal. A truncated adapter.gguf is an AdapterError naming the adapter and the file."""
+    from phi3.adapters import PreparedAdapter, read_lora_adapter
+    from phi3.errors import AdapterError
+    from phi3_llamacpp.lora import LORA_GGUF_NAME, load_adapters
+    from phi3_llamacpp.session import _runtime
+
+    with _load(tiny_phi3, "int4", {"a": adapters["a"]}) as model:
+        assert "cannot use buft" not in capfd.readouterr().err
+        runtime = _runtime(model.session)
+        good = next((phi3.cache.phi3_home() / "adapters").rglob(LORA_GGUF_NAME))
+        damaged = tmp_path / "damaged"
+        damaged.mkdir()
+        (damaged / LORA_GGUF_NAME).write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        config = json.loads((tiny_phi3 / "config.json").read_text())
+        prepared = PreparedAdapter(read_lora_adapter("broken", adapters["a"], config), damaged)
+        with pytest.raises(AdapterError, match=r"could not load adapter 'broken' from \S+damaged/adapter\.gguf"):
+            load_adapters(runtime.llama_cpp, runtime.llama, {"broken": prepared})
+        assert _ids(model, "a")  # the model keeps working

@@ -18,12 +18,14 @@ before every prefill anyway).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,30 @@ def convert_adapter(
     return {"lora_gguf": LORA_GGUF_NAME, "lora_dtype": "F32", "tensors": len(arrays) // 2, "rank": adapter.rank}
 
 
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Callable[[], str]]:
+    """stderr, both Python's ``sys.stderr`` (llama-cpp-python's log callback prints there) and file
+    descriptor 2 (ggml's own prints), into buffers; yields a function returning what was written.
+    ``Llama(verbose=False)`` silences its own loading the same way."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text = io.StringIO()
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stderr(text):
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: text.getvalue() + (sink.seek(0), sink.read().decode("utf-8", "replace"))[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def load_adapters(llama_cpp: Any, llama: Any, adapters: Mapping[str, PreparedAdapter]) -> dict[str, Any]:
-    """Every adapter loaded on ``llama``'s model, by name (freed with the model; see llama.h)."""
+    """Every adapter loaded on ``llama``'s model, by name (freed with the model; see llama.h).
+
+    llama.cpp's log lines while loading (e.g. on a repacked Q4_0 base, one warning per tensor that the
+    adapter stays in a plain CPU buffer) are kept off the terminal; a failure's message carries the last
+    one, when llama.cpp logged any (llama-cpp-python 0.3.36 logs nothing for a truncated file).
+    """
     loaded: dict[str, Any] = {}
     for name, prepared in adapters.items():
         if prepared.path is None or not (prepared.path / LORA_GGUF_NAME).is_file():
@@ -85,11 +109,15 @@ def load_adapters(llama_cpp: Any, llama: Any, adapters: Mapping[str, PreparedAda
                 f"adapter {name!r} was not converted for backend {BACKEND_NAME}",
                 hint="phi3 cache prune, then load again",
             )
-        handle = llama_cpp.llama_adapter_lora_init(llama.model, str(prepared.path / LORA_GGUF_NAME).encode())
+        path = prepared.path / LORA_GGUF_NAME
+        with _stderr_captured() as log:
+            handle = llama_cpp.llama_adapter_lora_init(llama.model, str(path).encode())
+            lines = [line.strip() for line in log().splitlines() if line.strip()]
         if not handle:
+            reason = f": {lines[-1]}" if lines else " (a damaged or incomplete file)"
             raise AdapterError(
-                f"llama.cpp could not load adapter {name!r} ({prepared.path / LORA_GGUF_NAME})",
-                hint="phi3 cache prune, then load again",
+                f"llama.cpp could not load adapter {name!r} from {path}{reason}",
+                hint=f"delete {path.parent}, then load again (phi3 converts the adapter anew)",
             )
         loaded[name] = handle
     return loaded
