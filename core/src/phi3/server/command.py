@@ -89,6 +89,14 @@ def _parse_options(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     type=click.IntRange(0),
     help="Requests that may wait per model; more get HTTP 429.",
 )
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="A LoRA adapter (peft folder or hub id) of the one MODEL, served as MODEL:NAME; repeatable "
+    "(docs/adapters.md). NAME defaults to the folder name.",
+)
 @click.option("--preload", is_flag=True, help="Load the MODELs at start instead of on first request.")
 @click.option("--no-ui", "no_ui", is_flag=True, help="Do not serve the chat page at / (the API only).")
 @click.option("--ray", "use_ray", is_flag=True, help="Serve on a Ray cluster with Ray Serve (docs/ray.md).")
@@ -142,6 +150,7 @@ def serve(
     max_loaded: int,
     idle_unload: float | None,
     max_queue: int,
+    adapters: Sequence[str],
     preload: bool,
     no_ui: bool,
     use_ray: bool,
@@ -158,6 +167,7 @@ def serve(
     Without MODEL any phi3 model id is served. A request's "model" may end in
     @BACKEND[:PRECISION[:DEVICE]] to pick how to run it (e.g. smoke@openvino:int8); missing parts
     take the -b/-p/-d defaults. Models load on first request (or at start with --preload).
+    With --adapter NAME=PATH a request for MODEL:NAME runs the MODEL with that LoRA adapter.
     With --ray the same server runs on a Ray cluster, one Ray Serve deployment per MODEL.
     """
     handle_errors(_serve)(**locals())
@@ -204,14 +214,23 @@ def _serve(**args: Any) -> None:
                 "this port load any folder of this machine or download any hub model",
                 err=True,
             )
+    from phi3.server.adapters import parse_adapter_flags
     from phi3.server.model_spec import Defaults
 
+    adapters = parse_adapter_flags(args["adapters"], args["models"])
+    if adapters and ray_options is not None:
+        raise ConfigError(
+            "--adapter does not apply with --ray yet: Ray replicas load their model without adapters",
+            hint="serve adapters without --ray",
+        )
     defaults = Defaults(
         backend=args["backend"],
         device=args["device"],
         precision=args["precision"],
         engine=args["engine"],
         options=_parse_options(args["options"]),
+        adapters=adapters,
+        adapter_base=args["models"][0] if adapters else None,
     )
     if ray_options is not None and args["preload"]:
         raise ConfigError("--preload does not apply with --ray", hint="Ray replicas always load their model at start")

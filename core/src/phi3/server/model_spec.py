@@ -34,6 +34,11 @@ class Defaults:
     precision: str | None = None
     engine: str | None = None
     options: tuple[tuple[str, object], ...] = ()
+    adapters: tuple[tuple[str, str], ...] = ()
+    """``phi3 serve --adapter``: ``(name, path)`` LoRA adapters of ``adapter_base``
+    (:mod:`phi3.server.adapters`)."""
+    adapter_base: str | None = None
+    """The MODEL argument the adapters belong to (every backend/precision of it loads them)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class ModelSpec:
     precision: str | None
     engine: str | None
     options: tuple[tuple[str, object], ...]
+    adapters: tuple[tuple[str, str], ...] = ()
+    """The LoRA adapters loaded with this base (all of them share it)."""
 
     @property
     def label(self) -> str:
@@ -84,4 +91,5 @@ def parse(field: str, defaults: Defaults) -> ModelSpec:
         precision=precision or defaults.precision,
         engine=defaults.engine if own_backend else None,
         options=defaults.options if own_backend else (),
+        adapters=defaults.adapters if model == defaults.adapter_base else (),
     )

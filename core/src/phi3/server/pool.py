@@ -64,6 +64,8 @@ def load_spec(spec: ModelSpec, loader: Loader | None = None) -> Model:
 
         loader = phi3.load
     options: dict[str, Any] = dict(spec.options)
+    if spec.adapters:
+        options["adapters"] = dict(spec.adapters)
     return loader(
         spec.model,
         backend=spec.backend,

@@ -371,6 +371,8 @@ class ModelCard(BaseModel):
     device: str | None = None
     precision: str | None = None
     max_concurrent_generations: int | None = None
+    # a LoRA adapter served as BASE:NAME (phi3 serve --adapter): the base model it runs on, as vLLM lists them
+    parent: str | None = Field(default=None, exclude_if=lambda value: value is None)
     # the Ray runner (phi3 serve --ray): where this model runs, one entry per replica
     replicas: list[ReplicaCard] | None = Field(default=None, exclude_if=lambda value: value is None)
 

@@ -22,6 +22,7 @@ from phi3.catalogue import CATALOGUE, SMOKE_ALIAS
 from phi3.errors import Phi3Error
 from phi3.model import Model, TextStream
 from phi3.server import schemas
+from phi3.server.adapters import AdaptedModel, adapter_ids, split_adapter
 from phi3.server.errors import APIError, from_phi3, unexpected
 from phi3.server.metrics import Metrics
 from phi3.server.model_spec import Defaults
@@ -113,11 +114,12 @@ class Server:
         """
         if self.stopping:
             raise SHUTTING_DOWN
-        entry = await self.pool.get(field)
+        base_field, adapter = split_adapter(field, self.settings.defaults)
+        entry = await self.pool.get(base_field)
         name = entry.name  # the model field that loaded it: one metrics series per loaded variant
         try:
             if check is not None:
-                check(entry.model)
+                check(entry.model if adapter is None else AdaptedModel(entry.model, adapter))  # type: ignore[arg-type]
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting + 1)
             try:
                 waited = await _wait_for_slot(entry.slots, disconnected, lambda: self.stopping)
@@ -159,7 +161,7 @@ class Server:
             self.metrics.queue_depth.labels(name).set(entry.slots.waiting)
             self.pool.release(entry)
 
-        model = entry.model
+        model: Model = entry.model if adapter is None else AdaptedModel(entry.model, adapter)  # type: ignore[assignment]
         generation = Generation(lambda: open_stream(model), finished)
         self.running.add(generation)
         generation.start()
@@ -181,6 +183,8 @@ class Server:
             if entry.spec.model in cards and entry.spec == self.pool.resolve(entry.spec.model):
                 card.id = entry.spec.model
             cards[card.id] = card
+        for adapter_id, parent in adapter_ids(self.settings.defaults):
+            cards[adapter_id] = schemas.ModelCard(id=adapter_id, created=0, parent=parent)
         return schemas.ModelList(data=list(cards.values()))
 
     async def model_card(self, model_id: str) -> schemas.ModelCard:
