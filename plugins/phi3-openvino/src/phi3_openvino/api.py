@@ -11,15 +11,13 @@ Exporting
     -> OpenVINO IR (model, tokenizer, detokenizer) with optimum-intel/NNCF, ``request.options``
     being phi3-openvino's artifact options (``group_size``, ``ratio``, ``sym``, ...).
 Running
-    :class:`GenAIEngine` ``(artifact, device, ov_config, cache_dir, *, context=None)``: the
-    LLMPipeline engine (``context``: tokens the session holds, default the model's). A
-    subclass may override exactly these hooks: ``_resolve_device(device) -> str`` (the concrete
-    device to compile for), ``_properties(ov_config, cache_dir) -> dict`` (compile properties),
-    ``max_new_tokens(prompt_tokens, requested) -> int`` (the token budget; raise
-    ``PromptTooLongError``), ``_enforced_structured_output(kinds) -> kinds`` (the structured-output
-    kinds a session declares, given those the pipeline enforces: narrow them on a device where
-    they are not known to hold), and may call ``_encode(prompt)`` (genai ``TokenizedInputs``, never
-    truncated). ``structured_output`` (attribute): what the session enforces, for
+    :class:`GenAIEngine` ``(artifact, device, ov_config, cache_dir, *, context=None, policy=None)``: the
+    LLMPipeline engine (``context``: tokens the session holds, default the model's). What differs per
+    device is a ``policy`` (phi3_openvino.genai_engine's ``DevicePolicy`` protocol, default
+    ``OpenVINOPolicy``): ``resolve_device(device)``, ``compile_properties(device, ov_config, cache_dir)``,
+    ``structured_output(device, kinds)`` and ``token_budget(prompt_tokens, requested, model_context)``;
+    no underscore method is part of the contract. ``encode(prompt)`` gives genai ``TokenizedInputs``
+    (never truncated); ``structured_output`` (attribute): what the session enforces, for
     ``SessionHandle.structured_output``; ``apply_chat_template(messages, tools=None)`` passes
     ``tools`` to a template that reads them.
     :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
