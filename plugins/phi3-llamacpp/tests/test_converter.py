@@ -113,3 +113,15 @@ def test_model_name_follows_the_tokenizers_strip_flags(json_only: Path, phi4: Pa
 
     assert model_name(json_only) == "Phi3"  # Phi-3's <|user|> etc. carry rstrip
     assert model_name(phi4) == "Phi"  # Phi-4-mini's strip nothing: llama.cpp must not strip either
+
+
+def test_quantizing_shows_phi3s_progress_not_llama_cpps_log(json_only: Path, tmp_path: Path) -> None:
+    """`phi3 quantize --backend llamacpp` prints phi3's own steps; llama.cpp's per-tensor quantize log and its
+    loader's lines (hundreds on a real model) stay off the terminal, in a fresh process as a user runs it."""
+    env = {**os.environ, "PHI3_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "phi3", "quantize", str(json_only), "--backend", "llamacpp", "--precision", "int4"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert "phi3: quantizing to Q4_0 (2/3)" in done.stderr
+    llama_lines = [line for line in done.stderr.splitlines() if not line.startswith("phi3:")]
+    assert llama_lines == [], llama_lines[:5]

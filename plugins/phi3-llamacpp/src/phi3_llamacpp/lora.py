@@ -18,21 +18,19 @@ before every prefill anyway).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import io
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from phi3.adapters import LoraAdapter, PreparedAdapter
 from phi3.errors import AdapterError
 from phi3.types import Artifact, Progress
-from phi3_llamacpp import BACKEND_NAME, GGUF_NAME
+from phi3_llamacpp import BACKEND_NAME, GGUF_NAME, native_log
 
 LORA_GGUF_NAME = "adapter.gguf"
 TENSOR_NAMES = {"qkv_proj": "attn_qkv", "o_proj": "attn_output", "gate_up_proj": "ffn_up", "down_proj": "ffn_down"}
@@ -78,23 +76,6 @@ def convert_adapter(
     return {"lora_gguf": LORA_GGUF_NAME, "lora_dtype": "F32", "tensors": len(arrays) // 2, "rank": adapter.rank}
 
 
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[Callable[[], str]]:
-    """stderr, both Python's ``sys.stderr`` (llama-cpp-python's log callback prints there) and file
-    descriptor 2 (ggml's own prints), into buffers; yields a function returning what was written.
-    ``Llama(verbose=False)`` silences its own loading the same way."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    text = io.StringIO()
-    with tempfile.TemporaryFile() as sink, contextlib.redirect_stderr(text):
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lambda: text.getvalue() + (sink.seek(0), sink.read().decode("utf-8", "replace"))[1]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def load_adapters(llama_cpp: Any, llama: Any, adapters: Mapping[str, PreparedAdapter]) -> dict[str, Any]:
     """Every adapter loaded on ``llama``'s model, by name (freed with the model; see llama.h).
 
@@ -110,11 +91,11 @@ def load_adapters(llama_cpp: Any, llama: Any, adapters: Mapping[str, PreparedAda
                 hint="phi3 cache prune, then load again",
             )
         path = prepared.path / LORA_GGUF_NAME
-        with _stderr_captured() as log:
+        with native_log.captured() as log:
             handle = llama_cpp.llama_adapter_lora_init(llama.model, str(path).encode())
-            lines = [line.strip() for line in log().splitlines() if line.strip()]
+            last = native_log.last_line(log())
         if not handle:
-            reason = f": {lines[-1]}" if lines else " (a damaged or incomplete file)"
+            reason = f": {last}" if last else " (a damaged or incomplete file)"
             raise AdapterError(
                 f"llama.cpp could not load adapter {name!r} from {path}{reason}",
                 hint=f"delete {path.parent}, then load again (phi3 converts the adapter anew)",

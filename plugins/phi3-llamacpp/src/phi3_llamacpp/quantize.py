@@ -18,7 +18,7 @@ from typing import Any
 
 from phi3.errors import ArtifactError, ConfigError
 from phi3.types import OptionSpec, Progress, QuantizeRequest
-from phi3_llamacpp import GGUF_NAME, METADATA_NAME
+from phi3_llamacpp import GGUF_NAME, METADATA_NAME, native_log
 from phi3_llamacpp.converter import convert, converter_sources
 
 QUANTS: Mapping[str, tuple[str, ...]] = {
@@ -112,9 +112,11 @@ def _llama_quantize(src: Path, dst: Path, quant: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPE_NAMES[quant])
     params.nthread = os.cpu_count() or 1
-    code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    with native_log.captured() as log:  # one line per tensor: phi3's progress says what happens instead
+        code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        last = native_log.last_line(log())
     if code != 0 or not dst.is_file():
-        raise ArtifactError(f"llama_model_quantize to {quant} failed (code {code})")
+        raise ArtifactError(f"llama_model_quantize to {quant} failed (code {code})" + (f": {last}" if last else ""))
 
 
 def check_tokenizer(gguf: Path, model_dir: Path, trust_remote_code: bool = False) -> None:
@@ -125,7 +127,8 @@ def check_tokenizer(gguf: Path, model_dir: Path, trust_remote_code: bool = False
 
     llama_cpp = import_runtime()
     reference = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    with native_log.captured():  # verbose=False still lets the context's warnings through (0.3.36)
+        vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
     try:
         for text in TOKENIZER_SAMPLES:
             expected = [int(i) for i in reference(text, add_special_tokens=True)["input_ids"]]
