@@ -37,8 +37,6 @@ NOT_REGENERABLE: tuple[str, ...] = (
     "SERVER_RESULTS",
     "RAY_RESULTS",
     "TUNING",
-    "FAMILY_OPENVINO",
-    "FAMILY_DML",
     "LLAMACPP_OVERHEAD",
 )
 """Reports whose raw results were never committed: kept as measured, marked at the top, to be re-run
