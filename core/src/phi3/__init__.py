@@ -11,6 +11,7 @@ backend loads or quantizes a model.
 from phi3._version import __version__
 from phi3.api import load, quantize
 from phi3.errors import (
+    AdapterError,
     ArtifactError,
     BackendError,
     BackendNotFoundError,
@@ -40,6 +41,7 @@ from phi3.types import (
     GenerationResult,
     LoadRequest,
     ModelSource,
+    OptionSpec,
     OutputConstraint,
     Progress,
     QuantizeRequest,
@@ -49,6 +51,7 @@ from phi3.types import (
 
 __all__ = [
     "PLUGIN_API_VERSION",
+    "AdapterError",
     "Artifact",
     "ArtifactError",
     "BackendEntry",
@@ -70,6 +73,7 @@ __all__ = [
     "ModelBusyError",
     "ModelNotFoundError",
     "ModelSource",
+    "OptionSpec",
     "OutputConstraint",
     "Phi3Error",
     "PluginError",
