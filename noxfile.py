@@ -384,6 +384,9 @@ def integration(session: nox.Session) -> None:
     present = [name for name, folder in PLUGINS.items() if folder.is_dir()]
     _quiet_env(session)
     _install_all(session, present, setup=True)
+    # the docs/examples llama-cpp-python backend's own converter (tests/test_example_backends.py); the gguf-py
+    # that llama-cpp-python 0.3.36's vendored llama.cpp carries
+    session.install("gguf==0.19.0")
     expected = ",".join(f"{name}={INTEGRATION_EXPECTED[name]}" for name in present)
     session.env["PHI3_EXPECTED_BACKENDS"] = os.environ.get("PHI3_EXPECTED_BACKENDS") or expected
     _pytest(session, str(ROOT / "tests"))
