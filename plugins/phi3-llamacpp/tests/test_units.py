@@ -171,3 +171,29 @@ def test_full_attention_past_the_window_equals_the_sliding_window_reference(wind
     ) as model:
         got = list(model.generate(prompt, max_new_tokens=16, ignore_eos=True).token_ids)
     assert got == expected
+
+
+@pytest.mark.parametrize("variant", ["smoke", "phi4-mini"])
+def test_the_answer_is_the_tokenizers_decode_of_its_ids(variant: str, tmp_path_factory: pytest.TempPathFactory):
+    """The text is what the checkpoint's own tokenizer decodes the new ids to: Phi-3's SentencePiece vocabulary
+    drops the first piece's leading space (``▁I`` -> ``I``, as the other backends answer), Phi-4-mini's
+    byte-level BPE keeps it. llama.cpp's per-token pieces keep every space unless told to strip one."""
+    from transformers import AutoTokenizer
+
+    from phi3 import smoke
+    from phi3.testing.tiny_model import make_tiny_phi3
+
+    folder = (
+        smoke.checkpoint()
+        if variant == "smoke"
+        else make_tiny_phi3(tmp_path_factory.mktemp("bpe") / "phi4-mini", variant="phi4-mini")
+    )
+    with phi3.load(folder, backend="llamacpp", precision="fp32") as model:
+        if variant == "smoke":
+            result = model.chat([{"role": "user", "content": "Hello, who are you?"}], max_new_tokens=12)
+        else:
+            result = model.generate("The quick brown fox", max_new_tokens=12, ignore_eos=True)
+    expected = AutoTokenizer.from_pretrained(folder).decode(list(result.token_ids), skip_special_tokens=True)
+    assert result.text == expected
+    if variant == "smoke":
+        assert result.text[:1].isalpha(), result.text

@@ -207,7 +207,8 @@ def _stream(runtime: Runtime, ids: list[int], config: GenerationConfig, matcher:
             if mask is not None:
                 mask.advance(token)
             produced += 1
-            size = lc.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+            lstrip = 1 if produced == 1 and runtime.strip_first_space else 0
+            size = lc.llama_token_to_piece(vocab, token, piece, len(piece), lstrip, False)
             text = utf8.decode(piece.raw[: max(size, 0)])
             yield Chunk(text, (token,), prompt_tokens=len(ids) if produced == 1 else None)
             if produced < budget:

@@ -72,6 +72,10 @@ class Runtime:
     """The device really used (its phi3 name)."""
     model_context: int = 0
     """The model's own context (``context_length`` is what this session holds)."""
+    strip_first_space: bool = False
+    """The answer's first piece loses one leading space, as the checkpoint's tokenizer decodes it: a
+    SentencePiece vocabulary (Phi-3's ``▁I`` -> ``I``; tokenizer.json's ``Strip`` decoder step), not a
+    byte-level BPE one (Phi-4-mini's ``ĠI`` stays `` I``)."""
 
 
 def _cpus() -> int:
@@ -230,6 +234,8 @@ def load(request: LoadRequest) -> Runtime:
         adapters=loaded,
         device=device.info.name,
         model_context=plan.model_context,
+        strip_first_space=llama_cpp.llama_vocab_type(llama_cpp.llama_model_get_vocab(llama.model))
+        == llama_cpp.LLAMA_VOCAB_TYPE_SPM,
     )
     if plan.window_limited:
         runtime.context_hint = (
