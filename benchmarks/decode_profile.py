@@ -10,7 +10,7 @@ for each backend; the artifact is then run outside phi3 with the runtime's profi
 phi3's engine runs it (same files, same compile properties), so the per-operator times are the
 runtime's own:
 
-- **openvino**: the IR compiled by ``openvino.Core`` with phi3-openvino's ``DEFAULT_OV_CONFIG`` plus
+- **openvino**: the IR compiled by ``openvino.Core`` with phi3-openvino's ``compile_defaults("cpu", "int4")`` plus
   ``PERF_COUNT=YES``; a 128-token prefill, then single-token decode steps; per step, the infer
   request's ``profiling_info`` (per node: type, the kernel that ran it, real time);
 - **dml** (ONNX Runtime GenAI, CPU provider here): ``og.Generator`` on the artifact, then decode
@@ -70,14 +70,16 @@ def _profile_openvino(folder: Path, prompt: int, steps: int) -> tuple[list[float
     import numpy as np
     import openvino as ov
 
-    from phi3_openvino.api import DEFAULT_OV_CONFIG
+    from phi3_openvino.api import compile_defaults
 
     core = ov.Core()
     timings: dict[str, list[float]] = {}
     ops: collections.Counter[str] = collections.Counter()
     for profiled in (False, True):
         compiled = core.compile_model(
-            str(folder / "openvino_model.xml"), "CPU", {**DEFAULT_OV_CONFIG, "PERF_COUNT": "YES" if profiled else "NO"}
+            str(folder / "openvino_model.xml"),
+            "CPU",
+            {**compile_defaults("cpu", "int4"), "PERF_COUNT": "YES" if profiled else "NO"},
         )
         request = compiled.create_infer_request()
         request.reset_state()

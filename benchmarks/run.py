@@ -761,9 +761,9 @@ class Suite:
         }
         ov_config: dict[str, str] = {}
         with contextlib.suppress(ImportError):
-            from phi3_openvino.api import DEFAULT_OV_CONFIG
+            from phi3_openvino.api import compile_defaults
 
-            ov_config = dict(DEFAULT_OV_CONFIG)  # what phi3-openvino compiles with (plus its CACHE_DIR)
+            ov_config = compile_defaults("cpu", "int4")  # what phi3-openvino compiles int4 with (plus CACHE_DIR)
         results["ov_config"] = ov_config
 
     def usable(self, backend: str, engine: str, device: str = "auto") -> bool:

@@ -69,7 +69,13 @@ def openvino_settings() -> list[Setting]:
     """The guide's recipe first (phi3-openvino's default), then recipes, then compile properties."""
     guide = {"group_size": 128, "ratio": 0.6, "sym": True}
     return [
-        Setting("default", "recipe", guide, {}, "guide recipe: int4 sym, group 128, ratio 0.6; LATENCY, 1 stream"),
+        Setting(
+            "default",
+            "recipe",
+            guide,
+            {},
+            "guide recipe: int4 sym, group 128, ratio 0.6; LATENCY, 1 stream, f32 on the CPU",
+        ),
         Setting("ratio-1.0", "recipe", {**guide, "ratio": 1.0}, {}, "every weight int4 (ratio 1.0), group 128"),
         Setting("ratio-1.0-g64", "recipe", {**guide, "ratio": 1.0, "group_size": 64}, {}, "ratio 1.0, group 64"),
         Setting("ratio-0.8", "recipe", {**guide, "ratio": 0.8}, {}, "ratio 0.8, group 128"),
@@ -86,6 +92,13 @@ def openvino_settings() -> list[Setting]:
             guide,
             {"ov_config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "128"}},
             "DYNAMIC_QUANTIZATION_GROUP_SIZE=128",
+        ),
+        Setting(
+            "bf16",
+            "load",
+            guide,
+            {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}},
+            "INFERENCE_PRECISION_HINT=bf16 (OpenVINO's own CPU default where the CPU has bf16)",
         ),
         Setting("kv-f16", "load", guide, {"ov_config": {"KV_CACHE_PRECISION": "f16"}}, "KV_CACHE_PRECISION=f16"),
         Setting(
@@ -225,9 +238,9 @@ def quality(
         log(f"quality: {setting.name}")
         try:
             if backend == "openvino":
-                from phi3_openvino.api import DEFAULT_OV_CONFIG
+                from phi3_openvino.api import compile_defaults
 
-                ov_config = {**DEFAULT_OV_CONFIG, **setting.load.get("ov_config", {})}
+                ov_config = {**compile_defaults("cpu", "int4"), **setting.load.get("ov_config", {})}
                 spec = {**base, "mode": "parity_ov", "artifact": setting.artifact_path, "ov_config": ov_config}
             else:
                 spec = {**base, "mode": "parity_og", "artifact": setting.artifact_path}

@@ -68,6 +68,27 @@ def test_default_and_user_compile_properties(genai_int8: phi3.Model, phi3_home: 
     assert applied["INFERENCE_PRECISION_HINT"] == "f32"
 
 
+@pytest.mark.parametrize(("precision", "expected"), [("int4", "f32"), ("int8", "f32"), ("fp16", None)])
+def test_cpu_compiles_compressed_artifacts_in_f32(
+    tiny_phi3: Path, artifacts: dict[str, phi3.Artifact], precision: str, expected: str | None
+) -> None:
+    """int4/int8 on the CPU compile with INFERENCE_PRECISION_HINT=f32 unless the user says otherwise (in f32
+    OpenVINO's compressed matmuls quantize activations on the fly; bf16 widens the weights: ~1.5x slower
+    decode on an AVX512-BF16 CPU); fp16 keeps OpenVINO's own default. Read back from OpenVINO itself."""
+    import openvino as ov
+
+    with phi3.load(tiny_phi3, backend="openvino", device="CPU", precision=precision, engine="optimum") as model:
+        compiled = model.session.native.model.request.get_compiled_model()
+        applied = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        assert model.session.details["ov_config"].get("INFERENCE_PRECISION_HINT") == expected
+    own_default = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    assert applied == ("<Type: 'float32'>" if expected == "f32" else own_default)
+    with phi3.load(
+        tiny_phi3, backend="openvino", device="CPU", precision=precision, ov_config={"INFERENCE_PRECISION_HINT": "bf16"}
+    ) as model:
+        assert model.session.details["ov_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
+
+
 def test_user_ov_config_reaches_the_compiled_model(tiny_phi3: Path, artifacts: dict[str, phi3.Artifact]) -> None:
     """Read back from OpenVINO itself (optimum exposes the compiled model), not from our own dict."""
     options = {"ov_config": {**F32["ov_config"], "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}}

@@ -23,7 +23,9 @@ Running
     :func:`context_length` ``(artifact) -> int | None``: the exported model's context.
     :func:`resolve_ov_config` ``(options) -> dict``: the user's ``ov_config`` option, checked.
     :data:`DEFAULT_OV_CONFIG`: the compile properties phi3-openvino adds to every session (plus its
-    ``CACHE_DIR``), for a caller that compiles the same artifact outside phi3.
+    ``CACHE_DIR``); :func:`compile_defaults` ``(device_kind, precision) -> dict``: those plus the ones it
+    adds for that device kind and artifact precision (``INFERENCE_PRECISION_HINT=f32`` for int4/int8 on
+    the CPU), for a caller that compiles the same artifact outside phi3.
 Quality
     :func:`ir_logprobs` ``(folder, input_ids) -> [len, vocab] log-probabilities``: one teacher-forced
     forward of an exported IR through optimum-intel, f32 on the CPU (GenAI returns no logits).
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from phi3_openvino.artifact import context_length
-    from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG
+    from phi3_openvino.config_mapping import DEFAULT_OV_CONFIG, compile_defaults
     from phi3_openvino.devices import available as available_devices
     from phi3_openvino.devices import ov_core
     from phi3_openvino.export import quantize as export_ir
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, tuple[str, str]] = {
     "DEFAULT_OV_CONFIG": ("phi3_openvino.config_mapping", "DEFAULT_OV_CONFIG"),
     "GenAIEngine": ("phi3_openvino.genai_engine", "GenAIEngine"),
+    "compile_defaults": ("phi3_openvino.config_mapping", "compile_defaults"),
     "available_devices": ("phi3_openvino.devices", "available"),
     "context_length": ("phi3_openvino.artifact", "context_length"),
     "export_ir": ("phi3_openvino.export", "quantize"),
@@ -68,6 +71,7 @@ __all__ = [
     "DEFAULT_OV_CONFIG",
     "GenAIEngine",
     "available_devices",
+    "compile_defaults",
     "context_length",
     "export_ir",
     "ir_logprobs",

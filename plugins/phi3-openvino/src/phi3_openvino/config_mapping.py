@@ -4,10 +4,18 @@ Compile properties (``ov_config``): the guide's defaults, ``PERFORMANCE_HINT=LAT
 ``NUM_STREAMS=1`` (one conversation, lowest latency), plus ``CACHE_DIR`` inside phi3's cache so a
 second load reuses the compiled blob. The user's ``ov_config`` entries win over all three (``CACHE_DIR=""``
 turns caching off; it is passed on rather than dropped, because optimum-intel would otherwise put a
-cache for GPUs inside the artifact folder). ``INFERENCE_PRECISION_HINT`` is left to OpenVINO: on CPUs with
-AVX512-BF16/AMX that means bf16 (about twice the speed; outputs may differ from an fp32 reference
-in the last digits); pass ``{"INFERENCE_PRECISION_HINT": "f32"}`` for exact fp32 parity, as the
-tests do.
+cache for GPUs inside the artifact folder).
+
+``INFERENCE_PRECISION_HINT``: on the CPU, int4 and int8 artifacts compile with ``f32``
+(:func:`device_defaults`). OpenVINO's own default there is bf16 on CPUs with AVX512-BF16/AMX, and on such a
+CPU (a 2-core Xeon, OpenVINO 2026.4.1, Phi-3-mini-shaped layers) bf16 decoded int4 at 33 tok/s and
+int8 at 28 where f32 decoded 49 and 42: in f32 the compressed-weight matrix products quantize the
+activations to int8 on the fly (``DYNAMIC_QUANTIZATION_GROUP_SIZE``) instead of widening every
+weight to bf16, and f32 is also the precision the quality figures are measured at. The prefill of a
+128-token prompt takes about a third longer (250 vs 185 ms there); ``benchmarks/TUNING.md`` and
+``PROFILE.md`` hold the measurements. CPUs without bf16 (most laptops) use f32 anyway, so this also
+makes a CPU answer the same on every machine. fp16 artifacts keep OpenVINO's default (in f32 their
+weights would widen to 4 bytes and decode no faster), and a user's ``INFERENCE_PRECISION_HINT`` wins.
 
 Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` here, or
 transformers' ``generate`` keyword arguments (the optimum engine, through core's
@@ -44,6 +52,24 @@ if TYPE_CHECKING:
     import openvino_genai
 
 DEFAULT_OV_CONFIG: Mapping[str, str] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
+CPU_COMPRESSED_DEFAULTS: Mapping[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
+"""Compile properties phi3-openvino adds on the CPU for int4/int8 artifacts (see the module docstring)."""
+COMPRESSED_PRECISIONS = ("int4", "int8")
+
+
+def device_defaults(device_kind: str, precision: str, user: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's ``ov_config`` over phi3-openvino's defaults for this device kind and artifact precision."""
+    if device_kind == "cpu" and precision in COMPRESSED_PRECISIONS:
+        return {**CPU_COMPRESSED_DEFAULTS, **user}
+    return dict(user)
+
+
+def compile_defaults(device_kind: str, precision: str) -> dict[str, Any]:
+    """Every compile property phi3-openvino sets for an artifact of ``precision`` on a device of this kind
+    (besides its ``CACHE_DIR``): what a caller compiling the same artifact outside phi3 passes to match."""
+    return {**DEFAULT_OV_CONFIG, **device_defaults(device_kind, precision, {})}
 
 
 def compile_properties(user: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:

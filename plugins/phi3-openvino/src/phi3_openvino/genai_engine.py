@@ -35,7 +35,7 @@ from phi3.probing import module_available
 from phi3.types import Artifact, ChatMessage, Chunk, ConstraintKind
 from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure
-from phi3_openvino.config_mapping import compile_properties, to_genai
+from phi3_openvino.config_mapping import compile_properties, device_defaults, to_genai
 from phi3_openvino.engine import budget
 from phi3_openvino.grammar_vocab import GrammarTokenizer, grammar_tokenizer
 from phi3_openvino.streaming import Push, stream_chunks
@@ -137,6 +137,7 @@ class GenAIEngine:
         self.policy: DevicePolicy = policy if policy is not None else OpenVINOPolicy()
         self.adapters: dict[str, Path] = dict(adapters or {})
         self.device = self.policy.resolve_device(device)
+        ov_config = device_defaults(devices.kind_of(self.device), artifact.precision, ov_config)
         self.properties = self.policy.compile_properties(self.device, ov_config, cache_dir)
         self.longrope_switch = longrope_switch(artifact.path)
         self._open_pipeline(artifact)

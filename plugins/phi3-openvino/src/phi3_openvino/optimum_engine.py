@@ -22,7 +22,7 @@ from phi3.types import Artifact, ChatMessage, Chunk
 from phi3.vendor_compat import hide_broken_torchvision
 from phi3_openvino import devices
 from phi3_openvino.artifact import check_files, context_length, explain_load_failure, read_json
-from phi3_openvino.config_mapping import compile_properties
+from phi3_openvino.config_mapping import compile_properties, device_defaults
 from phi3_openvino.engine import budget
 from phi3_openvino.streaming import Push, stream_chunks
 
@@ -98,6 +98,7 @@ class OptimumEngine:
     ) -> None:
         check_files(artifact)
         self.device = devices.resolve(device)
+        ov_config = device_defaults(devices.kind_of(self.device), artifact.precision, ov_config)
         self.properties = compile_properties(ov_config, cache_dir)
         hide_broken_torchvision()
         from optimum.intel import OVModelForCausalLM
