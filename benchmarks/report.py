@@ -1106,9 +1106,10 @@ def _section_parity(results: Mapping[str, Any], c: _Context) -> list[str]:
             )
             + "\n"
         )
+        properties = ", ".join(f"{k}={v}" for k, v in sorted((results.get("ov_config") or {}).items()))
         w(
-            "OpenVINO artifacts are evaluated with phi3-openvino's default compile properties, so on CPUs with "
-            "AVX512-BF16/AMX the numbers include bf16 inference (OpenVINO's default there), as users get it.\n"
+            "OpenVINO artifacts are evaluated with the compile properties phi3-openvino gives int4 on the CPU"
+            f" ({properties or 'none recorded'}), as users get them.\n"
         )
 
     out += render_frontier(results)

@@ -66,52 +66,55 @@ class Setting:
 
 
 def openvino_settings() -> list[Setting]:
-    """The guide's recipe first (phi3-openvino's default), then recipes, then compile properties."""
+    """phi3-openvino's default recipe (accurate) first, then other recipes, then compile properties."""
     guide = {"group_size": 128, "ratio": 0.6, "sym": True}
+    accurate = {**guide, "group_size": 64}
     return [
         Setting(
             "default",
             "recipe",
-            guide,
+            accurate,
             {},
-            "guide recipe: int4 sym, group 128, ratio 0.6; LATENCY, 1 stream, f32 on the CPU",
+            "accurate recipe: int4 sym, group 64, ratio 0.6; LATENCY, 1 stream, f32 on the CPU",
         ),
+        Setting("guide", "recipe", guide, {}, "the product guide's recipe: int4 sym, group 128, ratio 0.6"),
+        Setting("asym", "recipe", {**accurate, "sym": False}, {}, "asymmetric int4, group 64, ratio 0.6"),
         Setting("ratio-1.0", "recipe", {**guide, "ratio": 1.0}, {}, "every weight int4 (ratio 1.0), group 128"),
         Setting("ratio-1.0-g64", "recipe", {**guide, "ratio": 1.0, "group_size": 64}, {}, "ratio 1.0, group 64"),
         Setting("ratio-0.8", "recipe", {**guide, "ratio": 0.8}, {}, "ratio 0.8, group 128"),
         Setting(
             "dq-off",
             "load",
-            guide,
+            accurate,
             {"ov_config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}},
             "DYNAMIC_QUANTIZATION_GROUP_SIZE=0 (activations stay fp32)",
         ),
         Setting(
             "dq-128",
             "load",
-            guide,
+            accurate,
             {"ov_config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "128"}},
             "DYNAMIC_QUANTIZATION_GROUP_SIZE=128",
         ),
         Setting(
             "bf16",
             "load",
-            guide,
+            accurate,
             {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}},
             "INFERENCE_PRECISION_HINT=bf16 (OpenVINO's own CPU default where the CPU has bf16)",
         ),
-        Setting("kv-f16", "load", guide, {"ov_config": {"KV_CACHE_PRECISION": "f16"}}, "KV_CACHE_PRECISION=f16"),
+        Setting("kv-f16", "load", accurate, {"ov_config": {"KV_CACHE_PRECISION": "f16"}}, "KV_CACHE_PRECISION=f16"),
         Setting(
             "threads-2-noht",
             "load",
-            guide,
+            accurate,
             {"ov_config": {"INFERENCE_NUM_THREADS": "2", "ENABLE_HYPER_THREADING": "NO"}},
             "INFERENCE_NUM_THREADS=2, ENABLE_HYPER_THREADING=NO",
         ),
         Setting(
             "throughput-hint",
             "load",
-            guide,
+            accurate,
             {"ov_config": {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "1"}},
             "PERFORMANCE_HINT=THROUGHPUT with NUM_STREAMS=1",
         ),

@@ -22,20 +22,29 @@ TINY = ModelShape(hidden_size=64, intermediate_size=128, context_length=512)
 MINI = ModelShape(hidden_size=3072, intermediate_size=8192, context_length=4096)
 
 
-def test_int4_defaults_are_the_guides_on_real_phi3_shapes() -> None:
+def test_int4_defaults_are_the_accurate_recipe_on_real_phi3_shapes() -> None:
     settings = resolve_quantization("int4", {}, MINI)
-    assert (settings.bits, settings.sym, settings.group_size, settings.ratio) == (4, True, 128, 0.6)
-    assert settings.note == ""
+    assert (settings.bits, settings.sym, settings.group_size, settings.ratio) == (4, True, 64, 0.6)
+    assert settings.recipe == "accurate" and settings.note == ""
+
+
+def test_auto_group_size_falls_below_the_recipes_aim_on_narrow_models() -> None:
+    narrow = ModelShape(hidden_size=96, intermediate_size=160, context_length=512)  # gcd 32
+    settings = resolve_quantization("int4", {}, narrow)
+    assert settings.group_size == 32
+    assert "group_size auto: 64 does not divide" in settings.note
 
 
 def test_named_recipes_and_explicit_overrides() -> None:
     guide = resolve_quantization("int4", {"recipe": "guide"}, MINI)
     assert (guide.group_size, guide.ratio, guide.sym, guide.recipe) == (128, 0.6, True, "guide")
-    assert resolve_quantization("int4", {}, MINI).manifest() == guide.manifest()  # guide is the default
+    accurate = resolve_quantization("int4", {}, MINI)
+    assert (accurate.group_size, accurate.sym, accurate.recipe) == (64, True, "accurate")  # the default
     all_int4 = resolve_quantization("int4", {"recipe": "all-int4"}, MINI)
     assert (all_int4.ratio, all_int4.manifest()["recipe"]) == (1.0, "all-int4")
     assert resolve_quantization("int4", {"recipe": "all-int4", "ratio": 0.8}, MINI).ratio == 0.8
-    with pytest.raises(phi3.ConfigError, match="recipe='fastest' is not allowed: it takes one of guide, all-int4"):
+    expected = "recipe='fastest' is not allowed: it takes one of accurate, guide, all-int4"
+    with pytest.raises(phi3.ConfigError, match=expected):
         resolve_quantization("int4", {"recipe": "fastest"}, MINI)
 
 
@@ -92,13 +101,13 @@ def test_bad_options_are_refused_by_phi3_core_in_one_line(
 def test_the_default_recipe_keys_the_artifact_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from phi3_openvino import plugin
 
-    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "guide"
+    assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "accurate"
     monkeypatch.setattr(plugin, "DEFAULT_INT4_RECIPE", "all-int4")
     assert plugin.phi3_backend_info().library_versions["phi3-openvino-int4-recipe"] == "all-int4"
 
 
 def test_auto_group_size_on_a_tiny_model_says_what_it_picked() -> None:
-    settings = resolve_quantization("int4", {}, TINY)
+    settings = resolve_quantization("int4", {"recipe": "guide"}, TINY)
     assert settings.group_size == 64
     assert "128 does not divide" in settings.note and "64" in settings.note
 
