@@ -72,7 +72,7 @@ def test_int4_generates_the_requested_number_of_tokens(
 
 
 def test_int4_artifact_holds_what_was_asked(artifacts: dict[str, phi3.Artifact]) -> None:
-    """Defaults are the guide's (sym, ratio 0.6); group size auto is 64 on a hidden-64 model."""
+    """Defaults are the accurate recipe's (sym, group 64, ratio 0.6)."""
     import openvino as ov
 
     quant = artifacts["int4"].manifest["quantization"]
@@ -83,7 +83,7 @@ def test_int4_artifact_holds_what_was_asked(artifacts: dict[str, phi3.Artifact])
         "group_size": 64,
         "ratio": 0.6,
         "group_size_requested": "auto",
-        "recipe": "guide",
+        "recipe": "accurate",
     }
     model = ov.Core().read_model(artifacts["int4"].path / "openvino_model.xml")
     types = {str(op.get_element_type()) for op in model.get_ops() if op.get_type_name() == "Constant"}
