@@ -30,6 +30,8 @@ RENDERERS: dict[str, str] = {
     "FAMILY_OPENVINO": "family_openvino",
     "FAMILY_DML": "family_dml",
     "LLAMACPP_OVERHEAD": "llamacpp_overhead",
+    "ADAPTERS": "adapter_bench",
+    "PROFILE": "decode_profile",
 }
 """Report stem -> the module in benchmarks/ whose ``render(results)`` writes it from ``<stem>.json``."""
 NOT_REGENERABLE: tuple[str, ...] = (
