@@ -7,15 +7,16 @@ turns caching off; it is passed on rather than dropped, because optimum-intel wo
 cache for GPUs inside the artifact folder).
 
 ``INFERENCE_PRECISION_HINT``: on the CPU, int4 and int8 artifacts compile with ``f32``
-(:func:`device_defaults`). OpenVINO's own default there is bf16 on CPUs with AVX512-BF16/AMX, and on such a
-CPU (a 2-core Xeon, OpenVINO 2026.4.1, Phi-3-mini-shaped layers) bf16 decoded int4 at 33 tok/s and
-int8 at 28 where f32 decoded 49 and 42: in f32 the compressed-weight matrix products quantize the
-activations to int8 on the fly (``DYNAMIC_QUANTIZATION_GROUP_SIZE``) instead of widening every
-weight to bf16, and f32 is also the precision the quality figures are measured at. The prefill of a
-128-token prompt takes about a third longer (250 vs 185 ms there); ``benchmarks/TUNING.md`` and
-``PROFILE.md`` hold the measurements. CPUs without bf16 (most laptops) use f32 anyway, so this also
-makes a CPU answer the same on every machine. fp16 artifacts keep OpenVINO's default (in f32 their
-weights would widen to 4 bytes and decode no faster), and a user's ``INFERENCE_PRECISION_HINT`` wins.
+(:func:`device_defaults`). OpenVINO's own default there is bf16 on CPUs with AVX512-BF16/AMX, and on
+such a CPU (a 2-core Xeon, OpenVINO 2026.4.1, Phi-3-mini-shaped layers) bf16 decoded int4 at 33
+tok/s and int8 at 28 where f32 decoded 49 and 42 (the compressed-weight matrix products run on
+``brgemm_avx512_bf16`` against ``brgemm_avx512_f32`` in OpenVINO's profiler), and f32 is also the
+precision the quality figures are measured at. The prefill of a 128-token prompt takes about a third
+longer (250 vs 185 ms there). Measured interleaved while other work ran; ``benchmarks/tune.py
+openvino`` has a ``bf16`` setting to re-measure it on a quiet machine. CPUs without bf16 (most
+laptops) use f32 anyway, so this also makes a CPU answer the same on every machine. fp16 artifacts
+keep OpenVINO's default (in f32 they decoded no faster and prefilled 3x slower), and a user's
+``INFERENCE_PRECISION_HINT`` wins.
 
 Generation: one :class:`phi3.GenerationConfig` becomes openvino_genai's ``GenerationConfig`` here, or
 transformers' ``generate`` keyword arguments (the optimum engine, through core's
