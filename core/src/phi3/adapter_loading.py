@@ -9,6 +9,7 @@ each adapter converted by the backend's ``phi3_convert_adapter`` (cached by :mod
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from phi3.adapter_cache import get_or_convert
-from phi3.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, PreparedAdapter, read_lora_adapter
+from phi3.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, PreparedAdapter, mix_lora_adapters, read_lora_adapter
 from phi3.cache import ArtifactCache
 from phi3.errors import AdapterError, PluginError
 from phi3.plugins import PluginRegistry
@@ -29,8 +30,88 @@ _NAME_HINT = "use letters, digits, '.', '_' and '-' (at most 64, starting with a
 _SPEC_HINT = "pass a peft adapter folder (adapter_config.json + adapter_model.safetensors) or a hub id owner/name"
 
 
-def check_adapter_specs(adapters: object) -> dict[str, str]:
-    """``adapters`` as ``{name: folder or hub id}``, every name and value checked."""
+MixSpec = dict[str, float]
+"""A weighted mix: component adapter name -> weight (``W + sum_i w_i B_i A_i``)."""
+AdapterSpec = str | MixSpec
+"""One value of ``adapters=`` once checked: a folder or hub id, or a mix of other adapters of the load."""
+_TERM = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\*(-?(?:\d+\.?\d*|\.\d+)(?:[eE]-?\d+)?))?$")
+_MIX_HINT = 'e.g. adapters={"a": DIR_A, "b": DIR_B, "ab": {"a": 0.7, "b": 0.3}} (CLI: --adapter ab=a*0.7+b*0.3)'
+
+
+def parse_mix_text(text: str) -> MixSpec | None:
+    """``"a*0.7+b*0.3"`` (``"a+b"``: weight 1 each) as ``{"a": 0.7, "b": 0.3}``; None when ``text`` is
+    not written that way. A single name without ``*`` is not a mix (it is a folder or hub id), and
+    text naming a path that exists is never a mix: the caller checks the filesystem first."""
+    if "+" not in text and "*" not in text:
+        return None
+    mix: MixSpec = {}
+    for term in text.strip().split("+"):
+        match = _TERM.match(term.strip())
+        if match is None:
+            return None
+        mix[match.group(1)] = mix.get(match.group(1), 0.0) + float(match.group(2) or 1)
+    return mix
+
+
+def _mix_or_path(name: str, spec: object) -> AdapterSpec:
+    """One ``adapters=`` value: a path (text or PathLike), or a mix (a mapping, or text like ``a*0.7+b``)."""
+    if isinstance(spec, Mapping):
+        return _check_weights(name, spec)
+    value = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
+    if not isinstance(value, str) or not value.strip():
+        raise AdapterError(f"adapter {name!r}: {spec!r} is not a folder or a hub id (nor a mix)", hint=_SPEC_HINT)
+    if Path(value).expanduser().exists():
+        return value
+    mix = parse_mix_text(value)
+    return value if mix is None else _check_weights(name, mix)
+
+
+def _check_weights(name: str, spec: Mapping[Any, object]) -> MixSpec:
+    """A mix's ``{name: weight}``: names, finite real weights, not all zero."""
+    if not spec:
+        raise AdapterError(f"adapter {name!r} is an empty mix", hint=_MIX_HINT)
+    mix: MixSpec = {}
+    for component, weight in spec.items():
+        if not isinstance(component, str):
+            raise AdapterError(f"adapter {name!r} mixes {component!r}, which is not an adapter name", hint=_MIX_HINT)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise AdapterError(
+                f"adapter {name!r}: the weight of {component!r} is {weight!r}, not a finite number", hint=_MIX_HINT
+            )
+        mix[component] = float(weight)
+    if not any(mix.values()):
+        raise AdapterError(
+            f"adapter {name!r}: every weight of the mix is 0, which is the base model",
+            hint="give at least one component a non-zero weight, or use adapter=None for the base model",
+        )
+    return mix
+
+
+def _check_mixes(specs: Mapping[str, AdapterSpec]) -> None:
+    """Each mix names only plain adapters of the same load (no mix of mixes, no unknown names)."""
+    plain = [name for name, spec in specs.items() if isinstance(spec, str)]
+    for name, spec in specs.items():
+        if isinstance(spec, str):
+            continue
+        for component in spec:
+            if component in plain:
+                continue
+            if component in specs:
+                raise AdapterError(
+                    f"adapter {name!r} mixes {component!r}, which is itself a mix; a mix combines plain adapters",
+                    hint=f"write out the weights of {component!r}'s components in {name!r}",
+                )
+            raise AdapterError(
+                f"adapter {name!r} mixes {component!r}, which is not an adapter of this load "
+                f"(plain adapters: {', '.join(plain) or 'none'})",
+                hint=f"add {component!r} to adapters= (CLI: --adapter {component}=PATH); a folder named like a mix "
+                "must exist",
+            )
+
+
+def check_adapter_specs(adapters: object) -> dict[str, AdapterSpec]:
+    """``adapters`` as ``{name: folder or hub id, or mix}``, every name, value and mix checked (cheap:
+    no adapter is read yet)."""
     if adapters is None:
         return {}
     if not isinstance(adapters, Mapping):
@@ -38,14 +119,12 @@ def check_adapter_specs(adapters: object) -> dict[str, str]:
             f"adapters must map names to adapter folders or hub ids, got {type(adapters).__name__}",
             hint='e.g. adapters={"support": "./support-lora"}',
         )
-    checked: dict[str, str] = {}
+    checked: dict[str, AdapterSpec] = {}
     for name, spec in adapters.items():
         if not isinstance(name, str) or not NAME.match(name):
             raise AdapterError(f"{name!r} is not a valid adapter name", hint=_NAME_HINT)
-        value = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
-        if not isinstance(value, str) or not value.strip():
-            raise AdapterError(f"adapter {name!r}: {spec!r} is not a folder or a hub id", hint=_SPEC_HINT)
-        checked[name] = value
+        checked[name] = _mix_or_path(name, spec)
+    _check_mixes(checked)
     return checked
 
 
@@ -126,11 +205,19 @@ def base_config(folders: list[Path]) -> dict[str, Any]:
 
 
 def read_adapters(
-    specs: Mapping[str, str], config: Mapping[str, Any], base_model_id: str | None
+    specs: Mapping[str, AdapterSpec], config: Mapping[str, Any], base_model_id: str | None
 ) -> dict[str, LoraAdapter]:
-    """Every adapter found and checked against the base (AdapterError for the first bad one)."""
-    return {
+    """Every adapter found and checked against the base (AdapterError for the first bad one), then
+    each mix built from them (:func:`phi3.adapters.mix_lora_adapters`), in the order given."""
+    plain = {
         name: read_lora_adapter(name, resolve_adapter(name, spec), config, base_model_id=base_model_id)
+        for name, spec in specs.items()
+        if isinstance(spec, str)
+    }
+    return {
+        name: plain[name]
+        if isinstance(spec, str)
+        else mix_lora_adapters(name, [(plain[component], weight) for component, weight in spec.items()])
         for name, spec in specs.items()
     }
 
@@ -172,9 +259,12 @@ def prepare_adapters(
 
 
 __all__ = [
+    "AdapterSpec",
+    "MixSpec",
     "base_config",
     "check_adapter_specs",
     "check_backend_applies_adapters",
+    "parse_mix_text",
     "prepare_adapters",
     "read_adapters",
     "resolve_adapter",

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,12 +79,16 @@ class LoraAdapter:
     num_layers: int
     """The base model's decoder layers (the adapter may touch fewer)."""
     modules: Mapping[str, _Module] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    mix: tuple[tuple[LoraAdapter, float], ...] = ()
+    """For a weighted mix (:func:`mix_lora_adapters`): its components and their weights; else empty."""
 
     def weights(self) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
         """Per base module (``"model.layers.0.self_attn.qkv_proj"``): ``(A [r, in], B [out, r])``,
         float32, peft's scaling folded into B, so the adapted weight is exactly ``W + B @ A``."""
         import numpy as np
 
+        if self.mix:
+            return _mixed_weights(self.mix)
         result: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = {}
         for key, module in self.modules.items():
             a_parts = [part.a.to_float32() for part in module.parts]
@@ -98,6 +102,55 @@ class LoraAdapter:
                 column += rank
             result[key] = (a, b)
         return result
+
+
+def _mixed_weights(
+    mix: tuple[tuple[LoraAdapter, float], ...],
+) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
+    """``sum_i w_i B_i A_i`` as one LoRA: the A's stacked along the rank, the weighted B's side by side."""
+    import numpy as np
+
+    parts: dict[str, list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]] = {}
+    for adapter, weight in mix:
+        for key, (a, b) in adapter.weights().items():
+            parts.setdefault(key, []).append((a, (b * np.float32(weight)).astype(np.float32)))
+    return {
+        key: (np.vstack([a for a, _ in pairs]).astype(np.float32), np.hstack([b for _, b in pairs]).astype(np.float32))
+        for key, pairs in parts.items()
+    }
+
+
+def mix_lora_adapters(name: str, components: Sequence[tuple[LoraAdapter, float]]) -> LoraAdapter:
+    """The weighted mix ``W + sum_i w_i B_i A_i`` of ``components`` as one ordinary LoRA adapter.
+
+    A weighted sum of low-rank updates is itself a low-rank update whose rank is the sum of the ranks
+    (A's concatenated along the rank axis, ``w_i * B_i`` side by side; a module one component does not
+    adapt gets nothing from it), so every backend applies a mix exactly, through the same conversion
+    and runtime path as any adapter, whether or not its runtime blends adapters itself. The content
+    hash covers the components' hashes and the exact weights, so a changed component or weight
+    converts again. ``path`` is the first component's folder. The components must be plain adapters
+    of one base (:func:`phi3.adapter_loading.check_adapter_specs` checks the weights).
+    """
+    if not components or any(adapter.mix for adapter, _ in components):
+        raise AdapterError(f"adapter {name!r}: a mix needs plain adapters", hint="mix adapters loaded from folders")
+    digest = hashlib.sha256(b"phi3-lora-mix-v1")
+    ranks: dict[str, int] = {}
+    for adapter, weight in components:
+        digest.update(f"{adapter.content_hash}*{float(weight).hex()}+".encode())
+        for key, module in adapter.modules.items():
+            ranks[key] = ranks.get(key, 0) + sum(part.a.shape[0] for part in module.parts)
+    first = components[0][0]
+    targets = {target for adapter, _ in components for target in adapter.target_modules}
+    return LoraAdapter(
+        name=name,
+        path=first.path,
+        content_hash=digest.hexdigest(),
+        rank=max(ranks.values()),
+        target_modules=tuple(t for t in SUPPORTED_TARGETS if t in targets),
+        base_model=first.base_model,
+        num_layers=first.num_layers,
+        mix=tuple((adapter, float(weight)) for adapter, weight in components),
+    )
 
 
 @dataclass(frozen=True)
@@ -362,6 +415,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "LoraAdapter",
     "PreparedAdapter",
+    "mix_lora_adapters",
     "read_lora_adapter",
     "write_peft_folder",
 ]

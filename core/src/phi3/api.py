@@ -224,7 +224,7 @@ def _read_adapters(
     model: str | os.PathLike[str],
     revision: str | None,
     prebuilt: Artifact | None,
-    specs: Mapping[str, str],
+    specs: Mapping[str, adapter_loading.AdapterSpec],
 ) -> tuple[ModelSource | None, dict[str, LoraAdapter]]:
     """The adapters checked against the base's config.json (the source's, or a prebuilt artifact's),
     and the resolved source when it had to be resolved for that (so it is resolved once)."""
@@ -252,7 +252,7 @@ def load(
     revision: str | None = None,
     trust_remote_code: bool = False,
     progress: Progress | None = None,
-    adapters: Mapping[str, str | os.PathLike[str]] | None = None,
+    adapters: Mapping[str, str | os.PathLike[str] | Mapping[str, float]] | None = None,
     **backend_options: Any,
 ) -> Model:
     """Load a Phi-3 model on a backend, quantizing it into the cache first if needed.
@@ -265,7 +265,10 @@ def load(
 
     ``adapters`` maps names to LoRA adapters (peft folders or Hugging Face ids) for backends that
     declare ``adapters``: each is checked against the base before anything slow, converted once for
-    the backend (cached), and picked per generation with ``generate(..., adapter=NAME)``.
+    the backend (cached), and picked per generation with ``generate(..., adapter=NAME)``. A value
+    may instead be a weighted mix of other (plain) adapters of the same call, ``{"a": 0.7, "b": 0.3}``
+    or the text ``"a*0.7+b*0.3"`` (a path that exists is a path): it is applied exactly, as one LoRA
+    of the summed rank, on every backend that applies adapters (docs/adapters.md, "Weighted mixes").
     """
     model = _check_model(model)
     progress = _check_progress(progress) or _quiet_progress

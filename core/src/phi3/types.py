@@ -350,7 +350,9 @@ class LoadRequest:
     """Every LoRA adapter of this model by name, checked against the base and converted by the
     backend's ``phi3_convert_adapter`` (when it has one): set the runtime up for all of them here;
     ``GenerationConfig.adapter`` picks one per generation. Empty unless the backend declares
-    ``BackendInfo.adapters``."""
+    ``BackendInfo.adapters``. A weighted mix the user asked for arrives as one more ordinary adapter
+    (its ``LoraAdapter.weights()`` already hold the mix, rank = the components' sum; ``.mix`` lists them),
+    so a backend applies it like any other."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ make a correct backend look wrong. Seeds are tried in a fixed order until both h
 arguments always give the same adapter.
 
 :func:`reference_adapter_ids` is the ground truth backends are compared with: transformers + peft on
-the CPU in fp32, the adapter merged into the weights (``merge_and_unload``), greedy.
+the CPU in fp32, the adapter merged into the weights (``merge_and_unload``), greedy;
+:func:`reference_mix_ids` is the same for a weighted mix of adapters.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from typing import Any
 
 from phi3.testing.reference import _eos_ids, _greedy_loop, encode_prompt
 
-__all__ = ["MIN_MARGIN", "PROBE_PROMPT", "make_lora_adapter", "reference_adapter_ids", "top1_margins"]
+__all__ = [
+    "MIN_MARGIN",
+    "PROBE_PROMPT",
+    "make_lora_adapter",
+    "reference_adapter_ids",
+    "reference_mix_ids",
+    "top1_margins",
+]
 
 DEFAULT_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 PROBE_PROMPT = "The quick brown fox"
@@ -179,5 +187,52 @@ def _merged(model_dir: str, adapter_dir: str, version: tuple[int, int]) -> Any:
     import peft
 
     merged = peft.PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.eval()
+    return merged
+
+
+def reference_mix_ids(
+    model_dir: str | os.PathLike[str],
+    mix: Sequence[tuple[str | os.PathLike[str], float]],
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    *,
+    ignore_eos: bool = True,
+) -> list[int]:
+    """Greedy new ids of transformers + peft, fp32, with ``W + sum_i w_i B_i A_i`` merged for the
+    ``(adapter folder, weight)`` pairs of ``mix`` (two or more folders).
+
+    The mix is built by peft itself, ``add_weighted_adapter(..., combination_type="cat")`` (A's
+    concatenated along the rank, ``w_i * scaling_i * A_i``), then merged: an implementation
+    independent of phi3's own (:func:`phi3.adapters.mix_lora_adapters`), and "cat" is peft's exact
+    combination (``linear`` averages A and B separately, ``svd`` truncates). peft turns a single
+    adapter into ``linear`` (``sqrt(weight)``), hence two or more folders.
+    """
+    if len({str(Path(folder).resolve()) for folder, _ in mix}) != len(mix) or len(mix) < 2:
+        raise ValueError("reference_mix_ids needs two or more different adapter folders")
+    key = tuple((str(Path(folder).resolve()), float(weight), _version(folder)) for folder, weight in mix)
+    model = _merged_mix(str(Path(model_dir).resolve()), key)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    eos = _eos_ids(model, tokenizer)
+    return _greedy_loop(
+        model, [int(i) for i in prompt_ids], max_new_tokens, eos, ignore_eos=ignore_eos, recompute=False
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _merged_mix(model_dir: str, mix: tuple[tuple[str, float, tuple[int, int]], ...]) -> Any:
+    """The base with peft's "cat" mix of ``mix``'s adapters merged (``mix`` holds each file's version)."""
+    base = _load_base(Path(model_dir))  # first: it hides a broken torchvision
+    import peft
+
+    names = [f"part{index}" for index in range(len(mix))]
+    model = peft.PeftModel.from_pretrained(base, mix[0][0], adapter_name=names[0])
+    for name, (folder, _, _) in zip(names[1:], mix[1:]):
+        model.load_adapter(folder, adapter_name=name)
+    model.add_weighted_adapter(names, [weight for _, weight, _ in mix], "mix", combination_type="cat")
+    model.set_adapter("mix")
+    merged = model.merge_and_unload(adapter_names=["mix"])
     merged.eval()
     return merged
