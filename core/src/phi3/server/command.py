@@ -217,12 +217,8 @@ def _serve(**args: Any) -> None:
     from phi3.server.adapters import parse_adapter_flags
     from phi3.server.model_spec import Defaults
 
+    # with --ray the (name, path) strings travel in the deployment's settings; each replica loads them
     adapters = parse_adapter_flags(args["adapters"], args["models"])
-    if adapters and ray_options is not None:
-        raise ConfigError(
-            "--adapter does not apply with --ray yet: Ray replicas load their model without adapters",
-            hint="serve adapters without --ray",
-        )
     defaults = Defaults(
         backend=args["backend"],
         device=args["device"],

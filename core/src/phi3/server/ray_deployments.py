@@ -7,7 +7,10 @@ One application, three kinds of deployment:
 - one ``phi3-model-...`` deployment per served MODEL (:class:`~phi3.server.ray_replica.ModelReplica`):
   ``--replicas N`` or ``--autoscale MIN:MAX`` replicas, each reserving ``--replica-cpus`` CPUs and
   the Ray resources of ``--ray-resource`` (``-d NPU`` adds ``npu=1`` itself), so Ray places an NPU
-  model only on nodes started with ``ray start --resources '{"npu": 1}'``.
+  model only on nodes started with ``ray start --resources '{"npu": 1}'``. With ``--adapter``, the
+  MODEL's replicas each load it with every adapter: the ``(name, path)`` strings travel in the
+  deployment's settings (never loaded objects), and each replica converts them through PHI3_HOME's
+  cache, whose per-key file lock makes replicas racing on one node convert once.
 - ``phi3-registry``: every replica's last report, for ``/v1/models`` and ``/metrics``.
 
 A replica accepts at most ``--max-queue`` waiting requests plus :data:`SLOT_ALLOWANCE` running
@@ -30,6 +33,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from phi3.errors import ConfigError
+from phi3.server.adapters import parse_adapter_flags
 from phi3.server.app import create_app
 from phi3.server.model_spec import Defaults
 from phi3.server.ray_ingress import RayServer, ReplicaHeader
@@ -117,11 +121,12 @@ def build_app(args: dict[str, Any]) -> Application:
 
     Keys: ``models`` (a list or comma-separated), ``backend``, ``device``, ``precision``, ``engine``,
     ``api_key``, ``max_loaded``, ``idle_unload``, ``max_queue``, ``replicas``, ``autoscale``
-    (``"MIN:MAX"``), ``replica_cpus``, ``resources`` (a mapping).
+    (``"MIN:MAX"``), ``replica_cpus``, ``resources`` (a mapping), ``adapters`` (a mapping NAME: PATH,
+    or ``--adapter`` values ``"NAME=PATH"``; PATH must exist on every node, or be a hub id).
     """
     known = {
         "models", "backend", "device", "precision", "engine", "api_key", "max_loaded", "idle_unload",
-        "max_queue", "replicas", "autoscale", "replica_cpus", "resources",
+        "max_queue", "replicas", "autoscale", "replica_cpus", "resources", "adapters",
     }  # fmt: skip
     unknown = sorted(set(args) - known)
     if unknown:
@@ -129,11 +134,14 @@ def build_app(args: dict[str, Any]) -> Application:
     models = args.get("models", [])
     if isinstance(models, str):
         models = [part.strip() for part in models.split(",") if part.strip()]
+    adapters = parse_adapter_flags(_adapter_values(args.get("adapters")), models)
     defaults = Defaults(
         backend=str(args.get("backend", "auto")),
         device=str(args.get("device", "auto")),
         precision=args.get("precision"),
         engine=args.get("engine"),
+        adapters=adapters,
+        adapter_base=models[0] if adapters else None,
     )
     settings = ServerSettings(
         models=tuple(models),
@@ -150,3 +158,14 @@ def build_app(args: dict[str, Any]) -> Application:
         resources=tuple((str(k), float(v)) for k, v in dict(args.get("resources") or {}).items()),
     )
     return application(settings, options)
+
+
+def _adapter_values(value: Any) -> list[str]:
+    """The builder's ``adapters`` argument as ``--adapter`` values (``NAME=PATH``)."""
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        return [f"{name}={path}" for name, path in value.items()]
+    if isinstance(value, str):  # one value: a path may hold a comma
+        return [value]
+    return [str(item) for item in value]

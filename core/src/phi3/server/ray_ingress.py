@@ -13,6 +13,8 @@ code. What differs is only where the model runs:
   dies mid-stream ends that stream with an OpenAI error event (``code: replica_lost``), and the
   next requests go to the live replicas while Ray Serve restarts it;
 - the replica that answered is in the ``x-phi3-replica`` response header (:class:`ReplicaHeader`);
+- ``MODEL:NAME`` (``--adapter NAME=PATH``) goes to MODEL's deployment, whose replicas loaded MODEL
+  with every adapter; ``/v1/models`` lists the adapters with their ``parent`` as without Ray;
 - ``/v1/models``, ``/health`` and ``/metrics`` read every replica's last report from the registry
   (:mod:`phi3.server.ray_registry`): cards list their replicas (node, host, pid, device), and
   every per-model metric carries a ``replica`` label (HTTP request counts are the ingress's own).
@@ -36,6 +38,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from phi3.model import Model, TextStream
 from phi3.server import schemas
+from phi3.server.adapters import adapter_ids, split_adapter
 from phi3.server.errors import APIError, unexpected
 from phi3.server.guard import ASGIApp, Message, Receive, Scope, Send
 from phi3.server.ray_events import ErrorData, Snapshot
@@ -136,7 +139,10 @@ class RayServer(Server):
         disconnected: Callable[[], Awaitable[bool]] | None = None,
         check: Callable[[Model], None] | None = None,
     ) -> Generation:
-        spec = self.pool.resolve(field)  # 404 for a model this app does not serve
+        # MODEL:NAME runs on MODEL's deployment (400 for an unknown NAME); the replica's own server
+        # splits the field again and hands NAME to the generation (phi3.server.adapters)
+        base_field, _ = split_adapter(field, self.settings.defaults)
+        spec = self.pool.resolve(base_field)  # 404 for a model this app does not serve
         handle = self.models[spec.model]
         lost: Exception | None = None
         for attempt in range(OPEN_ATTEMPTS):
@@ -249,6 +255,8 @@ class RayServer(Server):
             served = cards.get(snapshot.model)
             if not serves_default and served is not None and served.replicas is not None:
                 served.replicas.append(_replica_card(snapshot, None))
+        for adapter_id, parent in adapter_ids(self.settings.defaults):
+            cards[adapter_id] = schemas.ModelCard(id=adapter_id, created=0, parent=parent)
         return schemas.ModelList(data=list(cards.values()))
 
     async def loaded_cards(self) -> list[schemas.ModelCard]:

@@ -6,7 +6,9 @@ Each replica is the single-process server's engine half, unchanged: a
 under uvicorn), without the HTTP half, which runs in the ingress
 (:mod:`phi3.server.ray_ingress`). The model is loaded in the constructor, on the node Ray placed
 the replica on, with the server's defaults: ``-b auto`` therefore picks that node's best device,
-and a mixed NPU/GPU/CPU cluster runs each replica on what its node has.
+and a mixed NPU/GPU/CPU cluster runs each replica on what its node has. The defaults carry
+``--adapter``'s adapters, so the replica loads its model with them, and its server turns a
+``MODEL:NAME`` field into a generation with adapter NAME (:mod:`phi3.server.adapters`).
 
 :meth:`ModelReplica.generate` streams :data:`~phi3.server.ray_events.Event` tuples; errors are
 sent as data (never raised), so the ingress answers exactly what the in-process server would.
@@ -132,7 +134,13 @@ class ModelReplica:
                 log.debug("replica %s could not report to the registry: %s", self.replica, exc)
 
     async def __del__(self) -> None:
-        self._reporter.cancel()
-        with contextlib.suppress(Exception):  # the registry may be stopping too (a whole app shutting down)
-            await asyncio.wait_for(self.registry.forget.remote(self.replica), FORGET_TIMEOUT_S)
-        await self.server.shutdown()
+        # Serve also calls this on a replica whose constructor failed (its model or an adapter did
+        # not load): it then has a server but no reporter, and never reported
+        reporter: asyncio.Task[None] | None = getattr(self, "_reporter", None)
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(Exception):  # the registry may be stopping too (a whole app shutting down)
+                await asyncio.wait_for(self.registry.forget.remote(self.replica), FORGET_TIMEOUT_S)
+        server: Server | None = getattr(self, "server", None)
+        if server is not None:
+            await server.shutdown()
