@@ -320,7 +320,8 @@ def ray(session: nox.Session) -> None:
         "httpx",
         "psutil",
     )
-    _pytest(session, str(CORE / "tests" / "ray_serve"))
+    # test_adapters_ray lives with the other adapter server tests; it needs Ray, so it runs here
+    _pytest(session, str(CORE / "tests" / "ray_serve"), str(CORE / "tests" / "server" / "test_adapters_ray.py"))
 
 
 @nox.session
