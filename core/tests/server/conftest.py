@@ -19,6 +19,20 @@ from .harness import ServerProcess, assert_clean_exit, free_port
 
 
 @pytest.fixture(scope="module")
+def adapter_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two discriminating LoRA adapters of the smoke model (peft): ``a`` on every module, ``b`` on two."""
+    from phi3 import smoke
+    from phi3.testing.adapters import make_lora_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    base = smoke.checkpoint()
+    return {
+        "a": make_lora_adapter(base, root / "a", rank=8, seed=1),
+        "b": make_lora_adapter(base, root / "b", rank=4, seed=2, targets=("qkv_proj", "down_proj")),
+    }
+
+
+@pytest.fixture(scope="module")
 def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> Iterator[object]:
     """A factory: ``start_server(args, api_key=None)``; every server is Ctrl-C'd at module end."""
     started: list[ServerProcess] = []

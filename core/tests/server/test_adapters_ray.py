@@ -32,7 +32,7 @@ import phi3
 from phi3 import smoke
 from phi3.errors import ConfigError
 from phi3.testing import reference_backend
-from phi3.testing.adapters import make_lora_adapter, reference_adapter_ids
+from phi3.testing.adapters import reference_adapter_ids
 from phi3.testing.reference import encode_prompt
 
 from .harness import ServerProcess
@@ -40,16 +40,6 @@ from .harness import ServerProcess
 MODEL = "smoke"
 PROMPT = "The capital of France is"
 TOKENS = 8
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    base = smoke.checkpoint()
-    return {
-        "a": make_lora_adapter(base, root / "a", rank=8, seed=1),
-        "b": make_lora_adapter(base, root / "b", rank=4, seed=2, targets=("qkv_proj", "down_proj")),
-    }
 
 
 @pytest.fixture(scope="module")

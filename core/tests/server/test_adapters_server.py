@@ -28,21 +28,11 @@ from .harness import ServerProcess
 
 pytest.importorskip("peft", reason="adapters are made and applied with peft (phi3-core[testing])")
 
-from phi3.testing.adapters import make_lora_adapter, reference_adapter_ids
+from phi3.testing.adapters import reference_adapter_ids
 
 MODEL = "smoke"
 PROMPT = "The capital of France is"
 TOKENS = 8
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    base = smoke.checkpoint()
-    return {
-        "a": make_lora_adapter(base, root / "a", rank=8, seed=1),
-        "b": make_lora_adapter(base, root / "b", rank=4, seed=2, targets=("qkv_proj", "down_proj")),
-    }
 
 
 @pytest.fixture(scope="module")
