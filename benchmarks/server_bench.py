@@ -162,6 +162,9 @@ def stream_once(client: httpx.Client, url: str, model: str, tokens: int) -> Samp
         "max_tokens": tokens,
         "stream": True,
         "ignore_eos": True,
+        # greedy, as in_process decodes: an OpenAI request samples at temperature 1 by default, and a
+        # random-weight model's samples can be tokens that decode to no text at all
+        "temperature": 0,
         "stream_options": {"include_usage": True},
     }
     start = time.perf_counter()
@@ -289,7 +292,9 @@ def measure_levels(url: str, name: str, args: argparse.Namespace, clients: list[
 def sequential(url: str, model: str, tokens: int, runs: int) -> list[dict[str, Any]]:
     """A warm-up, then ``runs`` requests one at a time."""
     with httpx.Client(timeout=300) as client:
-        stream_once(client, url, model, 4)  # warm-up
+        # warm-up at full length: a random-weight model's first few tokens can all be held back as
+        # incomplete UTF-8, and a request that streams no text is an error
+        stream_once(client, url, model, tokens)
         return [dataclasses.asdict(stream_once(client, url, model, tokens)) for _ in range(runs)]
 
 
