@@ -35,7 +35,6 @@ RENDERERS: dict[str, str] = {
 }
 """Report stem -> the module in benchmarks/ whose ``render(results)`` writes it from ``<stem>.json``."""
 NOT_REGENERABLE: tuple[str, ...] = (
-    "RAY_RESULTS",
     "TUNING",
     "LLAMACPP_OVERHEAD",
 )
