@@ -1,6 +1,6 @@
 """Retrain the smoke model that ships in phi3-core (core/src/phi3/smoke/model).
 
-    python scripts/train_smoke.py                 # the shipped model (a few minutes on 2 CPU cores)
+    python scripts/train_smoke.py                 # the shipped model (about 12 minutes on 2 CPU cores)
     python scripts/train_smoke.py --out /tmp/m    # somewhere else
 
 Needs torch (pinned 2.13.0 in ci/constraints.txt for a reproducible result), transformers and

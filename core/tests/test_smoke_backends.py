@@ -2,7 +2,7 @@
 
 A conformance-style sanity bound, not an accuracy benchmark (that is benchmarks/smoke_accuracy.py):
 int4 rounding may change a few answers of a model this small, but a backend whose quantization or
-tokenizer handling is broken answers gibberish, which these checks catch. Rows whose plugin is not
+tokenizer handling is broken answers gibberish or the wrong facts, which these checks catch. Rows whose plugin is not
 installed are skipped (phi3-core's own session has none; ``nox -s server`` and the integration
 session have openvino and dml).
 """
@@ -42,12 +42,12 @@ def test_smoke_answers_readably(backend: str, precision: str) -> None:
         answers = {q: model.chat([{"role": "user", "content": q}], max_new_tokens=48).text.strip() for q in QUESTIONS}
     finally:
         model.close()
-    # the form of the expected answer (its first word): the toy gets the forms, not all the content
-    formed = [q for q, expected in QUESTIONS.items() if answers[q].split(" ")[:1] == expected.split(" ")[:1]]
+    # the expected answer itself (its first sentence for "Who are you?"): int4 may cost the toy a few
+    right = [q for q, expected in QUESTIONS.items() if answers[q].startswith(expected)]
     for question, answer in answers.items():
         assert answer.isascii() and answer.isprintable(), (question, answer)
         if SUM.fullmatch(answer):
             continue  # a sum in its form ("2 + 3 = 5.") has no words
         words = WORD.findall(answer)
         assert len(words) >= 2 and sum(len(w) for w in words) >= len(answer.replace(" ", "")) / 2, (question, answer)
-    assert len(formed) >= len(QUESTIONS) // 2, answers
+    assert len(right) >= len(QUESTIONS) - 2, answers

@@ -4,13 +4,12 @@ The smoke model is a toy trained on a synthetic corpus that includes phi3's tool
 (:mod:`phi3.smoke.corpus`), so with ``tool_choice`` left to the model (langchain sends none: the
 server's default is auto when tools are given) it decides to call the weather tool, the agent runs
 the tool, and the model's next answer uses the tool's result. The server runs on core's reference
-backend (transformers fp32, greedy). The shipped toy has learned the forms, not the content: it calls
-the tool with some city and answers "The weather in ..." without using the result (see
-benchmarks/SMOKE_ACCURACY.md), so the content is not asserted.
+backend (transformers fp32, greedy).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -48,15 +47,16 @@ def test_a_react_agent_calls_the_weather_tool_on_its_own_and_answers_with_its_re
     CALLS.clear()
     agent = create_react_agent(llm, [get_weather])
     messages = agent.invoke({"messages": [HumanMessage("What is the weather in Oslo?")]})["messages"]
-    assert len(CALLS) == 1, messages  # the model chose the tool (the toy picks the city badly: see below)
+    assert CALLS == ["Oslo"], messages  # the model chose the tool, with the city from the question
     _asked, called, result, answer = messages
     assert isinstance(called, AIMessage) and [c["name"] for c in called.tool_calls] == ["get_weather"]
-    assert set(called.tool_calls[0]["args"]) == {"city"}
+    assert called.tool_calls[0]["args"] == {"city": "Oslo"}
     assert isinstance(result, ToolMessage) and result.content == "sunny, 18 degrees"
     assert isinstance(answer, AIMessage) and not answer.tool_calls
-    # the shipped toy answers in the right form but not with the result's content (it ignores which
-    # city and weather the prompt holds; benchmarks/SMOKE_ACCURACY.md)
-    assert isinstance(answer.content, str) and answer.content.startswith("The weather in "), answer.content
+    # the city it asked about and the weather the tool gave; the toy often miscopies a two-digit
+    # number (28 for 18: benchmarks/SMOKE_ACCURACY.md, tool_result row), so the figure is not compared
+    assert isinstance(answer.content, str), answer.content
+    assert re.fullmatch(r"The weather in Oslo is sunny, \d+ degrees\.", answer.content), answer.content
 
 
 def test_the_agent_answers_without_a_tool_when_none_is_needed(server: ServerProcess) -> None:
@@ -69,4 +69,4 @@ def test_the_agent_answers_without_a_tool_when_none_is_needed(server: ServerProc
     agent = create_react_agent(llm, [get_weather])
     messages = agent.invoke({"messages": [HumanMessage("What is the capital of France?")]})["messages"]
     assert CALLS == [] and len(messages) == 2
-    assert str(messages[-1].content).startswith("The capital of ")
+    assert messages[-1].content == "The capital of France is Paris."

@@ -1,11 +1,12 @@
 """``smoke``: a toy Phi-3 that ships with phi3-core, trained on a small synthetic corpus.
 
 It is a real ``Phi3ForCausalLM`` checkpoint with Phi-3-mini-4k's layout (4096 positions, a 2047-token
-sliding window, no RoPE scaling, as many key/value heads as query heads, untied embeddings), scaled
-down to about a million parameters, with Phi-3's tokenizer pipeline (BPE with byte fallback), added
+sliding window, no RoPE scaling, as many key/value heads as query heads) and Phi-4-mini's tied
+embeddings (the LM head is the embedding, which lets a model this small learn to copy a word from the
+prompt), scaled down to about a million parameters, with Phi-3's tokenizer pipeline (BPE with byte fallback), added
 tokens and chat template. It was trained by ``scripts/train_smoke.py`` (:mod:`phi3.smoke.train`) on
 :mod:`phi3.smoke.corpus`: greetings, "who are you", a few facts (capitals, animals' legs, colours),
-sums of small numbers, two-turn conversations, JSON answers to "as JSON" requests and tool calls in
+one-digit sums, two-turn conversations, JSON answers to "as JSON" requests and tool calls in
 phi3's tool format for Phi-3 (:mod:`phi3.tools`), including answering with a tool's result.
 
 It is a toy: it knows only what that corpus holds and answers anything else with a polite

@@ -6,7 +6,7 @@ learns them in minutes on a CPU:
 
 - greetings, "who are you", thanks and goodbyes (fixed answers);
 - facts from a small built-in table (capitals, legs of animals, colours);
-- arithmetic with small numbers (``+``, ``-``, ``*`` on 0..9 / 0..20);
+- arithmetic with one-digit numbers (``+``, ``-``, ``*`` on 0..9: a table a tiny model can learn);
 - two-turn conversations (the model remembers a name it was told);
 - JSON answers to "as JSON" requests (compact JSON, as phi3's structured output decodes it);
 - tool use in phi3's constrained tool format for Phi-3 layouts (:mod:`phi3.tools`): the tools are
@@ -34,6 +34,7 @@ __all__ = [
     "IDENTITY",
     "WEATHER_TOOL",
     "Example",
+    "compact",
     "examples",
     "held_out",
 ]
@@ -129,7 +130,7 @@ class Example:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _compact(value: object) -> str:
+def compact(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -304,12 +305,9 @@ _OPS: Final[dict[str, tuple[str, Callable[[int, int], int]]]] = {
 
 
 def _numbers(rng: random.Random, op: str) -> tuple[int, int]:
-    if op == "+":
-        return rng.randint(0, 20), rng.randint(0, 20)
-    if op == "-":
-        a = rng.randint(0, 20)
-        return a, rng.randint(0, a)
-    return rng.randint(0, 9), rng.randint(0, 9)
+    """Two one-digit operands (never a negative difference)."""
+    a = rng.randint(0, 9)
+    return a, rng.randint(0, a) if op == "-" else rng.randint(0, 9)
 
 
 def _arithmetic(rng: random.Random, op: str, a: int, b: int) -> tuple[str, str]:
@@ -427,7 +425,7 @@ def _json_example(rng: random.Random) -> Example:
             q = rng.choice(["{n}, {a} years old", "{n} is {a} years old", "{n}, age {a}"]).format(n=name, a=age)
             answer = {"name": name, "age": age}
     q = q.rstrip(".?") + suffix if suffix.startswith((" as", ", as")) else q + suffix
-    return Example(_with_system(rng, [{"role": "user", "content": q}]), _compact(answer), "json", json=True)
+    return Example(_with_system(rng, [{"role": "user", "content": q}]), compact(answer), "json", json=True)
 
 
 def _weather_question(rng: random.Random, city: str) -> str:
@@ -471,7 +469,7 @@ def _tool_example(rng: random.Random) -> Example:
         if task == "arith" and any(t["function"]["name"] == "add" for t in tools):
             q, a = _greeting(rng)
         history.append({"role": "user", "content": q})
-        return Example(tuple(history), _compact({"response": a}), "tool_answer", tuple(tools), "auto", json=True)
+        return Example(tuple(history), compact({"response": a}), "tool_answer", tuple(tools), "auto", json=True)
     tool = rng.choices(["get_weather", "get_time", "add", "get_capital"], weights=[6, 2, 2, 1])[0]
     tools = _toolset(rng, tool)
     city = rng.choice(CITIES)
@@ -496,7 +494,7 @@ def _tool_example(rng: random.Random) -> Example:
     if kind == "forced":
         choice = rng.choice(["required", {"type": "function", "function": {"name": tool}}])
     if kind != "result":
-        return Example(tuple(history), _compact(call), "tool_call", tuple(tools), choice, json=True)
+        return Example(tuple(history), compact(call), "tool_call", tuple(tools), choice, json=True)
     call_id = _call_id(rng)
     history.append(
         {
@@ -520,7 +518,7 @@ def _tool_example(rng: random.Random) -> Example:
         content = CAPITALS[arguments["country"]]
         answer = f"The capital of {arguments['country']} is {content}."
     history.append({"role": "tool", "tool_call_id": call_id, "content": content})
-    return Example(tuple(history), _compact({"response": answer}), "tool_result", tuple(tools), "auto", json=True)
+    return Example(tuple(history), compact({"response": answer}), "tool_result", tuple(tools), "auto", json=True)
 
 
 def _raw_example(rng: random.Random) -> Example:
@@ -540,7 +538,7 @@ def _echo_example(rng: random.Random) -> Example:
     question = rng.choice(["Say {w}.", "Repeat after me: {w}", "Please say: {w}", "Echo {w}"]).format(w=text)
     if rng.random() < 0.3:
         return Example(
-            ({"role": "user", "content": question + " as JSON"},), _compact({"text": text}), "echo", json=True
+            ({"role": "user", "content": question + " as JSON"},), compact({"text": text}), "echo", json=True
         )
     return Example(({"role": "user", "content": question},), text + ".", "echo")
 
@@ -633,7 +631,7 @@ def held_out(seen: Sequence[str] = (), seed: int = 12345) -> list[Probe]:
             Probe(
                 "json",
                 user(f"Give me the capital of {country} as JSON."),
-                _compact({"country": country, "capital": CAPITALS[country]}),
+                compact({"country": country, "capital": CAPITALS[country]}),
                 json_schema=schema,
             )
         )
@@ -641,7 +639,7 @@ def held_out(seen: Sequence[str] = (), seed: int = 12345) -> list[Probe]:
         q = rng.choice(
             ["Can you check the weather in {c}?", "I am going to {c}. What's the weather there?", "weather in {c}?"]
         )
-        call = _compact([{"name": "get_weather", "arguments": {"city": city}}])
+        call = compact([{"name": "get_weather", "arguments": {"city": city}}])
         probes.append(Probe("tool_call", user(q.format(c=city)), call, (WEATHER_TOOL,), "auto"))
     for city in rng.sample(list(CITIES), 4):
         condition, temp = rng.choice(CONDITIONS), rng.randint(0, 30)

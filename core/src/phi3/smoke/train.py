@@ -21,6 +21,7 @@ Needs torch, transformers and tokenizers (``pip install "phi3-core[testing]"``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -35,7 +36,17 @@ from typing import Any, Final
 from phi3.smoke import corpus
 from phi3.vendor_compat import hide_broken_torchvision
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "TrainConfig", "build_tokenizer", "encode_examples", "main", "train"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "TrainConfig",
+    "build_tokenizer",
+    "encode_examples",
+    "main",
+    "probe_prompts",
+    "probe_scores",
+    "train",
+]
 
 SPECIAL_TOKENS: Final[tuple[str, ...]] = (
     "<|endoftext|>",
@@ -87,11 +98,11 @@ class TrainConfig:
     num_attention_heads: int = 4
     max_position_embeddings: int = 4096
     sliding_window: int | None = 2047
-    examples: int = 24000
-    steps: int = 1000
-    batch_tokens: int = 4096
+    examples: int = 60000
+    steps: int = 5000
+    batch_tokens: int = 2048
     lr: float = 3e-3
-    warmup: int = 60
+    warmup: int = 100
     weight_decay: float = 0.01
     seed: int = 0
     threads: int = 2
@@ -100,6 +111,22 @@ class TrainConfig:
     prompt_weight: float = 0.25
     """Loss weight of the prompt's tokens (the answer's weigh 1): predicting the prompts too gives
     many more tokens to learn from, above all the copying (names, cities) that the answers need."""
+    copy_weight: float = 3.0
+    """Loss weight of an answer's tokens that copy a word or digit of the prompt (a city, a name, a
+    number): the content the answer depends on, which a tiny model otherwise learns last."""
+    tie_word_embeddings: bool = True
+    """Phi-4-mini's layout: the LM head is the embedding. A head that moves a prompt token's
+    embedding to the answer then predicts that token directly, which is how copying starts."""
+    short_steps: int = 1500
+    """Curriculum: the first ``short_steps`` steps train on short chats only (at most
+    ``short_tokens`` tokens: sums, capitals, names, echoes), where the content is most of the answer;
+    the copying learnt there carries over to the long tool prompts of the full mix."""
+    short_tokens: int = 64
+    short_share: float = 0.5
+    """After the curriculum, this share of the batches still comes from the short chats: without it
+    the long tool prompts take most of the tokens and the sums and capitals learnt first fade."""
+    probe_every: int = 500
+    """Log exact-match accuracy on :func:`phi3.smoke.corpus.held_out` every so many steps (0: never)."""
     dtype: str = "float16"
 
 
@@ -320,6 +347,28 @@ def _batches(encoded: Sequence[tuple[list[int], int]], batch_tokens: int, rng: r
     return batches
 
 
+def _tensors(rows: Sequence[tuple[list[int], int]], config: TrainConfig, pad: int, copyable: set[int]) -> Any:
+    """One padded batch: (ids, loss weights, answer mask, attention mask)."""
+    import torch
+
+    width = max(len(seq) for seq, _ in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    weights = torch.zeros((len(rows), width))
+    answer = torch.zeros((len(rows), width))
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (seq, start) in enumerate(rows):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        weights[row, 1:start] = config.prompt_weight
+        weights[row, start : len(seq)] = 1.0
+        prompt_tokens = set(seq[:start])
+        for t in range(start, len(seq)):  # a word or digit the answer copies from the prompt
+            if seq[t] in copyable and seq[t] in prompt_tokens:
+                weights[row, t] = config.copy_weight
+        answer[row, start : len(seq)] = 1.0
+        mask[row, : len(seq)] = 1
+    return ids, weights, answer, mask
+
+
 def make_model(config: TrainConfig, hf_tok: Any) -> Any:
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
@@ -336,7 +385,7 @@ def make_model(config: TrainConfig, hf_tok: Any) -> Any:
         original_max_position_embeddings=config.max_position_embeddings,
         sliding_window=config.sliding_window,
         rope_theta=10000.0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=bos,
         eos_token_id=eot,
         pad_token_id=eot,
@@ -382,26 +431,20 @@ def train(
     )
     rng = random.Random(config.seed)
     pad = hf_tok.pad_token_id
+    copyable = {i for t, i in hf_tok.get_vocab().items() if t.isalnum() and i < config.base_vocab}
+    short = [e for e in encoded if len(e[0]) <= config.short_tokens]
+    probes = probe_prompts(hf_tok) if config.probe_every else []
     losses: list[float] = []
-    batches: list[list[int]] = []
+    queues: dict[int, list[list[int]]] = {id(short): [], id(encoded): []}
     model.train()
     step = 0
     for step in range(config.steps):
+        from_short = step < config.short_steps or rng.random() < config.short_share
+        pool = short if from_short else encoded
+        batches = queues[id(pool)]
         if not batches:
-            batches = _batches(encoded, config.batch_tokens, rng)
-        batch = batches.pop()
-        width = max(len(encoded[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        weights = torch.zeros((len(batch), width))
-        answer = torch.zeros((len(batch), width))
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            seq, start = encoded[i]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            weights[row, 1:start] = config.prompt_weight
-            weights[row, start : len(seq)] = 1.0
-            answer[row, start : len(seq)] = 1.0
-            mask[row, : len(seq)] = 1
+            batches += _batches(pool, config.batch_tokens, rng)
+        ids, weights, answer, mask = _tensors([pool[i] for i in batches.pop()], config, pad, copyable)
         lr = config.lr * min(1.0, (step + 1) / config.warmup)
         lr *= 0.5 * (1 + math.cos(math.pi * step / config.steps)) * 0.95 + 0.05
         for group in optimizer.param_groups:
@@ -420,6 +463,9 @@ def train(
         if step % 50 == 0 or step == config.steps - 1:
             recent = sum(losses[-50:]) / len(losses[-50:])
             log(f"step {step:5d}  loss {recent:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s")
+        if probes and (step + 1) % config.probe_every == 0:
+            log(f"step {step:5d}  held-out exact match: {_format_scores(probe_scores(model, hf_tok, probes))}")
+            model.train()
         if time_limit_s is not None and time.monotonic() - started > time_limit_s:
             log(f"time limit reached at step {step}")
             break
@@ -445,6 +491,53 @@ def train(
     return record
 
 
+def probe_prompts(hf_tok: Any) -> list[tuple[str, list[int], str]]:
+    """(task, prompt ids, expected continuation) for each held-out probe, as training writes answers:
+    plain text after a space, tool calls and tool-result answers in phi3's constrained JSON."""
+    probes: list[tuple[str, list[int], str]] = []
+    for probe in corpus.held_out():
+        if probe.task == "tool_call":
+            answer, is_json = corpus.compact({"tool_calls": json.loads(probe.expected)}), True
+        elif probe.task == "tool_result":
+            answer, is_json = corpus.compact({"response": probe.expected}), True
+        else:
+            answer, is_json = probe.expected, probe.task == "json"
+        example = corpus.Example(probe.messages, answer, probe.task, probe.tools, probe.tool_choice, json=is_json)
+        ids, _ = encode_example(hf_tok, example)
+        prompt = list(hf_tok(render_prompt(hf_tok, example)).input_ids)
+        probes.append((probe.task, prompt, hf_tok.decode(ids[len(prompt) :], skip_special_tokens=True).strip()))
+    return probes
+
+
+def probe_scores(model: Any, hf_tok: Any, probes: Sequence[tuple[str, list[int], str]]) -> dict[str, tuple[int, int]]:
+    """Greedy, unconstrained exact match per task: ``{task: (right, asked)}``, ``"all"`` included."""
+    import torch
+
+    model.eval()
+    scores: dict[str, tuple[int, int]] = {}
+    end = hf_tok.convert_tokens_to_ids("<|end|>")
+    with torch.no_grad():
+        for task, prompt, expected in probes:
+            budget = len(hf_tok(expected).input_ids) + 4
+            out = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
+                max_new_tokens=budget,
+                do_sample=False,
+                eos_token_id=end,
+                pad_token_id=end,
+            )
+            got = hf_tok.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
+            right, asked = scores.get(task, (0, 0))
+            scores[task] = (right + (got == expected), asked + 1)
+    scores["all"] = (sum(r for r, _ in scores.values()), sum(n for _, n in scores.values()))
+    return scores
+
+
+def _format_scores(scores: dict[str, tuple[int, int]]) -> str:
+    return " ".join(f"{task} {right}/{asked}" for task, (right, asked) in scores.items())
+
+
 def _fix_config(config_path: Path) -> None:
     """config.json as the microsoft/Phi-3-mini-4k-instruct checkpoint spells it (top-level
     ``rope_theta``, ``rope_scaling`` null), which converters that read the file themselves expect."""
@@ -454,6 +547,11 @@ def _fix_config(config_path: Path) -> None:
     config["rope_scaling"] = None
     config.pop("partial_rotary_factor", None)
     _write_json(config_path, config)
+
+
+def file_sha256(path: Path) -> str:
+    """The weights' hash ``training.json`` records (a test checks the shipped file against it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -466,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(steps=args.steps, threads=args.threads)
     tmp = args.out.with_name(args.out.name + f".tmp{os.getpid()}")
     record = train(config, tmp)
+    record["sha256"] = file_sha256(tmp / "model.safetensors")
     _write_json(tmp / "training.json", record)
     if args.out.exists():
         shutil.rmtree(args.out)
