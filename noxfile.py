@@ -444,7 +444,7 @@ def demo(session: nox.Session) -> None:
     if os.environ.get("CI"):  # CI runs the demo too: keep its artifacts out of the machine's user cache
         session.env["PHI3_HOME"] = str(Path(session.virtualenv.location) / "phi3-home")
     session.run("phi3", "list-backends")
-    session.run("phi3", "generate", "smoke", "Tell me about AI PCs.", "--max-new-tokens", "48", *session.posargs)
+    session.run("phi3", "generate", "smoke", "Tell me about AI PCs.", "--max-new-tokens", "64", *session.posargs)
 
 
 PLAYWRIGHT = "playwright==1.65.3"
