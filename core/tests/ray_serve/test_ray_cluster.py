@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -50,6 +51,19 @@ def stop_cleanly(server: ServerProcess) -> str:
     return log
 
 
+@contextlib.contextmanager
+def running(args: list[str], log: Path, api_key: str | None = None) -> Iterator[ServerProcess]:
+    """:func:`start` a two-replica server and wait until both replicas report; Ctrl-C it cleanly
+    (:func:`stop_cleanly`) at the end unless it has already exited."""
+    process = start(args, log, api_key)
+    try:
+        process.wait_for("both replicas to report", lambda: len(replicas(process)) == 2, timeout=60)
+        yield process
+    finally:
+        if process.process.poll() is None:
+            stop_cleanly(process)
+
+
 def _children(pid: int) -> list[Any]:
     import psutil
 
@@ -68,13 +82,8 @@ def replicas(server: ServerProcess, model: str = MODEL) -> list[dict[str, Any]]:
 def server(two_nodes: TwoNodes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("serve-ray") / "serve.log"
     args = ["--ray", "--ray-address", two_nodes.address, MODEL, "-b", "reference", "-p", "fp32"]
-    process = start([*args, "--replicas", "2", "--max-queue", "1"], log, api_key=API_KEY)
-    try:
-        process.wait_for("both replicas to report", lambda: len(replicas(process)) == 2, timeout=60)
+    with running([*args, "--replicas", "2", "--max-queue", "1"], log, api_key=API_KEY) as process:
         yield process
-    finally:
-        if process.process.poll() is None:
-            stop_cleanly(process)
 
 
 @pytest.fixture(scope="module")

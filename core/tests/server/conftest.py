@@ -32,6 +32,36 @@ def adapter_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def in_process_adapter_answers(adapter_dirs: dict[str, Path], prompt: str, tokens: int) -> dict[str | None, str]:
+    """The smoke model's answers per adapter in this process (None: the base), on core's reference
+    backend, each adapter's ids checked against transformers + peft merged, all answers distinct:
+    what a server's answers for ``smoke``/``smoke:NAME`` must equal."""
+    import phi3
+    from phi3 import smoke
+    from phi3.testing import reference_backend
+    from phi3.testing.adapters import reference_adapter_ids
+    from phi3.testing.reference import encode_prompt
+
+    phi3.plugins.reset_registry()
+    registry = phi3.plugins.get_registry()
+    if "reference" not in registry.names():
+        registry.register(reference_backend, "reference")
+    model = phi3.load("smoke", backend="reference", precision="fp32", adapters=dict(adapter_dirs))
+    try:
+        answers: dict[str | None, str] = {}
+        for name in (None, *adapter_dirs):
+            result = model.generate(prompt, max_new_tokens=tokens, ignore_eos=True, adapter=name)
+            answers[name] = result.text
+            if name is not None:
+                prompt_ids = encode_prompt(smoke.checkpoint(), prompt)
+                want = reference_adapter_ids(smoke.checkpoint(), adapter_dirs[name], prompt_ids, tokens)
+                assert list(result.token_ids) == want, f"adapter {name}: phi3 != transformers + peft merged"
+    finally:
+        model.close()
+    assert len(set(answers.values())) == len(answers), f"the adapters do not change the answer: {answers}"
+    return answers
+
+
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory: pytest.TempPathFactory, phi3_home: Path) -> Iterator[object]:
     """A factory: ``start_server(args, api_key=None)``; every server is Ctrl-C'd at module end."""

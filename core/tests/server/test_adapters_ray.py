@@ -26,15 +26,11 @@ pytest.importorskip("peft", reason="adapters are made and applied with peft (phi
 
 import openai
 from ray_serve.conftest import descendants, wait_gone
-from ray_serve.test_ray_cluster import REPLICA_HEADER, replicas, start, stop_cleanly
+from ray_serve.test_ray_cluster import REPLICA_HEADER, replicas, running
 
-import phi3
-from phi3 import smoke
 from phi3.errors import ConfigError
-from phi3.testing import reference_backend
-from phi3.testing.adapters import reference_adapter_ids
-from phi3.testing.reference import encode_prompt
 
+from .conftest import in_process_adapter_answers
 from .harness import ServerProcess
 
 MODEL = "smoke"
@@ -50,13 +46,8 @@ def server(
     args = ["--ray", MODEL, "-b", "reference", "-p", "fp32", "--replicas", "2", "--replica-cpus", "0.5"]
     for name, folder in adapter_dirs.items():
         args += ["--adapter", f"{name}={folder}"]
-    process = start(args, log)
-    try:
-        process.wait_for("both replicas to report", lambda: len(replicas(process)) == 2, timeout=60)
+    with running(args, log) as process:
         yield process
-    finally:
-        if process.process.poll() is None:
-            stop_cleanly(process)
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +61,7 @@ def expected(server: ServerProcess, adapter_dirs: dict[str, Path]) -> dict[str |
 
     It depends on ``server`` so that the replicas, not this process, convert the adapters first.
     """
-    phi3.plugins.reset_registry()
-    registry = phi3.plugins.get_registry()
-    if "reference" not in registry.names():
-        registry.register(reference_backend, "reference")
-    model = phi3.load(MODEL, backend="reference", precision="fp32", adapters=dict(adapter_dirs))
-    try:
-        answers: dict[str | None, str] = {}
-        for name in (None, *adapter_dirs):
-            result = model.generate(PROMPT, max_new_tokens=TOKENS, ignore_eos=True, adapter=name)
-            answers[name] = result.text
-            if name is not None:
-                prompt_ids = encode_prompt(smoke.checkpoint(), PROMPT)
-                want = reference_adapter_ids(smoke.checkpoint(), adapter_dirs[name], prompt_ids, TOKENS)
-                assert list(result.token_ids) == want, f"adapter {name}: phi3 != transformers + peft merged"
-    finally:
-        model.close()
-    assert len(set(answers.values())) == len(answers), f"the adapters do not change the answer: {answers}"
-    return answers
+    return in_process_adapter_answers(adapter_dirs, PROMPT, TOKENS)
 
 
 def _complete(client: openai.OpenAI, model: str) -> tuple[str, str]:

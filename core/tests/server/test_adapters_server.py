@@ -19,16 +19,11 @@ import httpx
 import openai
 import pytest
 
-import phi3
-from phi3 import smoke
-from phi3.testing import reference_backend
-from phi3.testing.reference import encode_prompt
-
+from .conftest import in_process_adapter_answers
 from .harness import ServerProcess
 
 pytest.importorskip("peft", reason="adapters are made and applied with peft (phi3-core[testing])")
 
-from phi3.testing.adapters import reference_adapter_ids
 
 MODEL = "smoke"
 PROMPT = "The capital of France is"
@@ -51,24 +46,7 @@ def client(server: ServerProcess) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def expected(adapter_dirs: dict[str, Path]) -> dict[str | None, str]:
     """In-process answers per adapter (None: the base), each checked against transformers + peft merged."""
-    phi3.plugins.reset_registry()
-    registry = phi3.plugins.get_registry()
-    if "reference" not in registry.names():
-        registry.register(reference_backend, "reference")
-    model = phi3.load(MODEL, backend="reference", precision="fp32", adapters=dict(adapter_dirs))
-    try:
-        answers: dict[str | None, str] = {}
-        for name in (None, *adapter_dirs):
-            result = model.generate(PROMPT, max_new_tokens=TOKENS, ignore_eos=True, adapter=name)
-            answers[name] = result.text
-            if name is not None:
-                prompt_ids = encode_prompt(smoke.checkpoint(), PROMPT)
-                want = reference_adapter_ids(smoke.checkpoint(), adapter_dirs[name], prompt_ids, TOKENS)
-                assert list(result.token_ids) == want, f"adapter {name}: phi3 != transformers + peft merged"
-    finally:
-        model.close()
-    assert len(set(answers.values())) == len(answers), f"the adapters do not change the answer: {answers}"
-    return answers
+    return in_process_adapter_answers(adapter_dirs, PROMPT, TOKENS)
 
 
 def _complete(client: openai.OpenAI, model: str) -> str:
