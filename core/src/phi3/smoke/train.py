@@ -435,13 +435,13 @@ def train(
     short = [e for e in encoded if len(e[0]) <= config.short_tokens]
     probes = probe_prompts(hf_tok) if config.probe_every else []
     losses: list[float] = []
-    queues: dict[int, list[list[int]]] = {id(short): [], id(encoded): []}
+    queues: dict[bool, list[list[int]]] = {True: [], False: []}  # batches left: short pool, whole corpus
     model.train()
     step = 0
     for step in range(config.steps):
         from_short = step < config.short_steps or rng.random() < config.short_share
         pool = short if from_short else encoded
-        batches = queues[id(pool)]
+        batches = queues[from_short]
         if not batches:
             batches += _batches(pool, config.batch_tokens, rng)
         ids, weights, answer, mask = _tensors([pool[i] for i in batches.pop()], config, pad, copyable)
@@ -503,9 +503,8 @@ def probe_prompts(hf_tok: Any) -> list[tuple[str, list[int], str]]:
         else:
             answer, is_json = probe.expected, probe.task == "json"
         example = corpus.Example(probe.messages, answer, probe.task, probe.tools, probe.tool_choice, json=is_json)
-        ids, _ = encode_example(hf_tok, example)
-        prompt = list(hf_tok(render_prompt(hf_tok, example)).input_ids)
-        probes.append((probe.task, prompt, hf_tok.decode(ids[len(prompt) :], skip_special_tokens=True).strip()))
+        ids, start = encode_example(hf_tok, example)
+        probes.append((probe.task, ids[:start], hf_tok.decode(ids[start:], skip_special_tokens=True).strip()))
     return probes
 
 
