@@ -63,7 +63,7 @@ def prefill_logprobs(model: Any, input_ids: Sequence[int], adapter: str | None =
         ]
     finally:
         lc.llama_batch_free(batch)
-        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), False)  # metadata only: see generate.start_fresh
     logits = np.asarray(rows, dtype=np.float64)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), dtype=np.float32)
