@@ -6,8 +6,11 @@
     python benchmarks/llamacpp_overhead.py --render         # the report again, from LLAMACPP_OVERHEAD.json
 
 For each shape (``SMALL_SHAPE`` and ``MID_SHAPE`` of ``benchmarks/run.py``: Phi-3-mini's layer
-shapes, 4 layers) phi3 builds the int4 (Q4_0) artifact; both sides then run that one GGUF file in
-one process, with the same thread count, context and batch size:
+shapes, 4 layers) phi3 builds the int4 (Q4_0) artifact and loads it; both sides then drive that one
+``llama_cpp.Llama`` object (``model.session.native.llama``: same weights, KV cache, compute buffers,
+threads, context and batch size), so the only difference is the loop around llama.cpp. (Two ``Llama``
+objects of the same GGUF in one process decoded at persistently different speeds, whichever loop
+drove them: where the buffers landed, not the loop, decided the comparison.)
 
 - **phi3**: ``phi3.Model.stream(prompt, max_new_tokens=N, ignore_eos=True)`` drained (tokenizing,
   the sampler chain, streaming, phi3's own bookkeeping), timed by phi3's token clock;
@@ -116,8 +119,6 @@ def measure_phi3(model: Any, prompt: str, n: int) -> dict[str, float]:
 
 
 def bench_shape(shape_name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    import llama_cpp
-
     import phi3
     from phi3.bench import build_prompt
     from phi3_llamacpp.api import gguf_path
@@ -128,15 +129,7 @@ def bench_shape(shape_name: str, workdir: Path, args: argparse.Namespace) -> dic
     model = phi3.load(model_dir, backend="llamacpp", device="CPU", precision="int4", n_threads=args.threads)
     details = model.session.details
     gguf = gguf_path(model.artifact.path)
-    llm = llama_cpp.Llama(
-        str(gguf),
-        n_ctx=model.context_length,
-        n_batch=model.session.native.n_batch,
-        n_ubatch=model.session.native.n_batch,
-        n_threads=args.threads,
-        n_threads_batch=args.threads,
-        verbose=False,
-    )
+    llm = model.session.native.llama  # the same Llama object: see the module docstring
     n = args.new_tokens
 
     def direct_run() -> Iterator[Any]:
@@ -160,7 +153,6 @@ def bench_shape(shape_name: str, workdir: Path, args: argparse.Namespace) -> dic
             f"{shape_name} round {i + 1}: phi3 {row['phi3']['decode_tps']:.1f} tok/s {row['phi3']['ttft_ms']:.1f} ms | "
             f"direct {row['direct']['decode_tps']:.1f} tok/s {row['direct']['ttft_ms']:.1f} ms"
         )
-    llm.close()
     model.close()
     return {
         "shape": shapes()[shape_name],
@@ -240,8 +232,9 @@ def render(results: dict[str, Any], title: str = "# phi3-llamacpp vs llama-cpp-p
         reporting.provenance(results, "llamacpp_overhead.py")
         + f" 1-minute load per round: {min(loads):.1f}-{max(loads):.1f}." * bool(loads),
         "",
-        f"Same Q4_0 GGUF (built by phi3), one process, {results['threads']} llama.cpp thread(s) on both sides, same"
-        " context / batch; phi3 = `Model.stream(..., ignore_eos=True)` (timed by phi3's token clock), direct ="
+        f"Same Q4_0 GGUF (built by phi3), one `llama_cpp.Llama` object driven by both sides (same buffers,"
+        f" {results['threads']} llama.cpp thread(s), context, batch); phi3 = `Model.stream(..., ignore_eos=True)`"
+        " (timed by phi3's token clock), direct ="
         " `Llama.generate(tokens, temp=0)` after `reset()` (timed around it). TTFT = before tokenizing to first"
         " token (prefill included), decode = (N-1) / (last - first token). Rounds interleaved, order alternating;"
         f" median [min-max]. Targets (issue 15): decode <= {100 * DECODE_TARGET:.0f} % slower, TTFT <="
