@@ -26,8 +26,9 @@ TARGET_FIRST_SECOND_RATIO = 10.0
 TARGET_LIST_BACKENDS_S = 1.0
 TARGET_VS_LLAMA = 1.0
 """phi3's default CPU path: decode >= 1.0x llama.cpp's and TTFT <= 1.0x, same run."""
-TARGET_ROOFLINE_FRACTION = 0.75
-"""Each seed stack (openvino, dml on the CPU) decodes at >= 75 % of the read-bandwidth roofline."""
+TARGET_ROOFLINE_FRACTION = 0.85
+"""Issue 23: the default CPU path decodes at >= 85 % of the read-bandwidth roofline measured on the
+machine (llama.cpp reached 72-81 % here); held to each seed stack (openvino, dml on the CPU)."""
 SEED_STACKS = ("phi3:openvino/genai", "phi3:dml/genai")
 
 
@@ -427,6 +428,53 @@ def _default_path_targets(
     return rows, missed
 
 
+SPEED_FIRST_KEY = "phi3:openvino/genai+fast"
+"""The speed-first recipe's row (run.py's ``SPEED_FIRST_RECIPE``), held to llama.cpp Q4_0 (issue 23 item 2)."""
+
+
+def _speed_first_targets(
+    results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]], q4_0: Mapping[str, Any] | None
+) -> tuple[list[list[str]], list[str]]:
+    """phi3's speed-first recipe: decode >= 1.0x llama.cpp Q4_0 at a teacher-forced KL <= Q4_0's."""
+    mine = _row(measured, SPEED_FIRST_KEY)
+    if mine is None or q4_0 is None:
+        return [], []
+    rows: list[list[str]] = []
+    missed: list[str] = []
+    per_repeat = _per_repeat_ratio(mine, q4_0, "decode_tokens_per_s")
+    whole = (_median(mine, "decode_tokens_per_s") or 0) / (_median(q4_0, "decode_tokens_per_s") or 1)
+    verdict, text = decide(per_repeat, lambda v: v >= TARGET_VS_LLAMA)
+    rows.append(
+        [
+            f"decode, phi3's speed-first recipe ({mine['label']}) vs {q4_0['label']}",
+            f">= {TARGET_VS_LLAMA:g}x",
+            f"{whole:.2f}x"
+            + (f" (per repeat {min(per_repeat):.2f}x .. {max(per_repeat):.2f}x)" if len(per_repeat) > 1 else ""),
+            "met" if whole >= TARGET_VS_LLAMA else "**missed**",
+            text,
+        ]
+    )
+    if verdict is not True:
+        missed.append(f"decode of {mine['label']} is {whole:.2f}x {q4_0['label']}'s (target >= 1x; {text})")
+    quality = {p["label"]: p.get("mean_kl") for p in frontier_rows(results)}
+    mine_kl, peer_kl = quality.get(mine["label"]), quality.get(q4_0["label"])
+    if mine_kl is not None and peer_kl is not None:
+        rows.append(
+            [
+                f"teacher-forced KL vs fp32, phi3's speed-first recipe ({mine['label']}) vs {q4_0['label']}",
+                "<= 1x",
+                f"{mine_kl:.4f} vs {peer_kl:.4f} nats/token",
+                "met" if mine_kl <= peer_kl else "**missed**",
+                "one quality measurement (deterministic)",
+            ]
+        )
+        if mine_kl > peer_kl:
+            missed.append(
+                f"quality of {mine['label']}: KL {mine_kl:.4f} nats/token, above {q4_0['label']}'s {peer_kl:.4f}"
+            )
+    return rows, missed
+
+
 def _roofline_targets(
     results: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]
 ) -> tuple[list[list[str]], list[str]]:
@@ -454,8 +502,9 @@ def _roofline_targets(
         if verdict is not True:
             missed.append(
                 f"{row['label']} decoded at {whole * 100:.0f} % of the roofline (target "
-                f"{TARGET_ROOFLINE_FRACTION * 100:.0f} %; {text}); benchmarks/TUNING.md measures which compile "
-                "properties and recipes move it"
+                f"{TARGET_ROOFLINE_FRACTION * 100:.0f} %; {text}); benchmarks/PROFILE.md shows where its decode "
+                "time goes (the engine's own profiler), benchmarks/TUNING.md which compile properties and "
+                "recipes move it"
             )
     return rows, missed
 
@@ -508,10 +557,12 @@ def speed_targets(
     """The issue-15 speed targets: default CPU path vs llama.cpp, seed-stack roofline, phi3-llamacpp overhead."""
     peer = next((r for r in measured if r["kind"] == "peer"), None)
     k_quant = next((r for r in measured if r["key"] == "peer:llama_cpp_q4_k_m"), None)
+    q4_0 = next((r for r in measured if r["key"] == "peer:llama_cpp"), None)
     rows: list[list[str]] = []
     missed: list[str] = []
     for part in (
         _default_path_targets(results, measured, k_quant or peer),
+        _speed_first_targets(results, measured, q4_0),
         _roofline_targets(results, measured),
         _llamacpp_overhead_targets(results, measured, peer),
     ):
@@ -849,7 +900,14 @@ def _section_main_table(results: Mapping[str, Any], c: _Context) -> list[str]:
         "Cold load is measured for phi3's engines only (a new process with an empty compiled-blob cache); warm load "
         "has the cache filled by an earlier process. The direct calls are measured warm, with the same OpenVINO "
         f"properties phi3 compiles with ({', '.join(f'{k}={v}' for k, v in results.get('ov_config', {}).items())}, "
-        "plus a CACHE_DIR).\n"
+        "plus a CACHE_DIR)"
+        + (
+            f", and ONNX Runtime GenAI with the {results['og_threads']} intra-op threads phi3-dml gives the CPU "
+            "provider (one per physical core)"
+            if results.get("og_threads")
+            else ""
+        )
+        + ".\n"
     )
 
     if results.get("chart"):

@@ -216,7 +216,11 @@ def og(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import onnxruntime_genai as og
 
-    model = og.Model(spec["artifact"])
+    config = og.Config(spec["artifact"])
+    if spec.get("intra_op_num_threads"):  # the thread count phi3-dml gives the CPU provider, so both sides match
+        threads = int(spec["intra_op_num_threads"])
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     load_s = time.perf_counter() - started
     ids = [int(i) for i in spec["prompt_ids"]]  # phi3-dml adds the BOS that og's tokenizer leaves out

@@ -34,7 +34,7 @@ RENDERERS: dict[str, str] = {
     "PROFILE": "decode_profile",
 }
 """Report stem -> the module in benchmarks/ whose ``render(results)`` writes it from ``<stem>.json``."""
-NOT_REGENERABLE: tuple[str, ...] = ("TUNING",)
+NOT_REGENERABLE: tuple[str, ...] = ()
 """Reports whose raw results were never committed: kept as measured, marked at the top, to be re-run
 (their scripts now write the JSON: re-run one on a quiet machine, commit both files, remove it from here)."""
 REGENERABLE = tuple(stem for stem in RENDERERS if stem not in NOT_REGENERABLE)
@@ -140,6 +140,64 @@ def test_the_frontier_joins_speed_and_quality_per_row() -> None:
     # the frontier rule: Q4_K_M is faster and closer to fp32 than openvino's int4, so only it is on the frontier
     assert points["llama.cpp Q4_K_M (llama-cpp-python)"]["on_frontier"] is True
     assert points["phi3 openvino/genai"]["on_frontier"] is False
+
+
+def test_the_speed_first_recipe_is_held_to_q4_0_speed_and_quality() -> None:
+    """The ``-O recipe=fast`` row gets its own KL (not the default recipe's) and two targets against llama.cpp
+    Q4_0: decode >= 1x in every repeat, KL <= Q4_0's; each can come out missed."""
+    report = _module("report")
+
+    def row(key: str, label: str, kind: str, precision: str, tps: list[float]) -> dict[str, Any]:
+        runs = [{"decode_tokens_per_s": v, "ttft_s": 0.05, "repeat": i + 1} for i, v in enumerate(tps)]
+        weights = {"total_bytes": 4e6, "embedding_bytes": 1e6, "per_token_bytes": 2**20, "how": "test"}
+        stat = {"median": sorted(tps)[len(tps) // 2], "min": min(tps), "max": max(tps)}
+        summary = {"decode_tokens_per_s": stat, "ttft_s": {"median": 0.05, "min": 0.05, "max": 0.05}}
+        return {
+            "key": key,
+            "label": label,
+            "kind": kind,
+            "precision": precision,
+            "error": None,
+            "runs": runs,
+            "summary": summary,
+            "weights": weights,
+        }
+
+    def results(fast_tps: list[float], fast_kl: float) -> dict[str, Any]:
+        return {
+            "bandwidth": {"read_bytes_per_s": 100 * 2**20},
+            "rows": [
+                row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", [40.0, 40.0, 40.0]),
+                row(
+                    report.SPEED_FIRST_KEY,
+                    "phi3 openvino/genai -O recipe=fast",
+                    "phi3",
+                    "int4 recipe=fast",
+                    fast_tps,
+                ),
+                row("peer:llama_cpp", "llama.cpp Q4_0 (llama-cpp-python)", "peer", "Q4_0", [45.0, 45.0, 45.0]),
+            ],
+            "parity": {
+                "results": [
+                    {"backend": "openvino", "precision": "int4", "mean_kl": 0.12, "top1_agreement": 0.5},
+                    {"backend": "openvino", "precision": "int4 recipe=fast", "mean_kl": fast_kl, "top1_agreement": 0.4},
+                    {"backend": "llama.cpp", "precision": "Q4_0", "mean_kl": 0.18, "top1_agreement": 0.3},
+                ]
+            },
+        }
+
+    def verdicts(raw: dict[str, Any]) -> dict[str, str]:
+        measured = [r for r in raw["rows"] if r["runs"]]
+        rows, _ = report._speed_first_targets(raw, measured, report._row(measured, "peer:llama_cpp"))
+        return {cells[0].split(",")[0]: cells[3] for cells in rows}
+
+    good = results([50.0, 48.0, 52.0], 0.16)
+    points = {p["label"]: p for p in report.frontier_rows(good)}
+    assert points["phi3 openvino/genai -O recipe=fast"]["mean_kl"] == 0.16
+    assert points["phi3 openvino/genai"]["mean_kl"] == 0.12
+    assert verdicts(good) == {"decode": "met", "teacher-forced KL vs fp32": "met"}
+    slow_and_far = results([50.0, 44.0, 30.0], 0.19)  # median 44 < 45, and above Q4_0's KL
+    assert verdicts(slow_and_far) == {"decode": "**missed**", "teacher-forced KL vs fp32": "**missed**"}
 
 
 FIXTURES = Path(__file__).resolve().parent / "benchmark_fixtures"

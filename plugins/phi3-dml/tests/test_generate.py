@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import phi3
 import pytest
 from phi3.generation_config import GenerationConfig
 
 from conftest import CHAT, PROMPT, LoadDml
+from phi3_dml.options import physical_cores
 from phi3_dml.search_options import search_options
 
 
@@ -89,6 +92,38 @@ def test_context_is_used_up_to_the_last_token(load_dml: LoadDml) -> None:
 def test_intra_op_threads_load_option(load_dml: LoadDml) -> None:
     model = load_dml("int4", intra_op_num_threads=1)
     assert model.generate(PROMPT, max_new_tokens=4, ignore_eos=True).new_tokens == 4
+    assert model.session.details["intra_op_threads"] == "1 (intra_op_num_threads)"
+
+
+def test_the_cpu_provider_defaults_to_the_physical_cores(load_dml: LoadDml) -> None:
+    """Without the option the CPU session gets one thread per physical core this process may use (ONNX
+    Runtime's own default ran one thread on a 2-core VM), and says so."""
+    cores = physical_cores()
+    model = load_dml("int4")
+    expected = (
+        "default (ONNX Runtime's default)" if cores is None else f"{cores} (the physical cores this process may use)"
+    )
+    assert model.session.details["intra_op_threads"] == expected
+
+
+def _fake_topology(root: Path, cores: dict[int, tuple[int, int]]) -> Path:
+    for cpu, (package, core) in cores.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n", encoding="ascii")
+        (topology / "core_id").write_text(f"{core}\n", encoding="ascii")
+    return root
+
+
+def test_physical_cores_count_each_core_once(tmp_path: Path) -> None:
+    # 4 logical CPUs: two cores with two hyper-threads each, on one package
+    smt = _fake_topology(tmp_path / "smt", {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)})
+    assert physical_cores([0, 1, 2, 3], smt) == 2
+    assert physical_cores([0, 2], smt) == 1  # an affinity mask holding one core's two threads
+    # two packages whose core ids repeat: four cores
+    sockets = _fake_topology(tmp_path / "sockets", {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)})
+    assert physical_cores([0, 1, 2, 3], sockets) == 4
+    assert physical_cores([0, 1], tmp_path / "missing") is None  # unreadable: ONNX Runtime's default stands
 
 
 def test_search_options_are_all_explicit() -> None:

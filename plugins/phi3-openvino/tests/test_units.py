@@ -43,7 +43,9 @@ def test_named_recipes_and_explicit_overrides() -> None:
     all_int4 = resolve_quantization("int4", {"recipe": "all-int4"}, MINI)
     assert (all_int4.ratio, all_int4.manifest()["recipe"]) == (1.0, "all-int4")
     assert resolve_quantization("int4", {"recipe": "all-int4", "ratio": 0.8}, MINI).ratio == 0.8
-    expected = "recipe='fastest' is not allowed: it takes one of accurate, guide, all-int4"
+    fast = resolve_quantization("int4", {"recipe": "fast"}, MINI)
+    assert (fast.group_size, fast.ratio, fast.sym, fast.recipe) == (64, 1.0, True, "fast")
+    expected = "recipe='fastest' is not allowed: it takes one of accurate, guide, fast, all-int4"
     with pytest.raises(phi3.ConfigError, match=expected):
         resolve_quantization("int4", {"recipe": "fastest"}, MINI)
 

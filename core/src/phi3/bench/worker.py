@@ -66,6 +66,7 @@ def _prepare(spec: Mapping[str, Any]) -> dict[str, Any]:
             precision=spec["precision"],
             engine=spec["engine"],
             revision=spec["revision"],
+            **dict(spec.get("options") or {}),
         )
         tokenizer_dir = resolve_model(spec["model"], ArtifactCache().root, spec["revision"]).path
         if not (tokenizer_dir / "tokenizer.json").is_file() and (artifact.path / "tokenizer.json").is_file():
@@ -101,6 +102,7 @@ def _measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             precision=spec["precision"],
             engine=spec["engine"],
             revision=spec["revision"],
+            **dict(spec.get("options") or {}),
         )
         load_s = time.perf_counter() - started
     out: dict[str, Any] = {"load_s": load_s, "device": model.device, "precision": model.precision}

@@ -28,6 +28,7 @@ from phi3.types import LoadRequest
 
 from phi3_dml import adapters, compat, guidance, probe, providers
 from phi3_dml.engine import DmlEngine
+from phi3_dml.options import physical_cores
 
 GIB = 1024**3
 
@@ -231,15 +232,39 @@ def _context(
     )
 
 
-def _load_options(options: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
-    """provider_options (as the runtime takes them: text) and the thread count, both checked by phi3."""
+def _provider_options(options: Mapping[str, Any]) -> dict[str, str]:
+    """provider_options as the runtime takes them (text); phi3 checked them."""
     provider_options = options.get("provider_options") or {}
-    return {k: str(v) for k, v in provider_options.items()}, options.get("intra_op_num_threads")
+    return {k: str(v) for k, v in provider_options.items()}
 
 
-def _open(og: ModuleType, folder: Path, device: providers.Device, options: Mapping[str, Any], graph: str | None) -> Any:
-    """``og.Model`` on ``device``; ``graph``: the decoder file to load instead of genai_config's."""
-    provider_options, threads = _load_options(options)
+def intra_op_threads(options: Mapping[str, Any], device: providers.Device) -> tuple[int | None, str]:
+    """The intra-op thread count the session gets, and where it came from (for ``details``).
+
+    The user's ``intra_op_num_threads``; else, on the CPU provider, the physical cores this process
+    may use (:func:`phi3_dml.options.physical_cores`: ONNX Runtime's own default ran one thread on
+    a 2-core VM); else (a GPU provider, or a system whose topology is unknown) ONNX Runtime's own.
+    """
+    threads = options.get("intra_op_num_threads")
+    if threads is not None:
+        return int(threads), "intra_op_num_threads"
+    cores = physical_cores() if device.provider == "cpu" else None
+    if cores is not None:
+        return cores, "the physical cores this process may use"
+    return None, "ONNX Runtime's default"
+
+
+def _open(
+    og: ModuleType,
+    folder: Path,
+    device: providers.Device,
+    options: Mapping[str, Any],
+    graph: str | None,
+    threads: int | None,
+) -> Any:
+    """``og.Model`` on ``device`` with ``threads`` intra-op threads (None: ONNX Runtime's default);
+    ``graph``: the decoder file to load instead of genai_config's."""
+    provider_options = _provider_options(options)
     try:
         config = og.Config(str(folder))
         providers.configure(config, device, provider_options)
@@ -279,7 +304,8 @@ def load(request: LoadRequest) -> DmlEngine:
     og = import_runtime()
     compat.check_runtime(manifest, og.__version__, key)
     providers.check_available(device, og)
-    model = _open(og, folder, device, request.options, graph)
+    threads, threads_source = intra_op_threads(request.options, device)
+    model = _open(og, folder, device, request.options, graph, threads)
     try:
         tokenizer = og.Tokenizer(model)
     except RuntimeError as exc:
@@ -307,6 +333,7 @@ def load(request: LoadRequest) -> DmlEngine:
             "runtime": f"onnxruntime-genai {og.__version__}",
             "built_for": manifest.get("execution_provider"),
             "context": f"{context} tokens ({context_source})",
+            "intra_op_threads": f"{threads or 'default'} ({threads_source})",
             **({"adapters": ", ".join(request.adapters)} if request.adapters else {}),
         },
     )

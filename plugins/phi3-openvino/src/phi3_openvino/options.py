@@ -11,7 +11,7 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
 
 ``group_size``
     int4 only. Weights are quantized in groups of this many input channels. ``"auto"`` (the
-    default) means the recipe's group size (64 for ``accurate``, 128 for ``guide`` and ``all-int4``)
+    default) means the recipe's group size (64 for ``accurate`` and ``fast``, 128 for ``guide`` and ``all-int4``)
     when it divides the model's widths, which it does for every released Phi-3/Phi-3.5/Phi-4-mini
     checkpoint, else the largest power of two below it that does (tiny test models). An explicit
     number that does not divide the widths is an error naming the sizes that would work. ``-1`` is
@@ -24,8 +24,11 @@ Artifact options (they change the artifact's bytes, so phi3 puts them in the cac
 ``recipe``
     int4 only. A named set of the three above: ``accurate`` (the default: group 64, symmetric,
     ratio 0.6), ``guide`` (the product guide's ``optimum-cli ... --weight-format int4 --group-size 128
-    --ratio 0.6 --sym``) or ``all-int4`` (ratio 1.0: every weight int4, the NPU recipe; fewer bytes per
-    token, a larger KL to fp32). Explicit ``group_size``/``ratio``/``sym`` override the recipe's
+    --ratio 0.6 --sym``), ``fast`` (the speed-first recipe: every weight int4 in groups of 64, symmetric;
+    in ``benchmarks/TUNING.md`` it decoded faster than ``accurate`` in every repeat, and its KL to fp32
+    sits between ``accurate``'s and ``all-int4``'s, below llama.cpp Q4_0's in ``benchmarks/RESULTS.md``)
+    or ``all-int4`` (ratio 1.0 in groups of 128: the NPU recipe; fewer bytes per token still, the largest
+    KL to fp32). Explicit ``group_size``/``ratio``/``sym`` override the recipe's
     value; the manifest records the recipe used. ``accurate`` is the default because on the
     Phi-3-mini-shaped benchmark model its teacher-forced KL to fp32 was about 12 % below ``guide``'s
     at a decode speed that did not measurably differ (its extra scales add 1 % of bytes);
@@ -62,6 +65,7 @@ AUTO = "auto"
 INT4_RECIPES: dict[str, dict[str, Any]] = {
     "accurate": {"group_size": AUTO, "auto_group_size": 64, "ratio": DEFAULT_INT4_RATIO, "sym": True},
     "guide": {"group_size": AUTO, "auto_group_size": DEFAULT_INT4_GROUP_SIZE, "ratio": DEFAULT_INT4_RATIO, "sym": True},
+    "fast": {"group_size": AUTO, "auto_group_size": 64, "ratio": 1.0, "sym": True},
     "all-int4": {"group_size": AUTO, "auto_group_size": DEFAULT_INT4_GROUP_SIZE, "ratio": 1.0, "sym": True},
 }
 """Named int4 recipes (see the module docstring); ``auto_group_size`` is what ``group_size="auto"`` aims for."""
@@ -110,7 +114,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "recipe",
         "choice",
         "accurate: group 64, symmetric, ratio 0.6; guide: the product guide's (group 128, symmetric, ratio 0.6);"
-        " all-int4: every weight int4",
+        " fast: every weight int4, group 64 (speed first); all-int4: every weight int4, group 128 (the NPU recipe)",
         default=DEFAULT_INT4_RECIPE,
         choices=tuple(INT4_RECIPES),
         artifact=True,
