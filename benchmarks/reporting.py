@@ -80,8 +80,6 @@ VENDOR_MODULES = (
     "ray",
 )
 """Modules whose ``__version__`` is recorded when the run imported them in this process."""
-NOT_REGENERABLE = "> **Not regenerable**: measured before raw results were kept; re-run `{command}` on a quiet machine."
-"""The first line of an old report with no raw JSON beside it (its figures are kept as they were measured)."""
 
 
 def load_average() -> list[float] | None:

@@ -1,10 +1,9 @@
 """Every committed benchmark report is its script's rendering of the raw results committed beside it.
 
-For each report in :data:`REGENERABLE`, ``<STEM>.json`` is rendered by its script's ``render`` and
+For each report in :data:`RENDERERS`, ``<STEM>.json`` is rendered by its script's ``render`` and
 compared with the committed ``<STEM>.md`` byte for byte (what ``python benchmarks/<script>.py --render``
-writes). The reports measured before raw results were kept are listed by name in
-:data:`NOT_REGENERABLE`; each must say so on its first line, and none may have a JSON beside it (then it
-belongs in the first list). A report in neither list fails, so nothing is skipped silently.
+writes). A Markdown file in benchmarks/ that is neither listed there nor in :data:`NOT_REPORTS` fails,
+so nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -34,10 +33,6 @@ RENDERERS: dict[str, str] = {
     "PROFILE": "decode_profile",
 }
 """Report stem -> the module in benchmarks/ whose ``render(results)`` writes it from ``<stem>.json``."""
-NOT_REGENERABLE: tuple[str, ...] = ()
-"""Reports whose raw results were never committed: kept as measured, marked at the top, to be re-run
-(their scripts now write the JSON: re-run one on a quiet machine, commit both files, remove it from here)."""
-REGENERABLE = tuple(stem for stem in RENDERERS if stem not in NOT_REGENERABLE)
 NOT_REPORTS = ("README", "TUNING-decisions")
 """Markdown in benchmarks/ that no script renders (docs; hand-written notes a report includes)."""
 
@@ -53,24 +48,14 @@ def _render(module_name: str) -> Callable[[dict[str, Any]], str]:
 def test_every_report_is_listed() -> None:
     stems = {path.stem for path in BENCHMARKS.glob("*.md")} - set(NOT_REPORTS)
     assert stems == set(RENDERERS)
-    assert set(NOT_REGENERABLE) <= set(RENDERERS)
 
 
-@pytest.mark.parametrize("stem", sorted(REGENERABLE))
+@pytest.mark.parametrize("stem", sorted(RENDERERS))
 def test_the_report_is_rendered_from_its_raw_results(stem: str) -> None:
     raw = json.loads((BENCHMARKS / f"{stem}.json").read_text(encoding="utf-8"))
     rendered = _render(RENDERERS[stem])(raw)
     committed = (BENCHMARKS / f"{stem}.md").read_text(encoding="utf-8")
     assert rendered == committed, f"benchmarks/{stem}.md differs from its script's rendering of {stem}.json"
-
-
-@pytest.mark.parametrize("stem", NOT_REGENERABLE)
-def test_an_old_report_says_it_is_not_regenerable(stem: str) -> None:
-    first_line = (BENCHMARKS / f"{stem}.md").read_text(encoding="utf-8").splitlines()[0]
-    assert first_line.startswith("> **Not regenerable**: measured before raw results were kept; re-run `python ")
-    assert first_line.endswith("` on a quiet machine.")
-    assert not (BENCHMARKS / f"{stem}.json").exists(), f"{stem}.json exists: remove {stem} from NOT_REGENERABLE"
-    assert callable(_render(RENDERERS[stem])), f"{RENDERERS[stem]}.py has no render(results) for {stem}.json"
 
 
 def test_the_comparison_can_fail() -> None:

@@ -48,9 +48,9 @@ def physical_cores(cpus: Iterable[int] | None = None, sysfs: Path = SYSFS_CPUS) 
     topology; None where that cannot be read (other systems: ONNX Runtime's own default stands).
 
     phi3-dml's default ``intra_op_num_threads`` on the CPU provider. ONNX Runtime's own default ran
-    one thread on a 2-core Linux VM (two cores, one thread each): ``benchmarks/TUNING.md`` measured
-    ``intra_op_num_threads=2`` decoding 1.9x faster than the default in every repeat, and ``=1`` the
-    same as the default. Hyper-threads of one core count once, as ONNX Runtime intends.
+    one thread on a 2-core Linux VM (two cores, one thread each), decoding about half as fast as two
+    threads in every repeat (``benchmarks/TUNING-decisions.md``). Hyper-threads of one core count once,
+    as ONNX Runtime intends.
     """
     try:
         chosen = sorted(os.sched_getaffinity(0)) if cpus is None else list(cpus)
