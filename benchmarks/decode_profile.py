@@ -13,7 +13,8 @@ runtime's own:
 - **openvino**: the IR compiled by ``openvino.Core`` with phi3-openvino's ``compile_defaults("cpu", "int4")`` plus
   ``PERF_COUNT=YES``; a 128-token prefill, then single-token decode steps; per step, the infer
   request's ``profiling_info`` (per node: type, the kernel that ran it, real time);
-- **dml** (ONNX Runtime GenAI, CPU provider here): ``og.Generator`` on the artifact, then decode
+- **dml** (ONNX Runtime GenAI, CPU provider here): ``og.Generator`` on the artifact (with the intra-op
+  thread count phi3-dml gives the CPU provider: one per physical core), then decode
   steps with the runtime option ``enable_profiling`` (one ONNX Runtime trace per token; the
   ``*_kernel_time`` events per operator type).
 
@@ -109,7 +110,13 @@ def _profile_dml(folder: Path, prompt: int, steps: int) -> tuple[list[float], li
     import numpy as np
     import onnxruntime_genai as og
 
-    model = og.Model(str(folder))
+    from phi3_dml.options import physical_cores
+
+    config = og.Config(str(folder))
+    threads = physical_cores()  # the intra-op threads phi3-dml gives the CPU provider by default
+    if threads is not None:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
     timings: dict[str, list[float]] = {}
     ops: collections.Counter[str] = collections.Counter()
     with tempfile.TemporaryDirectory(prefix="phi3-ort-profile-") as traces:
