@@ -408,24 +408,33 @@ def _default_path_targets(
                     f"{peer['label']}'s (target {goal}; {text}). phi3's own overhead is in the direct-call pairs above "
                     "and each engine's share of the roofline in *Roofline*"
                 )
-        mine_kl, peer_kl = quality.get(default["label"]), quality.get(peer["label"])
-        if mine_kl is not None and peer_kl is not None:
-            rows.append(
-                [
-                    f"teacher-forced KL vs fp32, phi3's default CPU path {when} ({default['label']})"
-                    f" vs {peer['label']}",
-                    "<= 1x",
-                    f"{mine_kl:.4f} vs {peer_kl:.4f} nats/token",
-                    "met" if mine_kl <= peer_kl else "**missed**",
-                    "one quality measurement (deterministic)",
-                ]
-            )
-            if mine_kl > peer_kl:
-                missed.append(
-                    f"quality of phi3's default CPU path {when} ({default['label']}): KL {mine_kl:.4f} nats/token, "
-                    f"above {peer['label']}'s {peer_kl:.4f}"
-                )
+        _kl_target(f"phi3's default CPU path {when} ({default['label']})", default, peer, quality, rows, missed)
     return rows, missed
+
+
+def _kl_target(
+    subject: str,
+    mine: Mapping[str, Any],
+    peer: Mapping[str, Any],
+    quality: Mapping[str, float | None],
+    rows: list[list[str]],
+    missed: list[str],
+) -> None:
+    """The row (and, if missed, the line) saying whether ``mine``'s teacher-forced KL is <= ``peer``'s."""
+    mine_kl, peer_kl = quality.get(mine["label"]), quality.get(peer["label"])
+    if mine_kl is None or peer_kl is None:
+        return
+    rows.append(
+        [
+            f"teacher-forced KL vs fp32, {subject} vs {peer['label']}",
+            "<= 1x",
+            f"{mine_kl:.4f} vs {peer_kl:.4f} nats/token",
+            "met" if mine_kl <= peer_kl else "**missed**",
+            "one quality measurement (deterministic)",
+        ]
+    )
+    if mine_kl > peer_kl:
+        missed.append(f"quality of {subject}: KL {mine_kl:.4f} nats/token, above {peer['label']}'s {peer_kl:.4f}")
 
 
 SPEED_FIRST_KEY = "phi3:openvino/genai+fast"
@@ -457,21 +466,7 @@ def _speed_first_targets(
     if verdict is not True:
         missed.append(f"decode of {mine['label']} is {whole:.2f}x {q4_0['label']}'s (target >= 1x; {text})")
     quality = {p["label"]: p.get("mean_kl") for p in frontier_rows(results)}
-    mine_kl, peer_kl = quality.get(mine["label"]), quality.get(q4_0["label"])
-    if mine_kl is not None and peer_kl is not None:
-        rows.append(
-            [
-                f"teacher-forced KL vs fp32, phi3's speed-first recipe ({mine['label']}) vs {q4_0['label']}",
-                "<= 1x",
-                f"{mine_kl:.4f} vs {peer_kl:.4f} nats/token",
-                "met" if mine_kl <= peer_kl else "**missed**",
-                "one quality measurement (deterministic)",
-            ]
-        )
-        if mine_kl > peer_kl:
-            missed.append(
-                f"quality of {mine['label']}: KL {mine_kl:.4f} nats/token, above {q4_0['label']}'s {peer_kl:.4f}"
-            )
+    _kl_target(f"phi3's speed-first recipe ({mine['label']})", mine, q4_0, quality, rows, missed)
     return rows, missed
 
 

@@ -82,31 +82,33 @@ def test_the_quiet_rule_is_the_start_load() -> None:
     assert reporting.machine_state({"start": [2.0], "end": [0.1]}).startswith("**a machine shared")
 
 
+def _row(key: str, label: str, kind: str, precision: str, tps: list[float]) -> dict[str, Any]:
+    """A measured row as run.py records it: one run per repeat at these decode rates, TTFT 50 ms, 1 MiB a token."""
+    runs = [{"decode_tokens_per_s": v, "ttft_s": 0.05, "repeat": i + 1} for i, v in enumerate(tps)]
+    weights = {"total_bytes": 4e6, "embedding_bytes": 1e6, "per_token_bytes": 2**20, "how": "test"}
+    stat = {"median": sorted(tps)[len(tps) // 2], "min": min(tps), "max": max(tps)}
+    summary = {"decode_tokens_per_s": stat, "ttft_s": {"median": 0.05, "min": 0.05, "max": 0.05}}
+    return {
+        "key": key,
+        "label": label,
+        "kind": kind,
+        "precision": precision,
+        "error": None,
+        "runs": runs,
+        "summary": summary,
+        "weights": weights,
+    }
+
+
 def test_the_frontier_joins_speed_and_quality_per_row() -> None:
     """Each phi3 row gets its backend's KL, each llama.cpp row its file type's; direct rows are not points."""
     report = _module("report")
-
-    def row(key: str, label: str, kind: str, precision: str, tps: float) -> dict[str, Any]:
-        runs = [{"decode_tokens_per_s": tps, "ttft_s": 0.05}]
-        weights = {"total_bytes": 4e6, "embedding_bytes": 1e6, "per_token_bytes": 2**20, "how": "test"}
-        summary = {m: {"median": v, "min": v, "max": v} for m, v in runs[0].items()}
-        return {
-            "key": key,
-            "label": label,
-            "kind": kind,
-            "precision": precision,
-            "error": None,
-            "runs": runs,
-            "summary": summary,
-            "weights": weights,
-        }
-
     results = {
         "bandwidth": {"read_bytes_per_s": 100 * 2**20},
         "rows": [
-            row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", 40.0),
-            row("direct:ov_genai", "openvino_genai.LLMPipeline", "direct", "int4", 41.0),
-            row("peer:llama_cpp_q4_k_m", "llama.cpp Q4_K_M (llama-cpp-python)", "peer", "Q4_K_M", 50.0),
+            _row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", [40.0]),
+            _row("direct:ov_genai", "openvino_genai.LLMPipeline", "direct", "int4", [41.0]),
+            _row("peer:llama_cpp_q4_k_m", "llama.cpp Q4_K_M (llama-cpp-python)", "peer", "Q4_K_M", [50.0]),
         ],
         "parity": {
             "results": [
@@ -132,35 +134,19 @@ def test_the_speed_first_recipe_is_held_to_q4_0_speed_and_quality() -> None:
     Q4_0: decode >= 1x in every repeat, KL <= Q4_0's; each can come out missed."""
     report = _module("report")
 
-    def row(key: str, label: str, kind: str, precision: str, tps: list[float]) -> dict[str, Any]:
-        runs = [{"decode_tokens_per_s": v, "ttft_s": 0.05, "repeat": i + 1} for i, v in enumerate(tps)]
-        weights = {"total_bytes": 4e6, "embedding_bytes": 1e6, "per_token_bytes": 2**20, "how": "test"}
-        stat = {"median": sorted(tps)[len(tps) // 2], "min": min(tps), "max": max(tps)}
-        summary = {"decode_tokens_per_s": stat, "ttft_s": {"median": 0.05, "min": 0.05, "max": 0.05}}
-        return {
-            "key": key,
-            "label": label,
-            "kind": kind,
-            "precision": precision,
-            "error": None,
-            "runs": runs,
-            "summary": summary,
-            "weights": weights,
-        }
-
     def results(fast_tps: list[float], fast_kl: float) -> dict[str, Any]:
         return {
             "bandwidth": {"read_bytes_per_s": 100 * 2**20},
             "rows": [
-                row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", [40.0, 40.0, 40.0]),
-                row(
+                _row("phi3:openvino/genai", "phi3 openvino/genai", "phi3", "int4", [40.0, 40.0, 40.0]),
+                _row(
                     report.SPEED_FIRST_KEY,
                     "phi3 openvino/genai -O recipe=fast",
                     "phi3",
                     "int4 recipe=fast",
                     fast_tps,
                 ),
-                row("peer:llama_cpp", "llama.cpp Q4_0 (llama-cpp-python)", "peer", "Q4_0", [45.0, 45.0, 45.0]),
+                _row("peer:llama_cpp", "llama.cpp Q4_0 (llama-cpp-python)", "peer", "Q4_0", [45.0, 45.0, 45.0]),
             ],
             "parity": {
                 "results": [
