@@ -110,10 +110,10 @@ def _profile_dml(folder: Path, prompt: int, steps: int) -> tuple[list[float], li
     import numpy as np
     import onnxruntime_genai as og
 
-    from phi3_dml.options import physical_cores
+    from phi3_dml.api import default_intra_op_threads
 
     config = og.Config(str(folder))
-    threads = physical_cores()  # the intra-op threads phi3-dml gives the CPU provider by default
+    threads = default_intra_op_threads()  # the intra-op threads phi3-dml gives the CPU provider by default
     if threads is not None:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
     model = og.Model(config)

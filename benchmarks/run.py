@@ -772,9 +772,9 @@ class Suite:
         results["ov_config"] = ov_config
         og_threads = None
         with contextlib.suppress(ImportError):
-            from phi3_dml.options import physical_cores
+            from phi3_dml.api import default_intra_op_threads
 
-            og_threads = physical_cores()  # the intra-op threads phi3-dml gives the CPU provider by default
+            og_threads = default_intra_op_threads()  # what phi3-dml gives the CPU provider by default
         results["og_threads"] = og_threads
 
     def usable(self, backend: str, engine: str, device: str = "auto") -> bool:

@@ -1,5 +1,9 @@
 """phi3-dml's public API for tools outside the plugin (quality benchmarks, other test suites).
 
+- :func:`teacher_forced_logprobs`: log-probabilities of one prefill of a loaded model.
+- :func:`default_intra_op_threads`: the intra-op thread count phi3-dml gives CPU sessions by default,
+  so that a benchmark's direct ONNX Runtime GenAI call runs with the same.
+
 The phi3 API does not expose logits (no backend has to); measuring quantization quality needs them.
 This module is the one documented place that reaches into a loaded phi3-dml model for them, so
 benchmarks and tests never depend on the plugin's private modules.
@@ -45,4 +49,12 @@ def teacher_forced_logprobs(
     return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), dtype=np.float32)
 
 
-__all__ = ["teacher_forced_logprobs"]
+def default_intra_op_threads() -> int | None:
+    """The intra-op threads phi3-dml gives a CPU-provider session by default: one per physical core this
+    process may use (None where the CPU topology cannot be read: ONNX Runtime's own default then)."""
+    from phi3_dml.options import physical_cores
+
+    return physical_cores()
+
+
+__all__ = ["default_intra_op_threads", "teacher_forced_logprobs"]
